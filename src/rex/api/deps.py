@@ -1,0 +1,65 @@
+"""FastAPI dependency aliases: ``SettingsDep``, ``DbDep``, ``AuthDep``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from rex.api.errors import ApiError
+from rex.db.engine import Database
+from rex.settings import Settings
+from rex.workspaces import service as workspaces
+from rex.workspaces.service import Workspace
+
+_api_key_header = APIKeyHeader(
+    name="X-Api-Key", auto_error=False, description="An API key from `rex keys create`."
+)
+_bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+DbDep = Annotated[Database, Depends(_db)]
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Who is calling: the key's id and its workspace (the only one it can touch)."""
+
+    key_id: str
+    workspace: Workspace
+
+
+async def _authenticate(
+    db: DbDep,
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Auth:
+    key = api_key or (bearer.credentials if bearer else None)
+    if not key:
+        raise ApiError(
+            401,
+            "No API key: send it as `X-Api-Key: <key>` or `Authorization: Bearer <key>` "
+            "(create one with `rex keys create`).",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    async with db.read() as conn:
+        found = await workspaces.authenticate(conn, key.strip())
+    if found is None:
+        raise ApiError(401, "Invalid or revoked API key.", headers={"WWW-Authenticate": "Bearer"})
+    return Auth(key_id=found[0], workspace=found[1])
+
+
+AuthDep = Annotated[Auth, Depends(_authenticate)]

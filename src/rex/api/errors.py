@@ -1,0 +1,159 @@
+"""The error envelope: ``{"error": {"type", "message", "field"}}`` for every non-2xx answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger("rex.api")
+
+_STATUS_TYPES = {
+    400: "invalid_request",
+    401: "authentication_failed",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """Raised anywhere in a request to answer with the error envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type or _STATUS_TYPES.get(status, "error")
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
+
+def not_found(kind: str, object_id: str) -> ApiError:
+    return ApiError(404, f"No {kind} with id {object_id!r}.", type="not_found")
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    field: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """What every non-2xx response carries."""
+
+    error: ErrorBody
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": description}
+    for status, description in {
+        400: "Malformed request (bad JSON, bad cursor)",
+        401: "Missing or invalid API key",
+        404: "No such object in this workspace",
+        413: "Request body too large",
+        422: "Invalid input",
+        503: "Database unavailable; retry after the Retry-After delay",
+    }.items()
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type: str | None = None,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "type": type or _STATUS_TYPES.get(status, "error"),
+            "message": message,
+            "field": field,
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return 422, "Invalid request.", None
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    field = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return 400, "Request body is not valid JSON.", None
+    if first.get("type") == "missing":
+        return 422, f"{field or 'A field'} is required.", field
+    if first.get("type") == "extra_forbidden":
+        return 422, f"Unknown field {field!r}.", field
+    message = str(first.get("msg", "Invalid value."))
+    message = message.removeprefix("Value error, ")
+    return 422, f"{field}: {message}" if field else message, field
+
+
+def _database_unavailable(exc: Exception) -> bool:
+    if isinstance(exc, PoolTimeoutError | InterfaceError):
+        return True
+    if isinstance(exc, OperationalError | DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text or "connect" in text
+    return isinstance(exc, OSError | ConnectionError)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(
+            exc.status, exc.message, type=exc.type, field=exc.field, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message, field = _describe_validation(exc)
+        return error_response(status, message, field=field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return error_response(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if _database_unavailable(exc):
+            log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+            return error_response(
+                503,
+                "The database is unavailable; nothing was written. Retry shortly.",
+                headers={"Retry-After": "2"},
+            )
+        log.exception("unhandled_error", path=request.url.path)
+        return error_response(500, "Internal error; nothing was written.", type="internal_error")

@@ -1,0 +1,89 @@
+"""The ASGI application: ``create_app(settings)`` wires storage, routers and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from rex._version import __version__
+from rex.api.errors import install_error_handlers
+from rex.capture.router import router as capture_router
+from rex.contacts.router import router as contacts_router
+from rex.db import outbox
+from rex.db.engine import Database
+from rex.delivery.ssrf import DestinationPolicy
+from rex.delivery.transport import AiohttpTransport
+from rex.delivery.worker import DeliveryWorker
+from rex.settings import Settings
+from rex.webhooks.router import router as webhooks_router
+from rex.workspaces import service as workspaces
+
+
+def destination_policy(settings: Settings) -> DestinationPolicy:
+    return DestinationPolicy(
+        allow_private=settings.allow_private_destinations,
+        allowed_networks=settings.allowed_networks,
+    )
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> FastAPI:
+    """Build the app. ``run_worker`` defaults to True on SQLite (the embedded worker)."""
+    settings = settings or Settings()
+    embedded_worker = settings.is_sqlite if run_worker is None else run_worker
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        await db.migrate()
+        async with db.transaction() as conn:
+            await workspaces.ensure_default_workspace(conn)
+        app.state.db = db
+        stop = asyncio.Event()
+        worker_task = None
+        transport = AiohttpTransport(app.state.destination_policy)
+        if embedded_worker:
+            if db.is_sqlite:
+                # One worker per SQLite database: leases left by a previous run are stale.
+                async with db.transaction() as conn:
+                    await outbox.release_all_leases(conn)
+            worker = DeliveryWorker(db, settings, transport)
+            worker_task = asyncio.create_task(worker.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
+            await transport.close()
+            await db.close()
+
+    app = FastAPI(
+        title="Rex",
+        version=__version__,
+        summary="Lead capture, contacts, deals and tasks, with signed, retried webhooks.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.destination_policy = destination_policy(settings)
+    install_error_handlers(app)
+    app.include_router(capture_router)
+    app.include_router(contacts_router)
+    app.include_router(webhooks_router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> Any:
+        """200 when the database answers, 503 otherwise."""
+        try:
+            async with app.state.db.read() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return {"status": "ok", "version": __version__}
+
+    return app

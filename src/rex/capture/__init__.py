@@ -1,0 +1,1 @@
+"""``POST /capture``: unauthenticated lead capture from forms, chatbots and tools."""

@@ -1,0 +1,134 @@
+"""The capture upsert: one contact per (workspace, email), whatever the concurrency."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rex.capture.schemas import ATTRIBUTION_KEYS, CaptureIn
+from rex.contacts import service as contacts_service
+from rex.db.outbox import record_event
+from rex.db.schema import contacts
+from rex.events.catalogue import EventType
+from rex.ids import new_id, rfc3339
+
+# Fields a capture may fill when they are empty; it never overwrites them.
+_FILL_ONLY = ("first_name", "last_name", "phone", "company", "source")
+
+
+def _split_lead(lead: CaptureIn, now: datetime, client_ip: str | None) -> dict[str, Any]:
+    """Turn a capture into contact columns: attribution out of metadata into a touch."""
+    metadata = dict(lead.metadata)
+    metadata.update(lead.model_extra or {})
+    touch: dict[str, Any] = {}
+    for key in ATTRIBUTION_KEYS:
+        top_level = getattr(lead, key)
+        nested = metadata.pop(key, None)
+        value = top_level if top_level is not None else nested
+        if value is not None and value != "":
+            touch[key] = str(value)
+    consent = None
+    if lead.consent is not None:
+        consent = {
+            "granted": lead.consent.granted,
+            "text": lead.consent.text,
+            "at": rfc3339(now),
+            "ip": client_ip,
+        }
+    return {
+        "email": lead.email,
+        "first_name": lead.first_name or None,
+        "last_name": lead.last_name or None,
+        "phone": lead.phone or None,
+        "company": lead.company or None,
+        "source": lead.source or None,
+        "metadata": metadata,
+        "touch": {**touch, "at": rfc3339(now)} if touch else None,
+        "consent": consent,
+    }
+
+
+def _without_time(touch: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {k: v for k, v in touch.items() if k != "at"} if touch else None
+
+
+async def capture(
+    conn: AsyncConnection,
+    workspace_id: str,
+    lead: CaptureIn,
+    *,
+    now: datetime,
+    client_ip: str | None,
+) -> tuple[dict[str, Any], bool]:
+    """Create or update the contact for ``lead.email``; returns ``(contact, created)``.
+
+    Emits ``contact.created``, or ``contact.updated`` when the capture changed something.
+    """
+    fields = _split_lead(lead, now, client_ip)
+    touch = fields.pop("touch")
+    values = {
+        "id": new_id("cont"),
+        "workspace_id": workspace_id,
+        **fields,
+        "stage": "lead",
+        "first_touch": touch,
+        "last_touch": touch,
+        "created_at": now,
+        "updated_at": now,
+    }
+    # INSERT .. ON CONFLICT DO NOTHING: of many concurrent captures of one new address, one
+    # inserts; on PostgreSQL the others wait on the unique index until it commits, then take
+    # the update path below and lock the row (FOR UPDATE), so exactly one contact.created.
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(contacts)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "email"])
+        .returning(contacts)
+    )
+    row = (await conn.execute(statement)).first()
+    if row is not None:
+        contact = contacts_service.serialize(row)
+        await record_event(
+            conn,
+            workspace_id=workspace_id,
+            event_type=EventType.CONTACT_CREATED,
+            data=contact,
+            object_id=contact["id"],
+            now=now,
+        )
+        return contact, True
+
+    existing = (
+        await conn.execute(
+            sa.select(contacts)
+            .where(contacts.c.workspace_id == workspace_id, contacts.c.email == fields["email"])
+            .with_for_update()
+        )
+    ).one()
+    before = contacts_service.serialize(existing)
+    changes: dict[str, Any] = {
+        key: fields[key] for key in _FILL_ONLY if not before[key] and fields[key]
+    }
+    new_keys = {k: v for k, v in fields["metadata"].items() if k not in before["metadata"]}
+    if new_keys:
+        changes["metadata"] = {**before["metadata"], **new_keys}
+    if touch is not None:
+        if before["first_touch"] is None:
+            changes["first_touch"] = touch
+        # A repeat of the same attribution is not a change worth an event.
+        if _without_time(before["last_touch"]) != _without_time(touch):
+            changes["last_touch"] = touch
+    if fields["consent"] is not None and (
+        before["consent"] is None
+        or (before["consent"].get("granted"), before["consent"].get("text"))
+        != (fields["consent"]["granted"], fields["consent"]["text"])
+    ):
+        changes["consent"] = fields["consent"]
+    contact = await contacts_service.apply_changes(conn, workspace_id, before, changes)
+    return contact, False

@@ -1,0 +1,204 @@
+"""Contacts: reads, writes, and the events each write emits. Callers own the transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rex.api.errors import ApiError, not_found
+from rex.api.pagination import fetch_page
+from rex.contacts.schemas import ContactCreate, ContactUpdate
+from rex.db.outbox import record_event
+from rex.db.schema import contacts
+from rex.events.catalogue import EventType
+from rex.ids import new_id, rfc3339, utcnow
+
+# Fields whose change is reported in previous_attributes (everything but bookkeeping).
+_TRACKED = (
+    "email", "first_name", "last_name", "phone", "company", "stage", "source",
+    "first_touch", "last_touch", "consent", "metadata",
+)  # fmt: skip
+
+
+def serialize(row: Any) -> dict[str, Any]:
+    """A contact as the API returns it (and as events carry it)."""
+    return {
+        "id": row.id,
+        "email": row.email,
+        "first_name": row.first_name,
+        "last_name": row.last_name,
+        "phone": row.phone,
+        "company": row.company,
+        "stage": row.stage,
+        "source": row.source,
+        "first_touch": row.first_touch,
+        "last_touch": row.last_touch,
+        "consent": row.consent,
+        "metadata": row.metadata or {},
+        "created_at": rfc3339(row.created_at),
+        "updated_at": rfc3339(row.updated_at),
+    }
+
+
+def changed_attributes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Old values of exactly the tracked fields that differ."""
+    return {key: before[key] for key in _TRACKED if before.get(key) != after.get(key)}
+
+
+async def _fetch_row(
+    conn: AsyncConnection, workspace_id: str, contact_id: str, *, for_update: bool = False
+) -> Any:
+    query = sa.select(contacts).where(
+        contacts.c.workspace_id == workspace_id, contacts.c.id == contact_id
+    )
+    if for_update:
+        query = query.with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def get(conn: AsyncConnection, workspace_id: str, contact_id: str) -> dict[str, Any]:
+    row = await _fetch_row(conn, workspace_id, contact_id)
+    if row is None:
+        raise not_found("contact", contact_id)
+    return serialize(row)
+
+
+async def exists(conn: AsyncConnection, workspace_id: str, contact_id: str) -> bool:
+    query = sa.select(contacts.c.id).where(
+        contacts.c.workspace_id == workspace_id, contacts.c.id == contact_id
+    )
+    return (await conn.execute(query)).first() is not None
+
+
+async def list_page(
+    conn: AsyncConnection,
+    workspace_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    email: str | None = None,
+    stage: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    query = sa.select(contacts).where(contacts.c.workspace_id == workspace_id)
+    if email is not None:
+        query = query.where(contacts.c.email == email.strip().lower())
+    if stage is not None:
+        query = query.where(contacts.c.stage == stage)
+    rows, next_cursor = await fetch_page(conn, query, contacts.c.id, limit=limit, cursor=cursor)
+    return [serialize(row) for row in rows], next_cursor
+
+
+async def _email_taken(conn: AsyncConnection, workspace_id: str, email: str) -> str | None:
+    query = sa.select(contacts.c.id).where(
+        contacts.c.workspace_id == workspace_id, contacts.c.email == email
+    )
+    return (await conn.execute(query)).scalar()
+
+
+async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) -> dict[str, Any]:
+    existing = await _email_taken(conn, workspace_id, body.email)
+    if existing:
+        raise ApiError(
+            409,
+            f"A contact with email {body.email!r} already exists ({existing}); "
+            "update it with PATCH /contacts/{id}, or use POST /capture to upsert.",
+            field="email",
+        )
+    now = utcnow()
+    values = {
+        "id": new_id("cont"),
+        "workspace_id": workspace_id,
+        **body.model_dump(),
+        "first_touch": None,
+        "last_touch": None,
+        "consent": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    row = (await conn.execute(sa.insert(contacts).values(values).returning(contacts))).one()
+    contact = serialize(row)
+    await record_event(
+        conn,
+        workspace_id=workspace_id,
+        event_type=EventType.CONTACT_CREATED,
+        data=contact,
+        object_id=contact["id"],
+        now=now,
+    )
+    return contact
+
+
+async def update(
+    conn: AsyncConnection, workspace_id: str, contact_id: str, body: ContactUpdate
+) -> dict[str, Any]:
+    row = await _fetch_row(conn, workspace_id, contact_id, for_update=True)
+    if row is None:
+        raise not_found("contact", contact_id)
+    before = serialize(row)
+    changes = body.model_dump(exclude_unset=True)
+    if "email" in changes:
+        if changes["email"] is None:
+            raise ApiError(422, "email cannot be null.", field="email")
+        owner = await _email_taken(conn, workspace_id, changes["email"])
+        if owner and owner != contact_id:
+            raise ApiError(409, f"Another contact ({owner}) has that email.", field="email")
+    if "stage" in changes and changes["stage"] is None:
+        raise ApiError(422, "stage cannot be null.", field="stage")
+    if "metadata" in changes:
+        merged = dict(before["metadata"])
+        for key, value in (changes["metadata"] or {}).items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        changes["metadata"] = merged
+    return await apply_changes(conn, workspace_id, before, changes)
+
+
+async def apply_changes(
+    conn: AsyncConnection, workspace_id: str, before: dict[str, Any], changes: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``changes`` and emit ``contact.updated``; a no-op change writes and emits nothing."""
+    after = {**before, **changes}
+    previous = changed_attributes(before, after)
+    if not previous:
+        return before
+    now = utcnow()
+    row = (
+        await conn.execute(
+            sa.update(contacts)
+            .where(contacts.c.id == before["id"])
+            .values({key: after[key] for key in previous}, updated_at=now)
+            .returning(contacts)
+        )
+    ).one()
+    contact = serialize(row)
+    await record_event(
+        conn,
+        workspace_id=workspace_id,
+        event_type=EventType.CONTACT_UPDATED,
+        data=contact,
+        object_id=contact["id"],
+        now=now,
+        previous_attributes=previous,
+    )
+    return contact
+
+
+async def delete(conn: AsyncConnection, workspace_id: str, contact_id: str) -> dict[str, Any]:
+    row = await _fetch_row(conn, workspace_id, contact_id, for_update=True)
+    if row is None:
+        raise not_found("contact", contact_id)
+    contact = serialize(row)
+    await conn.execute(sa.delete(contacts).where(contacts.c.id == contact_id))
+    await record_event(
+        conn,
+        workspace_id=workspace_id,
+        event_type=EventType.CONTACT_DELETED,
+        data=contact,
+        object_id=contact_id,
+        now=utcnow(),
+    )
+    return contact

@@ -1,0 +1,234 @@
+"""The tables, as SQLAlchemy Core metadata. Migrations in ``migrations/versions`` create them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from rex.db.types import JSONType, UTCDateTime
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+def _id() -> sa.Column[str]:
+    return sa.Column("id", sa.String(40), primary_key=True)
+
+
+def _workspace() -> sa.Column[str]:
+    return sa.Column(
+        "workspace_id",
+        sa.String(40),
+        sa.ForeignKey("workspaces.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+
+
+def _timestamps() -> list[sa.Column[object]]:
+    return [
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    ]
+
+
+workspaces = sa.Table(
+    "workspaces",
+    metadata,
+    _id(),
+    sa.Column("slug", sa.String(63), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("allowed_origins", JSONType, nullable=False, default=list),
+    sa.Column("redirect_url", sa.Text()),
+    sa.Column("capture_rate_limit", sa.String(32)),
+    *_timestamps(),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column("name", sa.String(200), nullable=False),
+    # The first characters of the key's random part: found by index, then the full hash is
+    # compared in constant time. The key itself is never stored.
+    sa.Column("lookup", sa.String(16), nullable=False, unique=True),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime()),
+    sa.Column("revoked_at", UTCDateTime()),
+)
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("first_name", sa.String(200)),
+    sa.Column("last_name", sa.String(200)),
+    sa.Column("phone", sa.String(64)),
+    sa.Column("company", sa.String(200)),
+    sa.Column("stage", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(200)),
+    sa.Column("first_touch", JSONType),
+    sa.Column("last_touch", JSONType),
+    sa.Column("consent", JSONType),
+    sa.Column("metadata", JSONType, nullable=False, default=dict),
+    *_timestamps(),
+    sa.UniqueConstraint("workspace_id", "email"),
+    sa.Index(None, "workspace_id", "id"),
+)
+
+pipelines = sa.Table(
+    "pipelines",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("is_default", sa.Boolean(), nullable=False, default=False),
+    # [{"name": "qualified", "status": "open"}, ...] in board order.
+    sa.Column("stages", JSONType, nullable=False),
+    *_timestamps(),
+    sa.Index(None, "workspace_id", "id"),
+)
+
+deals = sa.Table(
+    "deals",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column("name", sa.String(500), nullable=False),
+    sa.Column("amount", sa.BigInteger()),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("pipeline_id", sa.String(40), sa.ForeignKey("pipelines.id"), nullable=False),
+    sa.Column("stage", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("expected_close_date", sa.Date()),
+    sa.Column("contact_id", sa.String(40), sa.ForeignKey("contacts.id", ondelete="SET NULL")),
+    sa.Column("metadata", JSONType, nullable=False, default=dict),
+    *_timestamps(),
+    sa.Index(None, "workspace_id", "id"),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("body", sa.Text()),
+    sa.Column("due_at", UTCDateTime()),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("completed_at", UTCDateTime()),
+    sa.Column("contact_id", sa.String(40), sa.ForeignKey("contacts.id", ondelete="SET NULL")),
+    sa.Column("deal_id", sa.String(40), sa.ForeignKey("deals.id", ondelete="SET NULL")),
+    *_timestamps(),
+    sa.Index(None, "workspace_id", "id"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("object_id", sa.String(40)),
+    # The exact envelope bytes every delivery of this event sends (decoded as UTF-8 text).
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "workspace_id", "id"),
+    sa.Index(None, "workspace_id", "object_id"),
+    sa.Index(None, "created_at"),
+)
+
+endpoints = sa.Table(
+    "endpoints",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("events", JSONType, nullable=False),
+    sa.Column("description", sa.Text()),
+    sa.Column("secret", sa.String(200), nullable=False),
+    sa.Column("previous_secret", sa.String(200)),
+    sa.Column("previous_secret_expires_at", UTCDateTime()),
+    sa.Column("enabled", sa.Boolean(), nullable=False, default=True),
+    sa.Column("disabled_reason", sa.Text()),
+    sa.Column("max_concurrency", sa.Integer(), nullable=False, default=10),
+    # "webhook" for subscriptions made through /webhooks, "listen" for `rex listen` sessions.
+    sa.Column("kind", sa.String(16), nullable=False, default="webhook"),
+    sa.Column("last_success_at", UTCDateTime()),
+    sa.Column("failing_since", UTCDateTime()),
+    *_timestamps(),
+    sa.Index(None, "workspace_id", "id"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column(
+        "endpoint_id",
+        sa.String(40),
+        sa.ForeignKey("endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "event_id", sa.String(40), sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt_count", sa.Integer(), nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime()),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("leased_by", sa.String(64)),
+    sa.Column("last_attempt_at", UTCDateTime()),
+    *_timestamps(),
+    sa.Index(None, "endpoint_id", "id"),
+    sa.Index(None, "event_id"),
+    sa.Index(None, "workspace_id", "id"),
+    # The claim query's index: only pending rows, in due order.
+    sa.Index(
+        "ix_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    ),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    _id(),
+    sa.Column(
+        "delivery_id",
+        sa.String(40),
+        sa.ForeignKey("deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("status_code", sa.Integer()),
+    sa.Column("error", sa.Text()),
+    sa.Column("latency_ms", sa.Integer(), nullable=False),
+    sa.Column("response_excerpt", sa.Text()),
+    sa.Index(None, "delivery_id", "at"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    _workspace(),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("response_status", sa.Integer(), nullable=False),
+    sa.Column("response_body", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("workspace_id", "key"),
+)

@@ -1,0 +1,1 @@
+"""Outbound webhook delivery: the HTTP transport and its destination policy."""

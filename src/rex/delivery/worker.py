@@ -1,0 +1,242 @@
+"""The delivery worker: claims due deliveries, sends them signed, records every attempt.
+
+One runs inside ``rex serve`` on SQLite; on PostgreSQL any number run side by side as
+``rex worker`` processes (claims use ``FOR UPDATE SKIP LOCKED`` and leases; see
+``rex.db.outbox``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from datetime import datetime, timedelta
+
+import structlog
+
+from rex._signing import is_standard_webhooks_secret, sign, sign_standard_webhooks
+from rex._version import __version__
+from rex.db import outbox
+from rex.db.engine import Database, asyncpg_dsn
+from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus
+from rex.delivery.retry import next_delay
+from rex.delivery.transport import DeliveryFailed, Transport
+from rex.ids import utcnow
+from rex.settings import Settings
+
+log = structlog.get_logger("rex.worker")
+
+USER_AGENT = f"Rex-Webhooks/{__version__}"
+_MIN_IDLE_WAIT = 0.05
+
+
+def signed_headers(delivery: ClaimedDelivery, timestamp: int) -> dict[str, str]:
+    """Every header a delivery carries, signatures included."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Rex-Event": delivery.event_type,
+        "X-Rex-Event-Id": delivery.event_id,
+        "X-Rex-Delivery-Id": delivery.id,
+        "X-Rex-Signature": sign(delivery.payload, delivery.secrets, timestamp),
+    }
+    standard = [s for s in delivery.secrets if is_standard_webhooks_secret(s)]
+    if standard:
+        # Standard Webhooks (webhook-*) headers, for receivers using that library. The
+        # message id is the event id: it stays the same across retries, as the spec asks.
+        headers["webhook-id"] = delivery.event_id
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["webhook-signature"] = sign_standard_webhooks(
+            delivery.event_id, timestamp, delivery.payload, standard
+        )
+    return headers
+
+
+class DeliveryWorker:
+    """Runs until ``stop`` is set, then finishes the attempts in flight and returns."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        transport: Transport,
+        *,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.transport = transport
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._kick = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        db.on_deliveries_queued(self.wake)
+
+    def wake(self) -> None:
+        """Look for due deliveries now (called after commits that queued some)."""
+        self._kick.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = None
+        if not self.db.is_sqlite:
+            listener = asyncio.create_task(self._listen_for_notifications(stop))
+        stopping = asyncio.create_task(stop.wait())
+        log.info("worker_started", worker=self.worker_id, concurrency=self.concurrency)
+        try:
+            while not stop.is_set():
+                wait = await self._claim_and_dispatch()
+                if wait > 0:
+                    kicked = asyncio.create_task(self._kick.wait())
+                    await asyncio.wait(
+                        {kicked, stopping}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    kicked.cancel()
+                self._kick.clear()
+        finally:
+            stopping.cancel()
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            if self._in_flight:
+                # SIGTERM: let attempts in flight finish (each is bounded by the timeout), so
+                # their outcome is recorded instead of waiting for the lease to expire.
+                await asyncio.wait(self._in_flight, timeout=self.settings.delivery_timeout + 5)
+            log.info("worker_stopped", worker=self.worker_id)
+
+    async def _claim_and_dispatch(self) -> float:
+        """Claim what fits, start sending it; return how long to idle before looking again."""
+        free = self.concurrency - len(self._in_flight)
+        if free <= 0:
+            return self.settings.delivery_poll_interval  # a finishing attempt kicks us
+        now = utcnow()
+        try:
+            async with self.db.transaction() as conn:
+                claimed = await outbox.claim_due_deliveries(
+                    conn,
+                    worker_id=self.worker_id,
+                    now=now,
+                    lease=self.settings.delivery_lease,
+                    limit=free,
+                )
+                next_due = None if claimed else await outbox.next_due_at(conn, now)
+        except Exception as exc:  # the database is down or locked: polling will retry
+            log.warning("claim_failed", error=str(exc)[:200])
+            return self.settings.delivery_poll_interval
+        for delivery in claimed:
+            task = asyncio.create_task(self._deliver(delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._attempt_done)
+        if claimed:
+            return 0.0 if len(claimed) == free else _MIN_IDLE_WAIT
+        if next_due is None:
+            return self.settings.delivery_poll_interval
+        until_due = (next_due - utcnow()).total_seconds()
+        return min(max(until_due, _MIN_IDLE_WAIT), self.settings.delivery_poll_interval)
+
+    def _attempt_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._kick.set()
+
+    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        at = utcnow()
+        headers = signed_headers(delivery, int(at.timestamp()))
+        started = time.perf_counter()
+        status_code: int | None = None
+        excerpt: str | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        try:
+            response = await self.transport.post(
+                delivery.url, delivery.payload, headers, self.settings.delivery_timeout
+            )
+            status_code, excerpt = response.status_code, response.excerpt
+            retry_after = response.retry_after if status_code in (429, 503) else None
+        except DeliveryFailed as exc:
+            error = exc.error
+        except Exception as exc:  # a bug in a transport must not lose the delivery
+            log.exception("transport_error", delivery=delivery.id)
+            error = f"internal error: {type(exc).__name__}"
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        outcome = self._outcome(delivery, at, status_code, error, latency_ms, excerpt, retry_after)
+        log.info(
+            "delivery_attempt",
+            delivery=delivery.id,
+            endpoint=delivery.endpoint_id,
+            event_type=delivery.event_type,
+            status_code=status_code,
+            error=error,
+            latency_ms=latency_ms,
+            result=outcome.status.value,
+        )
+        try:
+            async with self.db.transaction() as conn:
+                await outbox.record_attempts(
+                    conn, worker_id=self.worker_id, results=[(delivery, outcome)]
+                )
+        except Exception as exc:
+            # The lease will expire and the delivery will be sent again: at-least-once.
+            log.warning("record_attempt_failed", delivery=delivery.id, error=str(exc)[:200])
+
+    def _outcome(
+        self,
+        delivery: ClaimedDelivery,
+        at: datetime,
+        status_code: int | None,
+        error: str | None,
+        latency_ms: int,
+        excerpt: str | None,
+        retry_after: float | None,
+    ) -> AttemptOutcome:
+        if status_code is not None and 200 <= status_code < 300:
+            status, next_at = DeliveryStatus.DELIVERED, None
+        else:
+            delay = next_delay(
+                delivery.attempt_count + 1,
+                self.settings.retry_schedule,
+                jitter=self.settings.retry_jitter,
+                retry_after=retry_after,
+            )
+            if delay is None:
+                status, next_at = DeliveryStatus.FAILED, None
+            else:
+                status, next_at = DeliveryStatus.PENDING, at + timedelta(seconds=delay)
+        return AttemptOutcome(
+            at=at,
+            status_code=status_code,
+            error=error,
+            latency_ms=latency_ms,
+            response_excerpt=excerpt,
+            status=status,
+            next_attempt_at=next_at,
+        )
+
+    async def _listen_for_notifications(self, stop: asyncio.Event) -> None:
+        """PostgreSQL LISTEN on a dedicated connection: a wake-up hint, reconnected forever."""
+        import asyncpg
+
+        dsn = asyncpg_dsn(self.settings.database_url)
+        while not stop.is_set():
+            try:
+                connection = await asyncpg.connect(dsn)
+            except Exception as exc:
+                log.warning("listen_connect_failed", error=str(exc)[:200])
+                await asyncio.sleep(2)
+                continue
+            lost = asyncio.Event()
+            connection.add_termination_listener(lambda *_: lost.set())
+            try:
+                await connection.add_listener(outbox.NOTIFY_CHANNEL, lambda *_: self.wake())
+                waiters = {asyncio.create_task(lost.wait()), asyncio.create_task(stop.wait())}
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+                if not stop.is_set():
+                    log.warning("listen_connection_lost")
+                    self.wake()  # anything notified while reconnecting is found by polling
+            finally:
+                with contextlib.suppress(Exception):
+                    await connection.close(timeout=2)

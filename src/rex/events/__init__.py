@@ -1,0 +1,1 @@
+"""Events: the catalogue of what Rex emits, and the events API."""

@@ -1,0 +1,1 @@
+"""Webhook endpoints (subscriptions): where events are delivered."""

@@ -1,0 +1,86 @@
+"""``/webhooks``: subscribe endpoints to events, and send them test events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+
+from rex.api.deps import AuthDep, DbDep
+from rex.api.errors import ERROR_RESPONSES
+from rex.api.pagination import CursorQuery, LimitQuery
+from rex.api.schemas import Deleted
+from rex.delivery.schemas import DeliveryEnvelope
+from rex.delivery.ssrf import DestinationPolicy
+from rex.webhooks import service
+from rex.webhooks.schemas import (
+    EndpointCreate,
+    EndpointCreatedEnvelope,
+    EndpointEnvelope,
+    EndpointList,
+    EndpointUpdate,
+)
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
+
+
+def _policy(request: Request) -> DestinationPolicy:
+    policy: DestinationPolicy = request.app.state.destination_policy
+    return policy
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointCreatedEnvelope)
+async def create_endpoint(
+    body: EndpointCreate, request: Request, auth: AuthDep, db: DbDep
+) -> dict[str, Any]:
+    """Subscribe a URL to events. The response is the only time the secret is shown."""
+    async with db.transaction() as conn:
+        endpoint = await service.create(conn, auth.workspace.id, body, _policy(request))
+    return {"data": endpoint}
+
+
+@router.get("", response_model=EndpointList)
+async def list_endpoints(
+    auth: AuthDep, db: DbDep, limit: LimitQuery = 20, cursor: CursorQuery = None
+) -> dict[str, Any]:
+    async with db.read() as conn:
+        data, next_cursor = await service.list_page(
+            conn, auth.workspace.id, limit=limit, cursor=cursor
+        )
+    return {"data": data, "next_cursor": next_cursor}
+
+
+@router.get("/{endpoint_id}", response_model=EndpointEnvelope)
+async def get_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+    async with db.read() as conn:
+        return {"data": await service.get(conn, auth.workspace.id, endpoint_id)}
+
+
+@router.patch("/{endpoint_id}", response_model=EndpointEnvelope)
+async def update_endpoint(
+    endpoint_id: str, body: EndpointUpdate, request: Request, auth: AuthDep, db: DbDep
+) -> dict[str, Any]:
+    """Change url, events, description, or enabled (re-enabling a disabled endpoint)."""
+    async with db.transaction() as conn:
+        endpoint = await service.update(
+            conn, auth.workspace.id, endpoint_id, body, _policy(request)
+        )
+    return {"data": endpoint}
+
+
+@router.delete("/{endpoint_id}", response_model=Deleted)
+async def delete_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+    """Delete the endpoint and its pending deliveries."""
+    async with db.transaction() as conn:
+        await service.delete(conn, auth.workspace.id, endpoint_id)
+    return {"data": {"id": endpoint_id, "deleted": True}}
+
+
+@router.post(
+    "/{endpoint_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=DeliveryEnvelope
+)
+async def test_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+    """Send a `webhook.test` event to this endpoint now, whatever its event filter."""
+    async with db.transaction() as conn:
+        delivery = await service.send_test(conn, auth.workspace.id, endpoint_id)
+    return {"data": delivery}

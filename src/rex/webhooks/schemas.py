@@ -1,0 +1,90 @@
+"""Request and response shapes for webhook endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from rex.events.catalogue import EVENT_TYPES, WILDCARD
+
+Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
+Secret = Annotated[str, StringConstraints(min_length=8, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=500)]
+
+
+def _check_events(value: list[str] | str) -> list[str]:
+    names = [value] if isinstance(value, str) else value
+    if not names:
+        raise ValueError('give at least one event name, or "*" for all')
+    unknown = sorted(set(names) - EVENT_TYPES - {WILDCARD})
+    if unknown:
+        raise ValueError(
+            f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPES))}"
+        )
+    return sorted(set(names))
+
+
+class EndpointCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://your-server.com/webhooks/rex",
+                    "events": ["contact.created"],
+                    "secret": "whsec_your_signing_secret",
+                }
+            ]
+        },
+    )
+
+    url: Url
+    events: list[str] | str = Field(description='Event names, or "*" for every event.')
+    secret: Secret | None = Field(
+        None, description="Signing secret; one of the form whsec_... is generated when absent."
+    )
+    description: Description | None = None
+
+    _events = field_validator("events")(_check_events)
+
+
+class EndpointUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: Url | None = None
+    events: list[str] | str | None = None
+    description: Description | None = None
+    enabled: bool | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str] | str | None) -> list[str] | None:
+        return None if value is None else _check_events(value)
+
+
+class Endpoint(BaseModel):
+    id: str = Field(examples=["wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"])
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None
+    created_at: str
+
+
+class EndpointWithSecret(Endpoint):
+    secret: str = Field(description="Shown on creation and rotation only.")
+
+
+class EndpointEnvelope(BaseModel):
+    data: Endpoint
+
+
+class EndpointCreatedEnvelope(BaseModel):
+    data: EndpointWithSecret
+
+
+class EndpointList(BaseModel):
+    data: list[Endpoint]
+    next_cursor: str | None

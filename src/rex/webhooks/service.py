@@ -1,0 +1,153 @@
+"""Webhook endpoints: CRUD and test events. Callers own the transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rex._signing import generate_secret
+from rex.api.errors import ApiError, not_found
+from rex.api.pagination import fetch_page
+from rex.db.outbox import record_event
+from rex.db.schema import deliveries, endpoints
+from rex.delivery.service import get_delivery
+from rex.delivery.ssrf import DestinationPolicy, validate_endpoint_url
+from rex.events.catalogue import EventType
+from rex.ids import new_id, rfc3339, utcnow
+from rex.webhooks.schemas import EndpointCreate, EndpointUpdate
+
+
+def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
+    endpoint = {
+        "id": row.id,
+        "url": row.url,
+        "events": list(row.events),
+        "description": row.description,
+        "enabled": row.enabled,
+        "disabled_reason": row.disabled_reason,
+        "created_at": rfc3339(row.created_at),
+    }
+    if with_secret:
+        endpoint["secret"] = row.secret
+    return endpoint
+
+
+def _check_url(url: str, policy: DestinationPolicy) -> None:
+    problem = validate_endpoint_url(url, policy)
+    if problem:
+        raise ApiError(422, problem, field="url")
+
+
+async def fetch_row(
+    conn: AsyncConnection, workspace_id: str, endpoint_id: str, *, for_update: bool = False
+) -> Any:
+    query = sa.select(endpoints).where(
+        endpoints.c.workspace_id == workspace_id,
+        endpoints.c.id == endpoint_id,
+        endpoints.c.kind == "webhook",
+    )
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise not_found("webhook endpoint", endpoint_id)
+    return row
+
+
+async def create(
+    conn: AsyncConnection, workspace_id: str, body: EndpointCreate, policy: DestinationPolicy
+) -> dict[str, Any]:
+    _check_url(body.url, policy)
+    now = utcnow()
+    values = {
+        "id": new_id("wh"),
+        "workspace_id": workspace_id,
+        "url": body.url,
+        "events": body.events,
+        "description": body.description,
+        "secret": body.secret or generate_secret(),
+        "enabled": True,
+        "max_concurrency": 10,
+        "kind": "webhook",
+        "created_at": now,
+        "updated_at": now,
+    }
+    row = (await conn.execute(sa.insert(endpoints).values(values).returning(endpoints))).one()
+    return serialize(row, with_secret=True)
+
+
+async def get(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> dict[str, Any]:
+    return serialize(await fetch_row(conn, workspace_id, endpoint_id))
+
+
+async def list_page(
+    conn: AsyncConnection, workspace_id: str, *, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    query = sa.select(endpoints).where(
+        endpoints.c.workspace_id == workspace_id, endpoints.c.kind == "webhook"
+    )
+    rows, next_cursor = await fetch_page(conn, query, endpoints.c.id, limit=limit, cursor=cursor)
+    return [serialize(row) for row in rows], next_cursor
+
+
+async def update(
+    conn: AsyncConnection,
+    workspace_id: str,
+    endpoint_id: str,
+    body: EndpointUpdate,
+    policy: DestinationPolicy,
+) -> dict[str, Any]:
+    row = await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
+    changes = body.model_dump(exclude_unset=True)
+    for field in ("url", "events", "enabled"):
+        if field in changes and changes[field] is None:
+            raise ApiError(422, f"{field} cannot be null.", field=field)
+    if "url" in changes:
+        _check_url(changes["url"], policy)
+    if changes.get("enabled") is True and not row.enabled:
+        # Re-enabling starts a fresh health record.
+        changes.update(disabled_reason=None, failing_since=None)
+    if changes:
+        row = (
+            await conn.execute(
+                sa.update(endpoints)
+                .where(endpoints.c.id == endpoint_id)
+                .values(changes, updated_at=utcnow())
+                .returning(endpoints)
+            )
+        ).one()
+    return serialize(row)
+
+
+async def delete(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> None:
+    await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
+    await conn.execute(sa.delete(deliveries).where(deliveries.c.endpoint_id == endpoint_id))
+    await conn.execute(sa.delete(endpoints).where(endpoints.c.id == endpoint_id))
+
+
+async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> dict[str, Any]:
+    """Queue a ``webhook.test`` event for this endpoint alone; returns its delivery."""
+    row = await fetch_row(conn, workspace_id, endpoint_id)
+    if not row.enabled:
+        raise ApiError(
+            409, "This endpoint is disabled; enable it (PATCH enabled=true) before testing."
+        )
+    now = utcnow()
+    event_id = await record_event(
+        conn,
+        workspace_id=workspace_id,
+        event_type=EventType.WEBHOOK_TEST,
+        data={
+            "endpoint_id": endpoint_id,
+            "message": "This is a test event from Rex. Your endpoint received it.",
+        },
+        object_id=endpoint_id,
+        now=now,
+        only_endpoint_id=endpoint_id,
+    )
+    delivery_id = (
+        await conn.execute(sa.select(deliveries.c.id).where(deliveries.c.event_id == event_id))
+    ).scalar_one()
+    return await get_delivery(conn, workspace_id, delivery_id)

@@ -1,0 +1,142 @@
+"""Workspaces and API keys. Keys are stored only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rex.db.schema import api_keys, workspaces
+from rex.ids import new_id, utcnow
+
+DEFAULT_SLUG = "default"
+KEY_PREFIX = "rex_sk_"
+_LOOKUP_LEN = 12
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    id: str
+    slug: str
+    name: str
+    allowed_origins: list[str]
+    redirect_url: str | None
+    capture_rate_limit: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Workspace:
+        return cls(
+            id=row.id,
+            slug=row.slug,
+            name=row.name,
+            allowed_origins=list(row.allowed_origins or []),
+            redirect_url=row.redirect_url,
+            capture_rate_limit=row.capture_rate_limit,
+            created_at=row.created_at,
+        )
+
+
+class SlugTaken(Exception):
+    pass
+
+
+def _hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+async def get_by_slug(conn: AsyncConnection, slug: str) -> Workspace | None:
+    row = (await conn.execute(sa.select(workspaces).where(workspaces.c.slug == slug))).first()
+    return Workspace.from_row(row) if row else None
+
+
+async def get_by_id(conn: AsyncConnection, workspace_id: str) -> Workspace | None:
+    row = (await conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))).first()
+    return Workspace.from_row(row) if row else None
+
+
+async def create_workspace(conn: AsyncConnection, slug: str, name: str | None = None) -> Workspace:
+    """Create a workspace; raises ``SlugTaken`` if the slug exists."""
+    if not SLUG_PATTERN.match(slug):
+        raise ValueError(
+            "a workspace slug is 1-63 lower-case letters, digits or '-', "
+            "not starting or ending with '-'"
+        )
+    if await get_by_slug(conn, slug):
+        raise SlugTaken(slug)
+    now = utcnow()
+    values = {
+        "id": new_id("ws"),
+        "slug": slug,
+        "name": name or slug,
+        "allowed_origins": [],
+        "redirect_url": None,
+        "capture_rate_limit": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await conn.execute(sa.insert(workspaces).values(values))
+    return Workspace(
+        id=values["id"],
+        slug=slug,
+        name=values["name"],
+        allowed_origins=[],
+        redirect_url=None,
+        capture_rate_limit=None,
+        created_at=now,
+    )
+
+
+async def ensure_default_workspace(conn: AsyncConnection) -> tuple[Workspace, bool]:
+    """The default workspace, created on first start. Returns ``(workspace, created)``."""
+    existing = await get_by_slug(conn, DEFAULT_SLUG)
+    if existing:
+        return existing, False
+    return await create_workspace(conn, DEFAULT_SLUG, "Default workspace"), True
+
+
+async def create_api_key(
+    conn: AsyncConnection, workspace_id: str, name: str = "default"
+) -> tuple[str, str]:
+    """Create a key; returns ``(key_id, plaintext key)``. The plaintext is never stored."""
+    random_part = secrets.token_urlsafe(32)
+    key = KEY_PREFIX + random_part
+    key_id = new_id("key")
+    await conn.execute(
+        sa.insert(api_keys).values(
+            id=key_id,
+            workspace_id=workspace_id,
+            name=name,
+            lookup=random_part[:_LOOKUP_LEN],
+            key_hash=_hash_key(key),
+            created_at=utcnow(),
+        )
+    )
+    return key_id, key
+
+
+async def authenticate(conn: AsyncConnection, key: str) -> tuple[str, Workspace] | None:
+    """``(key_id, workspace)`` for a valid, unrevoked key, else ``None``.
+
+    The row is found by a short non-secret prefix; the full hash is compared in constant time.
+    """
+    if not key.startswith(KEY_PREFIX) or len(key) < len(KEY_PREFIX) + _LOOKUP_LEN:
+        return None
+    lookup = key[len(KEY_PREFIX) : len(KEY_PREFIX) + _LOOKUP_LEN]
+    query = (
+        sa.select(workspaces, api_keys.c.id.label("key_id"), api_keys.c.key_hash)
+        .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
+        .where(api_keys.c.lookup == lookup, api_keys.c.revoked_at.is_(None))
+    )
+    row = (await conn.execute(query)).first()
+    if row is None or not hmac.compare_digest(row.key_hash, _hash_key(key)):
+        return None
+    return row.key_id, Workspace.from_row(row)

@@ -170,7 +170,7 @@ async def apply_changes(
         await conn.execute(
             sa.update(contacts)
             .where(contacts.c.id == before["id"])
-            .values({key: after[key] for key in previous}, updated_at=now)
+            .values({**{key: after[key] for key in previous}, "updated_at": now})
             .returning(contacts)
         )
     ).one()

@@ -114,7 +114,7 @@ async def update(
             await conn.execute(
                 sa.update(endpoints)
                 .where(endpoints.c.id == endpoint_id)
-                .values(changes, updated_at=utcnow())
+                .values({**changes, "updated_at": utcnow()})
                 .returning(endpoints)
             )
         ).one()

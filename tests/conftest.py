@@ -1,0 +1,57 @@
+"""Fixtures shared by every test level.
+
+Integration tests that take ``database_url`` (or ``rex``) run twice: on a real SQLite file
+and on a real PostgreSQL database created for the session from ``REX_TEST_POSTGRES_URL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.receiver"]
+
+from tests.support import (
+    POSTGRES_SKIP_REASON,
+    POSTGRES_URL,
+    RexServer,
+    make_settings,
+    serve_rex,
+    temporary_postgres_database,
+    truncate_all,
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database for this test session (skips without a server)."""
+    if not POSTGRES_URL:
+        pytest.skip(POSTGRES_SKIP_REASON)
+    with temporary_postgres_database(POSTGRES_URL) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/rex.db"
+    url: str = request.getfixturevalue("postgres_url")
+    truncate_all_if_migrated(url)
+    return url
+
+
+def truncate_all_if_migrated(url: str) -> None:
+    try:
+        truncate_all(url)
+    except Exception as exc:  # first use: not migrated yet
+        if "does not exist" not in str(exc):
+            raise
+
+
+@pytest.fixture
+def rex(database_url: str) -> Iterator[RexServer]:
+    """Rex served on 127.0.0.1 with its delivery worker and fast retries."""
+    with serve_rex(make_settings(database_url)) as server:
+        yield server

@@ -1,0 +1,174 @@
+"""Webhook endpoints API and signed, retried delivery to a real receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+import rex as rexlib
+from tests.receiver import Receiver, Reset, Slow
+from tests.support import RexServer, make_settings, serve_rex, sql, wait_until
+
+SECRET = "whsec_your_signing_secret"
+
+
+def subscribe(rex: RexServer, url: str, events: object = ("*",), **extra: object) -> dict:
+    with rex.client() as client:
+        response = client.post(
+            "/webhooks", json={"url": url, "events": list(events), "secret": SECRET, **extra}
+        )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+def capture(rex: RexServer, email: str = "jane@example.com") -> dict:
+    response = httpx.post(f"{rex.url}/capture", json={"email": email, "first_name": "Jane"})
+    assert response.status_code in (200, 201), response.text
+    return response.json()["data"]
+
+
+def deliveries(rex: RexServer) -> list:
+    return sql(rex.database_url, "SELECT * FROM deliveries ORDER BY created_at")
+
+
+def test_endpoint_crud_and_secret_shown_only_on_create(rex: RexServer, receiver: Receiver) -> None:
+    with rex.client() as client:
+        created = client.post(
+            "/webhooks", json={"url": receiver.url(), "events": ["contact.created"]}
+        ).json()["data"]
+        assert created["secret"].startswith("whsec_")
+        assert set(created) == {
+            "id", "url", "events", "description", "enabled", "disabled_reason", "created_at",
+            "secret",
+        }  # fmt: skip
+        got = client.get(f"/webhooks/{created['id']}").json()["data"]
+        assert "secret" not in got
+        assert [e["id"] for e in client.get("/webhooks").json()["data"]] == [created["id"]]
+        patched = client.patch(
+            f"/webhooks/{created['id']}", json={"events": "*", "description": "all"}
+        ).json()["data"]
+        assert patched["events"] == ["*"]
+        assert patched["description"] == "all"
+        assert client.delete(f"/webhooks/{created['id']}").status_code == 200
+        assert client.get(f"/webhooks/{created['id']}").status_code == 404
+
+
+def test_bad_subscriptions_are_422(rex: RexServer) -> None:
+    with rex.client() as client:
+        for body in (
+            {"url": "ftp://example.com/x", "events": ["*"]},
+            {"url": "https://user:pw@example.com/x", "events": ["*"]},
+            {"url": "https://example.com/x", "events": ["contact.exploded"]},
+            {"url": "https://example.com/x", "events": []},
+            {"url": "https://example.com/x"},
+        ):
+            response = client.post("/webhooks", json=body)
+            assert response.status_code == 422, body
+            assert response.json()["error"]["message"]
+
+
+def test_capture_is_delivered_signed_with_every_header(rex: RexServer, receiver: Receiver) -> None:
+    endpoint = subscribe(rex, receiver.url(), ["contact.created"])
+    contact = capture(rex)
+
+    [request] = receiver.wait_for(1)
+
+    event = rexlib.construct_event(request.body, request.headers["X-Rex-Signature"], SECRET)
+    assert event["event"] == "contact.created"
+    assert event["data"] == contact
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["X-Rex-Event"] == "contact.created"
+    assert request.headers["X-Rex-Event-Id"] == event["id"]
+    assert request.headers["X-Rex-Delivery-Id"].startswith("dlv_")
+    assert request.headers["User-Agent"].startswith("Rex-Webhooks/")
+    [delivery] = wait_until(lambda: [d for d in deliveries(rex) if d.status == "delivered"])
+    assert delivery.endpoint_id == endpoint["id"]
+    assert delivery.attempt_count == 1
+
+
+def test_filters_only_deliver_subscribed_events(rex: RexServer, receiver: Receiver) -> None:
+    subscribe(rex, receiver.url("/created"), ["contact.created"])
+    subscribe(rex, receiver.url("/updated"), ["contact.updated"])
+    with rex.client() as client:
+        contact = client.post("/contacts", json={"email": "f@example.com"}).json()["data"]
+        client.patch(f"/contacts/{contact['id']}", json={"first_name": "F"}).raise_for_status()
+
+    receiver.wait_for(2)
+    time.sleep(0.5)
+    paths = sorted(r.path for r in receiver.requests)
+    assert paths == ["/created", "/updated"]
+
+
+def test_failures_are_retried_on_schedule_and_every_attempt_recorded(
+    rex: RexServer, receiver: Receiver
+) -> None:
+    receiver.respond_with(500, Reset(), Slow(3))  # then 200; the timeout is 2 s
+    subscribe(rex, receiver.url())
+    capture(rex)
+
+    requests = receiver.wait_for(4, timeout=20)
+
+    assert len({r.headers["X-Rex-Event-Id"] for r in requests}) == 1
+    [delivery] = wait_until(lambda: [d for d in deliveries(rex) if d.status == "delivered"], 20)
+    assert delivery.attempt_count == 4
+    attempts = sql(
+        rex.database_url, "SELECT * FROM attempts WHERE delivery_id = :d ORDER BY at", d=delivery.id
+    )
+    assert [a.status_code for a in attempts] == [500, None, None, 200]
+    assert attempts[1].error and attempts[2].error
+    assert "timed out" in attempts[2].error
+
+
+def test_exhausted_schedule_marks_failed(rex: RexServer, receiver: Receiver) -> None:
+    receiver.set_default(503)
+    subscribe(rex, receiver.url())
+    capture(rex)
+
+    [delivery] = wait_until(lambda: [d for d in deliveries(rex) if d.status == "failed"], 20)
+    # The fast schedule has 3 delays: 4 attempts in all.
+    assert delivery.attempt_count == 4
+    assert len(receiver.requests) == 4
+
+
+def test_test_event_goes_to_that_endpoint_only(rex: RexServer, receiver: Receiver) -> None:
+    tested = subscribe(rex, receiver.url("/tested"), ["deal.created"])
+    subscribe(rex, receiver.url("/other"), ["*"])
+    with rex.client() as client:
+        response = client.post(f"/webhooks/{tested['id']}/test")
+    assert response.status_code == 202
+    assert response.json()["data"]["event"] == "webhook.test"
+
+    [request] = receiver.wait_for(1)
+    time.sleep(0.3)
+    assert request.path == "/tested"
+    assert len(receiver.requests) == 1
+    assert json.loads(request.body)["event"] == "webhook.test"
+
+
+def test_private_destinations_are_refused_unless_allowed(
+    database_url: str, receiver: Receiver
+) -> None:
+    settings = make_settings(database_url, allow_private_destinations=False)
+    with serve_rex(settings) as rex:
+        with rex.client() as client:
+            literal = client.post("/webhooks", json={"url": receiver.url(), "events": ["*"]})
+            assert literal.status_code == 422
+            named = receiver.url().replace("127.0.0.1", "localhost")
+            client.post("/webhooks", json={"url": named, "events": ["*"]}).raise_for_status()
+        capture(rex)
+        attempt = wait_until(lambda: sql(rex.database_url, "SELECT * FROM attempts"))[0]
+    assert attempt.status_code is None
+    assert "loopback" in attempt.error
+    assert receiver.requests == []
+
+
+def test_deliveries_survive_a_restart(database_url: str, receiver: Receiver) -> None:
+    settings = make_settings(database_url)
+    with serve_rex(settings, run_worker=False) as rex:
+        subscribe(rex, receiver.url())
+        capture(rex)
+    assert receiver.requests == []
+    with serve_rex(settings) as rex:
+        receiver.wait_for(1)

@@ -1,0 +1,190 @@
+"""Test support: Rex served for real on 127.0.0.1, and direct database access for checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+import uvicorn
+
+from rex.app import create_app
+from rex.db.engine import Database
+from rex.db.schema import metadata
+from rex.settings import Settings
+from rex.workspaces import service as workspaces
+
+POSTGRES_URL = os.environ.get("REX_TEST_POSTGRES_URL")
+POSTGRES_SKIP_REASON = (
+    "REX_TEST_POSTGRES_URL is not set, so the PostgreSQL half of the suite is skipped "
+    "(.ci/run sets it to the local server)"
+)
+
+# Fast retries so tests see the whole schedule in about a second.
+FAST = {
+    "retry_schedule": (0.2, 0.2, 0.2),
+    "retry_jitter": 0.0,
+    "delivery_poll_interval": 0.2,
+    "delivery_timeout": 2.0,
+    "delivery_lease": 5.0,
+    "allow_private_destinations": True,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine from a synchronous test."""
+    return asyncio.run(coro)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values = {**FAST, "database_url": database_url, **overrides}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+async def _sql(database_url: str, statement: str, params: dict[str, Any] | None) -> list[Any]:
+    db = Database(database_url, pool_size=1)
+    try:
+        async with db.transaction() as conn:
+            result = await conn.execute(sa.text(statement), params or {})
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        await db.close()
+
+
+def sql(database_url: str, statement: str, **params: Any) -> list[Any]:
+    """Run one SQL statement against the test database (for checks, not for set-up)."""
+    return run(_sql(database_url, statement, params))  # type: ignore[no-any-return]
+
+
+async def _migrate_and_key(database_url: str, slug: str) -> str:
+    db = Database(database_url, pool_size=1)
+    try:
+        await db.migrate()
+        async with db.transaction() as conn:
+            if slug == workspaces.DEFAULT_SLUG:
+                workspace, _ = await workspaces.ensure_default_workspace(conn)
+            else:
+                workspace = await workspaces.get_by_slug(conn, slug) or (
+                    await workspaces.create_workspace(conn, slug)
+                )
+            return (await workspaces.create_api_key(conn, workspace.id, "test"))[1]
+    finally:
+        await db.close()
+
+
+def api_key(database_url: str, workspace: str = workspaces.DEFAULT_SLUG) -> str:
+    """A fresh API key for ``workspace`` (created if needed)."""
+    return run(_migrate_and_key(database_url, workspace))  # type: ignore[no-any-return]
+
+
+@dataclass
+class RexServer:
+    url: str
+    settings: Settings
+    key: str
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"X-Api-Key": key or self.key}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def key_for(self, workspace: str) -> str:
+        return api_key(self.database_url, workspace)
+
+
+@contextmanager
+def serve_rex(settings: Settings, *, run_worker: bool = True) -> Iterator[RexServer]:
+    """Serve Rex with uvicorn in a thread on a free 127.0.0.1 port."""
+    key = api_key(settings.database_url)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, run_worker=run_worker),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        proxy_headers=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"rex-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("Rex did not start")
+        time.sleep(0.02)
+    try:
+        yield RexServer(url=f"http://127.0.0.1:{port}", settings=settings, key=key)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+async def _create_database(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    from rex.db.engine import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    from rex.db.engine import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def temporary_postgres_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``admin_url``; dropped afterwards."""
+    name = f"rex_test_{uuid.uuid4().hex[:12]}"
+    run(_create_database(admin_url, name))
+    try:
+        yield str(sa.make_url(admin_url).set(database=name).render_as_string(False))
+    finally:
+        run(_drop_database(admin_url, name))
+
+
+def truncate_all(database_url: str) -> None:
+    tables = ", ".join(table.name for table in metadata.sorted_tables)
+    sql(database_url, f"TRUNCATE {tables} CASCADE")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with a clear message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        time.sleep(interval)

@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.receiver"]
-
 from tests.support import (
     POSTGRES_SKIP_REASON,
     POSTGRES_URL,
     RexServer,
     make_settings,
+    migrate,
     serve_rex,
     temporary_postgres_database,
     truncate_all,
 )
+
+pytest_plugins = ["tests.receiver"]
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,7 @@ def postgres_url() -> Iterator[str]:
     if not POSTGRES_URL:
         pytest.skip(POSTGRES_SKIP_REASON)
     with temporary_postgres_database(POSTGRES_URL) as url:
+        migrate(url)
         yield url
 
 
@@ -38,16 +40,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/rex.db"
     url: str = request.getfixturevalue("postgres_url")
-    truncate_all_if_migrated(url)
+    truncate_all(url)
     return url
-
-
-def truncate_all_if_migrated(url: str) -> None:
-    try:
-        truncate_all(url)
-    except Exception as exc:  # first use: not migrated yet
-        if "does not exist" not in str(exc):
-            raise
 
 
 @pytest.fixture

@@ -173,6 +173,18 @@ def temporary_postgres_database(admin_url: str) -> Iterator[str]:
         run(_drop_database(admin_url, name))
 
 
+async def _migrate(database_url: str) -> None:
+    db = Database(database_url, pool_size=1)
+    try:
+        await db.migrate()
+    finally:
+        await db.close()
+
+
+def migrate(database_url: str) -> None:
+    run(_migrate(database_url))
+
+
 def truncate_all(database_url: str) -> None:
     tables = ", ".join(table.name for table in metadata.sorted_tables)
     sql(database_url, f"TRUNCATE {tables} CASCADE")

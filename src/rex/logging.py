@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -15,7 +16,7 @@ import structlog
 _SECRET = re.compile(r"(rex_sk_|whsec_)[A-Za-z0-9_\-+/=]+")
 
 
-def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if isinstance(value, str) and ("rex_sk_" in value or "whsec_" in value):
             event[key] = _SECRET.sub(r"\1[redacted]", value)

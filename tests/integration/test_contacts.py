@@ -79,7 +79,9 @@ def test_list_paginates_newest_first_with_cursor(rex: RexServer) -> None:
 
 def test_keys_are_required_and_checked(rex: RexServer) -> None:
     assert httpx.get(f"{rex.url}/contacts").status_code == 401
-    assert httpx.get(f"{rex.url}/contacts", headers={"X-Api-Key": "rex_sk_wrong"}).status_code == 401
+    assert (
+        httpx.get(f"{rex.url}/contacts", headers={"X-Api-Key": "rex_sk_wrong"}).status_code == 401
+    )
     bearer = httpx.get(f"{rex.url}/contacts", headers={"Authorization": f"Bearer {rex.key}"})
     assert bearer.status_code == 200
     assert httpx.get(f"{rex.url}/healthz").json()["status"] == "ok"
@@ -98,7 +100,9 @@ def test_another_workspace_sees_nothing(rex: RexServer) -> None:
     with rex.client() as mine, rex.client(other_key) as theirs:
         contact = mine.post("/contacts", json={"email": "mine@example.com"}).json()["data"]
         assert theirs.get(f"/contacts/{contact['id']}").status_code == 404
-        assert theirs.patch(f"/contacts/{contact['id']}", json={"first_name": "X"}).status_code == 404
+        assert (
+            theirs.patch(f"/contacts/{contact['id']}", json={"first_name": "X"}).status_code == 404
+        )
         assert theirs.delete(f"/contacts/{contact['id']}").status_code == 404
         assert theirs.get("/contacts").json()["data"] == []
         # The same email may exist in each workspace.

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-import rex
 from rex._signing import sign
 
 with warnings.catch_warnings():

@@ -227,7 +227,7 @@ class DeliveryWorker:
                 await asyncio.sleep(2)
                 continue
             lost = asyncio.Event()
-            connection.add_termination_listener(lambda *_: lost.set())
+            connection.add_termination_listener(lambda *_, lost=lost: lost.set())
             try:
                 await connection.add_listener(outbox.NOTIFY_CHANNEL, lambda *_: self.wake())
                 waiters = {asyncio.create_task(lost.wait()), asyncio.create_task(stop.wait())}

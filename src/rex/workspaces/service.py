@@ -72,27 +72,26 @@ async def create_workspace(conn: AsyncConnection, slug: str, name: str | None = 
         )
     if await get_by_slug(conn, slug):
         raise SlugTaken(slug)
-    now = utcnow()
-    values = {
-        "id": new_id("ws"),
-        "slug": slug,
-        "name": name or slug,
-        "allowed_origins": [],
-        "redirect_url": None,
-        "capture_rate_limit": None,
-        "created_at": now,
-        "updated_at": now,
-    }
-    await conn.execute(sa.insert(workspaces).values(values))
-    return Workspace(
-        id=values["id"],
+    workspace = Workspace(
+        id=new_id("ws"),
         slug=slug,
-        name=values["name"],
+        name=name or slug,
         allowed_origins=[],
         redirect_url=None,
         capture_rate_limit=None,
-        created_at=now,
+        created_at=utcnow(),
     )
+    await conn.execute(
+        sa.insert(workspaces).values(
+            id=workspace.id,
+            slug=slug,
+            name=workspace.name,
+            allowed_origins=[],
+            created_at=workspace.created_at,
+            updated_at=workspace.created_at,
+        )
+    )
+    return workspace
 
 
 async def ensure_default_workspace(conn: AsyncConnection) -> tuple[Workspace, bool]:

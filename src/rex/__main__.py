@@ -1,0 +1,3 @@
+from rex.cli import main
+
+main()

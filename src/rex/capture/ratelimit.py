@@ -54,11 +54,12 @@ class RateLimiter:
         to wait before the next request would be (for ``Retry-After``)."""
         now = self._clock()
         tat = max(self._tat.get(key, now), now)
-        new_tat = tat + rate.interval
-        allowed_at = new_tat - rate.period
-        if allowed_at > now:
-            return max(1, math.ceil(allowed_at - now))
-        self._tat[key] = new_tat
+        # Allowed while the bucket holds less than (count - 1) intervals of debt. Comparing
+        # durations (not absolute times) keeps float rounding from refusing a fresh key.
+        wait = (tat - now) - (rate.period - rate.interval)
+        if wait > 1e-9:
+            return max(1, math.ceil(wait))
+        self._tat[key] = tat + rate.interval
         self._tat.move_to_end(key)
         while len(self._tat) > self._max_keys:
             self._tat.popitem(last=False)

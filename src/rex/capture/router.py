@@ -150,7 +150,9 @@ def _check_rate_limits(
     ws_rate = Rate.parse(
         override if override is not None else settings.capture_workspace_rate_limit
     )
-    if ws_rate is not None and (wait := limiter.hit(f"ws:{workspace.id}", ws_rate)):
+    # The rate is part of the key: a workspace given a new limit starts it afresh.
+    ws_key = f"ws:{workspace.id}:{ws_rate.count}/{ws_rate.period}" if ws_rate else ""
+    if ws_rate is not None and (wait := limiter.hit(ws_key, ws_rate)):
         raise ApiError(
             429,
             f"This workspace receives too many captures; retry in {wait} s.",

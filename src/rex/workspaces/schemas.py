@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,6 +22,16 @@ MAX_ALLOWED_ORIGINS = 100
 _Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _Url = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)]
 _RateText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)]
+
+
+def _origin(value: str) -> str:
+    try:
+        return normalize_origin(value)
+    except InvalidOrigin as exc:
+        raise ValueError(str(exc)) from None
+
+
+_Origin = Annotated[str, StringConstraints(max_length=300), AfterValidator(_origin)]
 
 
 class WorkspaceOut(BaseModel):
@@ -68,7 +79,7 @@ class WorkspaceUpdate(BaseModel):
     )
 
     name: _Name | None = None
-    allowed_origins: list[Annotated[str, StringConstraints(max_length=300)]] | None = None
+    allowed_origins: list[_Origin] | None = None
     redirect_url: _Url | None = None
     capture_rate_limit: _RateText | None = None
 
@@ -86,15 +97,7 @@ class WorkspaceUpdate(BaseModel):
             return None
         if len(value) > MAX_ALLOWED_ORIGINS:
             raise ValueError(f"at most {MAX_ALLOWED_ORIGINS} origins")
-        normalized: list[str] = []
-        for entry in value:
-            try:
-                origin = normalize_origin(entry)
-            except InvalidOrigin as exc:
-                raise ValueError(str(exc)) from None
-            if origin not in normalized:
-                normalized.append(origin)
-        return normalized
+        return list(dict.fromkeys(value))  # without duplicates, in the order given
 
     @field_validator("redirect_url")
     @classmethod

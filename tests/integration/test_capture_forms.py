@@ -227,3 +227,25 @@ def test_fifty_concurrent_form_posts_of_one_new_address_make_one_contact(
     assert sql(rex.database_url, "SELECT count(*) AS n FROM contacts")[0].n == 1
     assert len(events(rex, "contact.created")) == 1
     assert events(rex, "contact.updated") == []
+
+
+def test_bad_form_bodies_are_4xx_never_500(rex: RexServer) -> None:
+    url = f"{rex.url}/capture"
+    form = "application/x-www-form-urlencoded"
+    cases = [
+        httpx.post(url, content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"}),
+        httpx.post(
+            url,
+            content=b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n",
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        ),
+        httpx.post(url, content=b"email=\xff\xfe@example.com", headers={"Content-Type": form}),
+        httpx.post(url, content=b"email=%FF%FE%40example.com", headers={"Content-Type": form}),
+        httpx.post(url, content=b"&&&===&", headers={"Content-Type": form}),
+        httpx.post(url, content=b"a=" + b"&a=".join([b"x"] * 300), headers={"Content-Type": form}),
+        httpx.post(url, data={"email": "x@example.com", "metadata": "flat", "metadata[a]": "b"}),
+    ]
+    for response in cases:
+        assert 400 <= response.status_code < 500, response.text
+        assert set(response.json()["error"]) == {"type", "message", "field"}
+    assert contacts(rex) == []

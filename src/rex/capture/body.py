@@ -132,7 +132,7 @@ def _urlencoded_pairs(body: bytes) -> list[tuple[str, str]]:
     try:
         text = body.decode("utf-8")
         return parse_qsl(
-            text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FORM_FIELDS
+            text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"
         )
     except UnicodeDecodeError:
         raise ApiError(400, "The form body is not valid UTF-8.") from None

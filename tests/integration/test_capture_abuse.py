@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from rex.settings import Settings
 from tests.support import RexServer, make_settings, serve_rex, sql
 
 JSON = {"Accept": "application/json"}
@@ -103,7 +104,7 @@ def test_honeypot_never_touches_an_existing_contact(rex: RexServer) -> None:
 
 def test_a_flood_from_one_ip_is_limited_while_another_ip_gets_through(database_url: str) -> None:
     with (
-        rex_with(database_url, capture_rate_limit="5/minute") as rex,
+        rex_with(database_url, capture_rate_limit="5/hour") as rex,
         client_from("127.0.0.2") as flooder,
         client_from("127.0.0.3") as neighbour,
     ):
@@ -122,7 +123,7 @@ def test_a_flood_from_one_ip_is_limited_while_another_ip_gets_through(database_u
 
 def test_forwarded_for_from_a_trusted_proxy_separates_clients(database_url: str) -> None:
     with rex_with(
-        database_url, capture_rate_limit="3/minute", trusted_proxies=["127.0.0.0/8"]
+        database_url, capture_rate_limit="3/hour", trusted_proxies=["127.0.0.0/8"]
     ) as rex:
 
         def post(email: str, forwarded_for: str) -> httpx.Response:
@@ -144,7 +145,7 @@ def test_forwarded_for_from_a_trusted_proxy_separates_clients(database_url: str)
 
 
 def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(database_url: str) -> None:
-    with rex_with(database_url, capture_rate_limit="3/minute") as rex:
+    with rex_with(database_url, capture_rate_limit="3/hour") as rex:
         responses = [
             httpx.post(
                 f"{rex.url}/capture",
@@ -174,7 +175,7 @@ def test_a_proxy_outside_the_trusted_list_is_not_believed(database_url: str) -> 
 
 def test_workspace_limit_and_its_override_in_workspace_settings(database_url: str) -> None:
     with rex_with(
-        database_url, capture_rate_limit="off", capture_workspace_rate_limit="2/minute"
+        database_url, capture_rate_limit="off", capture_workspace_rate_limit="2/hour"
     ) as rex:
 
         def capture(i: int) -> httpx.Response:
@@ -343,3 +344,34 @@ def test_rate_limited_answers_carry_cors_and_expose_retry_after(database_url: st
         assert_rate_limited(limited)
         assert limited.headers["access-control-allow-origin"] == SITE
         assert "Retry-After" in limited.headers["access-control-expose-headers"]
+
+
+def test_repeated_captures_cannot_inflate_a_contacts_metadata(rex: RexServer) -> None:
+    for batch in range(3):
+        fields = {f"b{batch}k{i}": "v" for i in range(50)}
+        response = httpx.post(
+            f"{rex.url}/capture", data={"email": "fat@example.com", **fields}, headers=JSON
+        )
+        assert response.status_code in (200, 201)
+
+    [row] = sql(rex.database_url, "SELECT metadata FROM contacts")
+    metadata = row.metadata if isinstance(row.metadata, dict) else json.loads(row.metadata)
+    assert len(metadata) == 100
+    assert "b2k0" not in metadata
+
+
+def test_default_limit_is_60_a_minute_per_ip(database_url: str) -> None:
+    defaults = Settings(_env_file=None, database_url=database_url)  # type: ignore[call-arg]
+    statuses: list[int] = []
+    with serve_rex(defaults) as rex, httpx.Client(timeout=30) as client:
+        # A burst of 60, then one more a second: sending faster than that meets a 429 soon
+        # after the 60th (bounded, so a very slow machine fails instead of looping).
+        for i in range(300):
+            response = client.post(f"{rex.url}/capture", json={"email": f"d{i}@example.com"})
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                assert response.headers["Retry-After"] == "1"
+                break
+
+    assert statuses[:60] == [201] * 60
+    assert statuses[-1] == 429

@@ -155,10 +155,15 @@ def test_readme_forms_capture_leads_with_attribution_in_chromium(rex: RexServer)
 
         # 1. The embedded form: posted by fetch, success shown in place, no navigation.
         page.goto(f"{site}/landing?utm_source=newsletter&utm_medium=email&utm_campaign=spring")
+        page.evaluate(
+            "document.querySelector('form[data-rex]')"
+            ".addEventListener('rex:success', (e) => { window.rexContact = e.detail; })"
+        )
         fill_and_send(page, "embed@example.com", "Emma")
         page.get_by_text("Thanks! The guide is on its way.").wait_for()
         assert page.url.startswith(f"{site}/landing")
         assert page.locator("form[data-rex]").is_hidden()
+        assert page.evaluate("window.rexContact.email") == "embed@example.com"
         embedded = contact(rex, "embed@example.com")
         assert embedded["first_name"] == "Emma"
         assert embedded["consent"]["granted"] is True

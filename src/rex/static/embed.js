@@ -141,7 +141,7 @@
     }).then(function (response) {
       return response.json().catch(function () { return null; }).then(function (json) {
         if (response.ok) {
-          succeed(form, json);
+          succeed(form, json && json.data);
         } else {
           var text = json && json.error && json.error.message;
           fail(form, text || "Sorry, your details could not be sent. Please try again.", json);

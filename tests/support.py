@@ -37,6 +37,8 @@ FAST = {
     "delivery_timeout": 2.0,
     "delivery_lease": 5.0,
     "allow_private_destinations": True,
+    # Every test client is 127.0.0.1: tests about capture limits set their own.
+    "capture_rate_limit": "off",
 }
 
 

@@ -12,7 +12,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from rex._version import __version__
+from rex.api.client_ip import ProxyTrust
 from rex.api.errors import install_error_handlers
+from rex.capture.ratelimit import RateLimiter
 from rex.capture.router import router as capture_router
 from rex.contacts.router import router as contacts_router
 from rex.db import outbox
@@ -23,6 +25,7 @@ from rex.delivery.worker import DeliveryWorker
 from rex.settings import Settings
 from rex.webhooks.router import router as webhooks_router
 from rex.workspaces import service as workspaces
+from rex.workspaces.router import router as workspace_router
 
 
 def destination_policy(settings: Settings) -> DestinationPolicy:
@@ -71,10 +74,13 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     )
     app.state.settings = settings
     app.state.destination_policy = destination_policy(settings)
+    app.state.proxy_trust = ProxyTrust(settings.trusted_proxies)
+    app.state.capture_limiter = RateLimiter()
     install_error_handlers(app)
     app.include_router(capture_router)
     app.include_router(contacts_router)
     app.include_router(webhooks_router)
+    app.include_router(workspace_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Any:

@@ -6,6 +6,7 @@ module-level instance.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated
 
@@ -62,6 +63,18 @@ class Settings(BaseSettings):
     @classmethod
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted proxies are IP addresses or CIDRs like 10.0.0.0/8, got {entry!r}"
+                ) from None
+        return value
 
     @field_validator("retry_schedule", mode="before")
     @classmethod

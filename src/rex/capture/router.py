@@ -1,75 +1,298 @@
-"""``POST /capture`` (no API key: the workspace comes from the request's host)."""
+"""``POST /capture`` (no API key: the workspace comes from the request's host), its CORS
+preflight, the built-in thank-you page and the embed script."""
 
 from __future__ import annotations
 
+from functools import cache
+from importlib import resources
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex.api.client_ip import ProxyTrust, rate_limit_key
 from rex.api.deps import DbDep, SettingsDep
-from rex.api.errors import ERROR_RESPONSES, ApiError
+from rex.api.errors import ApiError, ErrorEnvelope, _describe_validation, error_response
 from rex.capture import service
-from rex.capture.schemas import CaptureIn
+from rex.capture.body import (
+    BodyKind,
+    ParsedCapture,
+    attribution_from_referer,
+    body_kind,
+    parse_capture,
+    read_body,
+)
+from rex.capture.limits import check_metadata
+from rex.capture.ratelimit import Rate, RateLimiter
+from rex.capture.responses import (
+    THANK_YOU_PATH,
+    cors_headers,
+    error_answer,
+    json_answer,
+    preflight_headers,
+    thank_you_page,
+    wants_html,
+    wants_json,
+)
+from rex.capture.schemas import CAPTURE_FORM_SCHEMA, CaptureIn, capture_json_schema
 from rex.contacts.schemas import ContactEnvelope
 from rex.ids import utcnow
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
+from rex.workspaces.origins import origin_allowed, safe_redirect
 from rex.workspaces.service import Workspace
 
-router = APIRouter(tags=["capture"], responses=ERROR_RESPONSES)
+log = structlog.get_logger("rex.capture")
+router = APIRouter(tags=["capture"])
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {"model": ErrorEnvelope, "description": description, **extra}
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": ContactEnvelope, "description": "Existing contact updated"},
+    303: {
+        "description": (
+            "A form post without `Accept: application/json`: see `_next`. The redirect goes "
+            "to `_next` or the workspace's `redirect_url` when their origin is allowed, else "
+            f"to Rex's thank-you page (`{THANK_YOU_PATH}`)."
+        ),
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    },
+    400: _error("Malformed body (bad JSON, bad form encoding)"),
+    404: _error("No workspace for this host"),
+    413: _error("Body over the size limit (REX_MAX_BODY_BYTES, 64 KiB by default)"),
+    415: _error("Not JSON, urlencoded or multipart"),
+    422: _error("Invalid lead: bad email, too much metadata, ..."),
+    429: _error(
+        "Rate limited (per client IP or per workspace)",
+        headers={"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}},
+    ),
+    503: _error("Database unavailable; retry after the Retry-After delay"),
+}
+
+
+def _host_slug(host: str | None, settings: Settings) -> str | None:
+    """``acme.<REX_BASE_DOMAIN>`` -> ``"acme"``; ``""`` for a host that names no workspace
+    (it lands in the default workspace); ``None`` for a host under the base domain that
+    cannot be a workspace (``a.b.<base>``)."""
+    hostname = (host or "").strip().lower()
+    hostname = hostname.rsplit(":", 1)[0] if not hostname.endswith("]") else hostname
+    hostname = hostname.rstrip(".")
+    base = (settings.base_domain or "").lower().strip(".")
+    if base and hostname.endswith("." + base):
+        slug = hostname[: -len(base) - 1]
+        return None if "." in slug else slug
+    return ""
+
+
+async def find_workspace(
+    conn: AsyncConnection, host: str | None, settings: Settings
+) -> Workspace | None:
+    """The workspace a capture on ``host`` lands in, or ``None`` if there is none.
+
+    ``acme.<REX_BASE_DOMAIN>`` is workspace ``acme``; any other host is the default workspace
+    of a single-workspace install. Nothing in the body can choose another workspace.
+    """
+    slug = _host_slug(host, settings)
+    if slug is None:
+        return None
+    return await workspaces.get_by_slug(conn, slug or workspaces.DEFAULT_SLUG)
 
 
 async def resolve_workspace(
     conn: AsyncConnection, host: str | None, settings: Settings
 ) -> Workspace:
-    """``acme.<REX_BASE_DOMAIN>`` -> workspace ``acme``; otherwise the default workspace."""
-    hostname = (host or "").split(":", 1)[0].strip().lower().rstrip(".")
-    base = (settings.base_domain or "").lower().strip(".")
-    if base and hostname.endswith("." + base):
-        slug = hostname[: -len(base) - 1]
-        workspace = await workspaces.get_by_slug(conn, slug) if "." not in slug else None
-        if workspace is None:
-            raise ApiError(404, f"No workspace for host {hostname!r}.")
-        return workspace
-    workspace = await workspaces.get_by_slug(conn, workspaces.DEFAULT_SLUG)
+    """Like ``find_workspace``, but a 404 ``ApiError`` when there is none."""
+    workspace = await find_workspace(conn, host, settings)
     if workspace is None:
-        raise ApiError(404, "This install has no default workspace for /capture.")
+        raise _no_workspace(host)
     return workspace
 
 
-async def _parse_lead(request: Request) -> CaptureIn:
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type not in ("application/json", ""):
-        raise ApiError(415, "Send the lead as JSON (Content-Type: application/json).")
+def _no_workspace(host: str | None) -> ApiError:
+    return ApiError(404, f"No workspace receives captures for host {host or ''!r}.")
+
+
+def _validate_lead(parsed: ParsedCapture) -> CaptureIn:
     try:
-        return CaptureIn.model_validate_json(await request.body())
+        lead = CaptureIn.model_validate(parsed.fields)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        status, message, field = _describe_validation(
+            RequestValidationError(exc.errors(include_url=False))
+        )
+        raise ApiError(status, message, field=field) from None
+    check_metadata(lead.metadata, lead.model_extra or {})
+    return lead
+
+
+def _check_rate_limits(
+    request: Request, settings: Settings, workspace: Workspace | None, ip_key: str
+) -> None:
+    limiter: RateLimiter = request.app.state.capture_limiter
+    ip_rate = Rate.parse(settings.capture_rate_limit)
+    if ip_rate is not None and (wait := limiter.hit(f"ip:{ip_key}", ip_rate)):
+        raise ApiError(
+            429,
+            f"Too many captures from your address; retry in {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
+    if workspace is None:
+        return
+    override = workspace.capture_rate_limit
+    ws_rate = Rate.parse(
+        override if override is not None else settings.capture_workspace_rate_limit
+    )
+    # The rate is part of the key: a workspace given a new limit starts it afresh.
+    ws_key = f"ws:{workspace.id}:{ws_rate.count}/{ws_rate.period}" if ws_rate else ""
+    if ws_rate is not None and (wait := limiter.hit(ws_key, ws_rate)):
+        raise ApiError(
+            429,
+            f"This workspace receives too many captures; retry in {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def _redirect_location(request: Request, parsed: ParsedCapture, workspace: Workspace) -> str:
+    allowed = workspace.allowed_origins
+    requested = parsed.controls.get("_next", "").strip()
+    if requested:
+        base = request.headers.get("referer") or request.headers.get("origin")
+        target = safe_redirect(requested, allowed, base=base)
+        if target:
+            return target
+        log.info("capture_next_refused", workspace=workspace.slug, next=requested[:200])
+    if workspace.redirect_url:
+        target = safe_redirect(workspace.redirect_url, allowed)
+        if target:
+            return target
+    return THANK_YOU_PATH
 
 
 @router.post(
     "/capture",
     status_code=201,
     response_model=ContactEnvelope,
-    responses={200: {"model": ContactEnvelope, "description": "Existing contact updated"}},
+    responses=_RESPONSES,
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": CaptureIn.model_json_schema()}},
+            "content": {
+                "application/json": {"schema": capture_json_schema()},
+                **{media: {"schema": CAPTURE_FORM_SCHEMA} for media in _FORM_TYPES},
+            },
         }
     },
 )
-async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Any:
-    """Create or update a contact from a lead (upsert by email). 201 created, 200 updated."""
-    lead = await _parse_lead(request)
-    client_ip = request.client.host if request.client else None
-    async with db.transaction() as conn:
-        workspace = await resolve_workspace(conn, request.headers.get("host"), settings)
-        contact, created = await service.capture(
-            conn, workspace.id, lead, now=utcnow(), client_ip=client_ip
+async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Response:
+    """Create or update a contact from a lead (upsert by email). 201 created, 200 updated.
+
+    Takes JSON, or a plain HTML form post (urlencoded or multipart). A form post is answered
+    with a 303 redirect unless it sends `Accept: application/json`. No API key: the workspace
+    is the one the host names (`acme.<REX_BASE_DOMAIN>`), else the default workspace.
+    """
+    trust: ProxyTrust = request.app.state.proxy_trust
+    address = trust.client_address(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+    )
+    client_ip = str(address) if address is not None else None
+    origin = request.headers.get("origin")
+    accept = request.headers.get("accept")
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    browser = media in _FORM_TYPES and wants_html(accept)
+    workspace: Workspace | None = None
+    try:
+        async with db.read() as conn:
+            workspace = await find_workspace(conn, request.headers.get("host"), settings)
+        # Per-IP first, before anything costs more than a dictionary lookup.
+        _check_rate_limits(request, settings, workspace, rate_limit_key(address))
+        if workspace is None:
+            raise _no_workspace(request.headers.get("host"))
+        kind = body_kind(request.headers.get("content-type"))
+        body = await read_body(request, settings.max_body_bytes)
+        parsed = await parse_capture(body, request.headers, kind)
+        attribution_from_referer(parsed.fields, request.headers.get("referer"))
+        lead = _validate_lead(parsed)
+        now = utcnow()
+        if parsed.honeypot_filled:
+            # Answered exactly like a new contact; nothing stored, no event.
+            log.info("capture_honeypot", workspace=workspace.slug)
+            contact, created = service.preview(lead, now=now, client_ip=client_ip), True
+        else:
+            async with db.transaction() as conn:
+                contact, created = await service.capture(
+                    conn, workspace.id, lead, now=now, client_ip=client_ip
+                )
+    except ApiError as exc:
+        return error_answer(
+            exc.status,
+            exc.message,
+            type=exc.type,
+            field=exc.field,
+            headers={**exc.headers, **cors_headers(origin, workspace)},
+            html_page=browser,
         )
-    return JSONResponse({"data": contact}, status_code=201 if created else 200)
+    cors = cors_headers(origin, workspace)
+    if kind is BodyKind.JSON or wants_json(accept):
+        return json_answer(contact, 201 if created else 200, cors)
+    location = _redirect_location(request, parsed, workspace)
+    return Response(status_code=303, headers={"Location": location, **cors})
+
+
+@router.options("/capture", include_in_schema=False)
+async def capture_preflight(request: Request, db: DbDep, settings: SettingsDep) -> Response:
+    """CORS preflight: allowed for the workspace's ``allowed_origins`` only."""
+    origin = request.headers.get("origin")
+    method = request.headers.get("access-control-request-method")
+    async with db.read() as conn:
+        workspace = await find_workspace(conn, request.headers.get("host"), settings)
+    if workspace is None:
+        exc = _no_workspace(request.headers.get("host"))
+        return error_response(exc.status, exc.message, headers={"Vary": "Origin"})
+    if not origin or not method:
+        return Response(status_code=204, headers={"Allow": "POST, OPTIONS", "Vary": "Origin"})
+    if method.upper() != "POST":
+        return error_response(
+            403, f"Only POST is allowed on /capture, not {method}.", headers={"Vary": "Origin"}
+        )
+    if not origin_allowed(origin, workspace.allowed_origins):
+        return error_response(
+            403,
+            f"Origin {origin!r} is not in this workspace's allowed_origins "
+            "(add it with PATCH /workspace).",
+            headers={"Vary": "Origin"},
+        )
+    return Response(status_code=204, headers=preflight_headers(origin, workspace))
+
+
+@router.get(THANK_YOU_PATH, include_in_schema=False)
+async def thank_you() -> Response:
+    """Where a form post lands when no allowed ``_next`` or ``redirect_url`` is set."""
+    return thank_you_page()
+
+
+@cache
+def _embed_script() -> bytes:
+    return (resources.files("rex") / "static" / "embed.js").read_bytes()
+
+
+@router.get("/embed.js", include_in_schema=False)
+async def embed_script() -> Response:
+    """The optional script that turns ``<form data-rex>`` into an in-page submission."""
+    return Response(
+        _embed_script(),
+        media_type="text/javascript; charset=utf-8",
+        headers={
+            "Cache-Control": "public, max-age=3600",
+            "X-Content-Type-Options": "nosniff",
+            "Cross-Origin-Resource-Policy": "cross-origin",
+        },
+    )

@@ -70,3 +70,70 @@ class CaptureIn(BaseModel):
     referrer: Attribution | None = None
     gclid: Attribution | None = None
     fbclid: Attribution | None = None
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Replace ``#/$defs/...`` references by their definitions: a request body schema inside
+    an OpenAPI document cannot point at its own ``$defs``."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def capture_json_schema() -> dict[str, Any]:
+    """The JSON body's schema, self-contained for the OpenAPI document."""
+    return _inline_refs(CaptureIn.model_json_schema())
+
+
+def _text(description: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", **({"description": description} if description else {}), **extra}
+
+
+# The same lead as HTML form fields (application/x-www-form-urlencoded or multipart/form-data).
+CAPTURE_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        "A plain HTML form post. `metadata[KEY]=value` nests into metadata; any other field is "
+        "kept in metadata too (repeated fields and `name[]` become lists). Empty fields are "
+        "skipped. Fields starting with `_` are control fields and never stored."
+    ),
+    "required": ["email"],
+    "properties": {
+        "email": _text(format="email", examples=["jane@example.com"]),
+        "first_name": _text(),
+        "last_name": _text(),
+        "phone": _text(),
+        "company": _text(),
+        "source": _text(examples=["website"]),
+        **{key: _text() for key in ATTRIBUTION_KEYS},
+        "consent": _text(
+            "A checkbox: on/true/yes/1 grants, off/false/no/0 refuses; any other value grants "
+            "consent and is kept as its text."
+        ),
+        "consent[text]": _text(
+            "The consent wording shown; sent without a ticked consent it records a refusal."
+        ),
+        "_next": _text(
+            "Where to send the browser afterwards (303). Followed only when its origin is in "
+            "the workspace's allowed_origins; otherwise the workspace's redirect_url or Rex's "
+            "thank-you page.",
+            format="uri",
+        ),
+        "_gotcha": _text(
+            "Honeypot: leave it hidden and empty. When filled, the post is answered like a "
+            "success and nothing is stored or sent."
+        ),
+    },
+    "additionalProperties": _text("`metadata[KEY]` or any other field: kept in metadata."),
+}

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex.capture.limits import MAX_STORED_METADATA_KEYS
 from rex.capture.schemas import ATTRIBUTION_KEYS, CaptureIn
 from rex.contacts import service as contacts_service
 from rex.db.outbox import record_event
@@ -50,6 +51,31 @@ def _split_lead(lead: CaptureIn, now: datetime, client_ip: str | None) -> dict[s
         "metadata": metadata,
         "touch": {**touch, "at": rfc3339(now)} if touch else None,
         "consent": consent,
+    }
+
+
+def preview(lead: CaptureIn, *, now: datetime, client_ip: str | None) -> dict[str, Any]:
+    """The contact a capture of ``lead`` would create, without storing anything.
+
+    A filled honeypot is answered with this, so a bot cannot tell it was caught.
+    """
+    fields = _split_lead(lead, now, client_ip)
+    touch = fields.pop("touch")
+    return {
+        "id": new_id("cont"),
+        "email": fields["email"],
+        "first_name": fields["first_name"],
+        "last_name": fields["last_name"],
+        "phone": fields["phone"],
+        "company": fields["company"],
+        "stage": "lead",
+        "source": fields["source"],
+        "first_touch": touch,
+        "last_touch": touch,
+        "consent": fields["consent"],
+        "metadata": fields["metadata"],
+        "created_at": rfc3339(now),
+        "updated_at": rfc3339(now),
     }
 
 
@@ -115,7 +141,9 @@ async def capture(
     changes: dict[str, Any] = {
         key: fields[key] for key in _FILL_ONLY if not before[key] and fields[key]
     }
+    room = max(0, MAX_STORED_METADATA_KEYS - len(before["metadata"]))
     new_keys = {k: v for k, v in fields["metadata"].items() if k not in before["metadata"]}
+    new_keys = dict(list(new_keys.items())[:room])
     if new_keys:
         changes["metadata"] = {**before["metadata"], **new_keys}
     if touch is not None:

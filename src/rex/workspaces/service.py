@@ -13,8 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex.api.errors import ApiError
 from rex.db.schema import api_keys, workspaces
-from rex.ids import new_id, utcnow
+from rex.ids import new_id, rfc3339, utcnow
+from rex.workspaces.origins import safe_redirect
 
 DEFAULT_SLUG = "default"
 KEY_PREFIX = "rex_sk_"
@@ -61,6 +63,53 @@ async def get_by_slug(conn: AsyncConnection, slug: str) -> Workspace | None:
 async def get_by_id(conn: AsyncConnection, workspace_id: str) -> Workspace | None:
     row = (await conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))).first()
     return Workspace.from_row(row) if row else None
+
+
+def serialize(workspace: Workspace) -> dict[str, Any]:
+    """A workspace's settings as ``/workspace`` returns them."""
+    return {
+        "id": workspace.id,
+        "slug": workspace.slug,
+        "name": workspace.name,
+        "allowed_origins": workspace.allowed_origins,
+        "redirect_url": workspace.redirect_url,
+        "capture_rate_limit": workspace.capture_rate_limit,
+        "created_at": rfc3339(workspace.created_at),
+    }
+
+
+async def update_settings(
+    conn: AsyncConnection, workspace_id: str, changes: dict[str, Any]
+) -> Workspace:
+    """Apply validated ``changes`` (name, allowed_origins, redirect_url, capture_rate_limit).
+
+    A ``redirect_url`` must stay on an explicitly allowed origin, whichever of the two changes.
+    """
+    row = (
+        await conn.execute(
+            sa.select(workspaces).where(workspaces.c.id == workspace_id).with_for_update()
+        )
+    ).one()
+    current = Workspace.from_row(row)
+    origins = changes.get("allowed_origins", current.allowed_origins)
+    redirect_url = changes.get("redirect_url", current.redirect_url)
+    if redirect_url and safe_redirect(redirect_url, origins) is None:
+        field = "redirect_url" if "redirect_url" in changes else "allowed_origins"
+        raise ApiError(
+            422,
+            f"redirect_url {redirect_url!r} is not on an origin listed in allowed_origins "
+            "(form posts are only redirected to sites listed there by name; '*' is not enough).",
+            field=field,
+        )
+    if changes:
+        await conn.execute(
+            sa.update(workspaces)
+            .where(workspaces.c.id == workspace_id)
+            .values(**changes, updated_at=utcnow())
+        )
+    updated = await get_by_id(conn, workspace_id)
+    assert updated is not None
+    return updated
 
 
 async def create_workspace(conn: AsyncConnection, slug: str, name: str | None = None) -> Workspace:

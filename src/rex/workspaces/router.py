@@ -1,0 +1,36 @@
+"""``/workspace``: the settings of the calling key's own workspace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from rex.api.deps import AuthDep, DbDep
+from rex.api.errors import ERROR_RESPONSES
+from rex.workspaces import service
+from rex.workspaces.schemas import WorkspaceEnvelope, WorkspaceUpdate
+
+router = APIRouter(prefix="/workspace", tags=["workspace"], responses=ERROR_RESPONSES)
+
+
+@router.get("", response_model=WorkspaceEnvelope)
+async def get_workspace(auth: AuthDep, db: DbDep) -> dict[str, Any]:
+    """This key's workspace: slug, name, and its capture settings."""
+    async with db.read() as conn:
+        workspace = await service.get_by_id(conn, auth.workspace.id)
+    assert workspace is not None  # the key was just found through it
+    return {"data": service.serialize(workspace)}
+
+
+@router.patch("", response_model=WorkspaceEnvelope)
+async def update_workspace(body: WorkspaceUpdate, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+    """Change the fields sent: `name`, `allowed_origins`, `redirect_url`, `capture_rate_limit`.
+
+    Takes effect for the next capture.
+    """
+    async with db.transaction() as conn:
+        workspace = await service.update_settings(
+            conn, auth.workspace.id, body.model_dump(exclude_unset=True)
+        )
+    return {"data": service.serialize(workspace)}

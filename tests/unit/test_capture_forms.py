@@ -1,0 +1,163 @@
+"""Form fields into a lead, metadata limits, and attribution from the posting page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rex.api.errors import ApiError
+from rex.capture.body import BodyKind, attribution_from_referer, body_kind, fields_from_form
+from rex.capture.limits import MAX_METADATA_KEYS, check_metadata
+
+
+def form(*pairs: tuple[str, str]) -> dict[str, Any]:
+    return fields_from_form(list(pairs)).fields
+
+
+def test_flat_and_bracketed_fields() -> None:
+    fields = form(
+        ("email", "jane@example.com"),
+        ("utm_source", "google"),
+        ("metadata[utm_campaign]", "spring"),
+        ("metadata[page][section]", "hero"),
+        ("plan", "pro"),
+    )
+    assert fields == {
+        "email": "jane@example.com",
+        "utm_source": "google",
+        "metadata": {"utm_campaign": "spring", "page": {"section": "hero"}},
+        "plan": "pro",
+    }
+
+
+def test_lists_repeats_blanks_and_last_known_value() -> None:
+    fields = form(
+        ("email", "old@example.com"),
+        ("email", "jane@example.com"),
+        ("interest", "a"),
+        ("interest", "b"),
+        ("tags[]", "x"),
+        ("metadata[sizes][]", "s"),
+        ("metadata[sizes][]", "m"),
+        ("company", "   "),
+        ("note", ""),
+    )
+    assert fields == {
+        "email": "jane@example.com",
+        "interest": ["a", "b"],
+        "tags": ["x"],
+        "metadata": {"sizes": ["s", "m"]},
+    }
+
+
+def test_control_fields_are_kept_apart() -> None:
+    parsed = fields_from_form(
+        [("email", "j@example.com"), ("_next", "https://x.test/"), ("_gotcha", ""), ("_x", "1")]
+    )
+    assert parsed.fields == {"email": "j@example.com"}
+    assert parsed.controls == {"_next": "https://x.test/", "_gotcha": "", "_x": "1"}
+    assert not parsed.honeypot_filled
+    assert fields_from_form([("_gotcha", "spam")]).honeypot_filled
+
+
+@pytest.mark.parametrize(
+    ("pairs", "consent"),
+    [
+        ([("consent", "on")], {"granted": True}),
+        ([("consent", "no")], {"granted": False}),
+        (
+            [("consent", "I want the newsletter")],
+            {"granted": True, "text": "I want the newsletter"},
+        ),
+        ([("consent[text]", "News by email")], {"granted": False, "text": "News by email"}),
+        (
+            [("consent[text]", "News by email"), ("consent[granted]", "true")],
+            {"granted": True, "text": "News by email"},
+        ),
+        (
+            [("consent", "false"), ("consent", "true")],  # hidden fallback + ticked box
+            {"granted": True},
+        ),
+    ],
+)
+def test_consent_checkboxes(pairs: list[tuple[str, str]], consent: dict[str, Any]) -> None:
+    assert form(("email", "j@example.com"), *pairs)["consent"] == consent
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("metadata", "x"), ("metadata[a]", "y")],
+        [("metadata[a]", "y"), ("metadata[a][b]", "z")],
+        [("a[][b]", "x")],
+        [("a[b][c][d][e][f]", "x")],
+        [("consent[granted]", "maybe")],
+        [("consent[when]", "now")],
+    ],
+)
+def test_contradictory_or_odd_field_names_are_a_clear_422(pairs: list[tuple[str, str]]) -> None:
+    with pytest.raises(ApiError) as caught:
+        form(*pairs)
+    assert caught.value.status == 422
+    assert caught.value.field
+
+
+def test_content_types() -> None:
+    assert body_kind("application/json; charset=utf-8") is BodyKind.JSON
+    assert body_kind(None) is BodyKind.JSON
+    assert body_kind("application/x-www-form-urlencoded;charset=UTF-8") is BodyKind.FORM
+    assert body_kind("multipart/form-data; boundary=x") is BodyKind.FORM
+    with pytest.raises(ApiError) as caught:
+        body_kind("text/plain")
+    assert caught.value.status == 415
+
+
+def test_attribution_from_the_posting_pages_address() -> None:
+    fields: dict[str, Any] = {"email": "j@example.com"}
+    referer = "https://www.acme.test/pricing?utm_source=ads&utm_medium=cpc&gclid=G1&x=1"
+    attribution_from_referer(fields, referer)
+    assert fields == {
+        "email": "j@example.com",
+        "utm_source": "ads",
+        "utm_medium": "cpc",
+        "gclid": "G1",
+        "landing_page": "https://www.acme.test/pricing",
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "referer"),
+    [
+        ({"utm_source": "newsletter"}, "https://a.test/?utm_source=ads"),  # the body wins
+        ({"metadata": {"utm_campaign": "x"}}, "https://a.test/?utm_source=ads"),
+        ({}, "https://a.test/pricing"),  # no campaign: nothing to say
+        ({}, None),
+        ({}, "javascript:alert(1)?utm_source=x"),
+    ],
+)
+def test_referer_attribution_only_fills_a_silent_form(
+    fields: dict[str, Any], referer: str | None
+) -> None:
+    before = {**fields}
+    attribution_from_referer(fields, referer)
+    assert fields == before
+
+
+def test_metadata_limits() -> None:
+    check_metadata({f"k{i}": "v" for i in range(MAX_METADATA_KEYS)}, {})
+    with pytest.raises(ApiError, match="at most 50 keys") as caught:
+        check_metadata({f"k{i}": "v" for i in range(40)}, {f"x{i}": "v" for i in range(11)})
+    assert caught.value.status == 422
+    with pytest.raises(ApiError, match="3 levels") as caught:
+        check_metadata({"a": {"b": {"c": {"d": "deep"}}}}, {})
+    assert caught.value.field == "metadata.a.b.c.d"
+    check_metadata({"a": {"b": {"c": "fine"}}}, {})
+    with pytest.raises(ApiError, match="2001 characters") as caught:
+        check_metadata({}, {"notes": "x" * 2001})
+    assert caught.value.field == "notes"
+    with pytest.raises(ApiError, match="100 characters"):
+        check_metadata({"k" * 101: "v"}, {})
+    with pytest.raises(ApiError, match="plain strings") as caught:
+        check_metadata({"utm_source": {"nested": "x"}}, {})
+    assert caught.value.field == "metadata.utm_source"

@@ -21,6 +21,8 @@ from rex.cli.output import (
     print_record,
     print_table,
     say,
+    time_field,
+    when,
 )
 
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints (subscriptions).")
@@ -31,7 +33,9 @@ contacts_app = typer.Typer(no_args_is_help=True, help="Contacts.")
 LimitOption = Annotated[
     int, typer.Option("--limit", min=1, max=10_000, help="How many to show, newest first.")
 ]
-IdArgument = Annotated[str, typer.Argument(help="The object's id.", show_default=False)]
+IdArgument = Annotated[
+    str, typer.Argument(metavar="ID", help="The object's id.", show_default=False)
+]
 
 
 def _csv(value: str) -> list[str]:
@@ -48,7 +52,7 @@ ENDPOINT_COLUMNS: list[Column] = [
         "ENABLED",
         lambda e: e.get("enabled") if e.get("enabled") else e.get("disabled_reason") or False,
     ),
-    ("CREATED", field("created_at")),
+    ("CREATED", time_field("created_at")),
 ]
 
 
@@ -82,7 +86,9 @@ def webhooks_list(limit: LimitOption = 20, as_json: JsonOption = False) -> None:
 
 @webhooks_app.command("create")
 def webhooks_create(
-    url: Annotated[str, typer.Argument(help="Where to POST events.", show_default=False)],
+    url: Annotated[
+        str, typer.Argument(metavar="URL", help="Where to POST events.", show_default=False)
+    ],
     events: Annotated[
         str, typer.Option(help='Comma-separated event names, or "*" for every event.')
     ] = "*",
@@ -139,14 +145,14 @@ DELIVERY_COLUMNS: list[Column] = [
     ("EVENT", field("event")),
     ("STATUS", field("status")),
     ("ATTEMPTS", field("attempt_count")),
-    ("NEXT ATTEMPT", field("next_attempt_at")),
+    ("NEXT ATTEMPT", time_field("next_attempt_at")),
     ("ENDPOINT", field("endpoint_id")),
     ("EVENT ID", field("event_id")),
-    ("CREATED", field("created_at")),
+    ("CREATED", time_field("created_at")),
 ]
 
 ATTEMPT_COLUMNS: list[Column] = [
-    ("AT", field("at")),
+    ("AT", time_field("at")),
     ("STATUS", lambda a: a.get("status_code") or "-"),
     ("ERROR", field("error")),
     ("LATENCY", lambda a: f"{a.get('latency_ms')} ms"),
@@ -231,7 +237,7 @@ EVENT_COLUMNS: list[Column] = [
     ("ID", field("id")),
     ("TYPE", _event_type),
     ("OBJECT", field("object_id")),
-    ("CREATED", lambda e: e.get("created_at") or e.get("timestamp")),
+    ("CREATED", lambda e: when(e.get("created_at") or e.get("timestamp"))),
 ]
 
 
@@ -290,7 +296,7 @@ CONTACT_COLUMNS: list[Column] = [
     ),
     ("STAGE", field("stage")),
     ("SOURCE", field("source")),
-    ("CREATED", field("created_at")),
+    ("CREATED", time_field("created_at")),
 ]
 
 

@@ -39,6 +39,18 @@ def text(value: Any) -> str:
 
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
+WHOLE = {"ID", "EMAIL", "URL", "ENDPOINT", "OBJECT", "CREATED", "AT", "NEXT ATTEMPT"}
+
+
+def when(value: Any) -> Any:
+    """``2026-03-16T12:00:01.123Z`` -> ``2026-03-16 12:00:01Z`` (UTC, to the second)."""
+    if isinstance(value, str) and len(value) >= 19 and value[10] == "T":
+        return f"{value[:10]} {value[11:19]}Z"
+    return value
+
+
+def time_field(name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda item: when(item.get(name))
 
 
 def field(name: str) -> Callable[[dict[str, Any]], Any]:
@@ -57,9 +69,14 @@ def print_table(
     if not items:
         out.print(empty)
         return
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    # Piped: plain aligned columns, for awk and cut; on a terminal, a rule under the header.
+    style = box.SIMPLE_HEAD if out.is_terminal else None
+    table = Table(title=title, box=style, title_justify="left", pad_edge=False)
     for header, _ in columns:
-        table.add_column(header, overflow="fold")
+        # Ids, addresses and times are never folded: half an id on each of two lines
+        # cannot be copied. The other columns give way on a narrow terminal.
+        whole = header in WHOLE or header.endswith(" ID")
+        table.add_column(header, overflow="fold", no_wrap=whole)
     for item in items:
         table.add_row(*(text(get(item)) for _, get in columns))
     out.print(table)
@@ -79,4 +96,4 @@ def print_record(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) 
 
 
 def say(message: str) -> None:
-    console().print(message)
+    console().print(message, soft_wrap=True)

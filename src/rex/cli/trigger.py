@@ -147,7 +147,9 @@ def trigger(
     event: Annotated[
         str,
         typer.Argument(
-            help="The event to cause: " + ", ".join(sorted(FIXTURES)) + ".", show_default=False
+            metavar="EVENT",
+            help="The event to cause: " + ", ".join(sorted(FIXTURES)) + ".",
+            show_default=False,
         ),
     ],
     endpoint: Annotated[
@@ -178,5 +180,5 @@ def trigger(
     for step in run.steps:
         data = step["data"]
         label = data.get("email") or data.get("name") or data.get("title") or data.get("event")
-        say(f"  {step['request']:<40} {data.get('id', '')}  {label or ''}".rstrip())
+        say(f"  {step['request']}  ->  {data.get('id', '')}  {label or ''}".rstrip())
     say(f"Triggered {event}: watch your listener (or `rex events list --type {event}`).")

@@ -23,7 +23,16 @@ from rex.listen.schemas import (
 )
 from rex.listen.stream import EventStream, ListenHub, SessionStreamer
 
-router = APIRouter(prefix="/listen/sessions", tags=["listen"], responses=ERROR_RESPONSES)
+# Error responses are declared per route: the stream's errors are JSON, not event streams.
+router = APIRouter(prefix="/listen/sessions", tags=["listen"])
+
+_STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
+    status_code: {
+        "description": ERROR_RESPONSES[status_code]["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+    for status_code in (401, 404, 422, 503)
+}
 
 
 def _hub(request: Request) -> ListenHub:
@@ -35,7 +44,10 @@ def _hub(request: Request) -> ListenHub:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SessionOpenedEnvelope,
-    responses={200: {"model": SessionOpenedEnvelope, "description": "Session resumed"}},
+    responses={
+        **ERROR_RESPONSES,
+        200: {"model": SessionOpenedEnvelope, "description": "Session resumed"},
+    },
 )
 async def open_session(
     body: SessionOpen, response: Response, auth: AuthDep, db: DbDep, settings: SettingsDep
@@ -64,7 +76,7 @@ async def open_session(
     return {"data": session}
 
 
-@router.get("", response_model=SessionList)
+@router.get("", response_model=SessionList, responses=ERROR_RESPONSES)
 async def list_sessions(
     auth: AuthDep,
     db: DbDep,
@@ -80,7 +92,7 @@ async def list_sessions(
     return {"data": data, "next_cursor": next_cursor}
 
 
-@router.get("/{session_id}", response_model=SessionEnvelope)
+@router.get("/{session_id}", response_model=SessionEnvelope, responses=ERROR_RESPONSES)
 async def get_session(
     session_id: str, auth: AuthDep, db: DbDep, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -88,7 +100,7 @@ async def get_session(
         return {"data": await service.get(conn, auth.workspace.id, session_id, settings, utcnow())}
 
 
-@router.delete("/{session_id}", response_model=Deleted)
+@router.delete("/{session_id}", response_model=Deleted, responses=ERROR_RESPONSES)
 async def delete_session(session_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
     """End a session now; its queued deliveries are dropped and its secret stops signing."""
     async with db.transaction() as conn:
@@ -98,8 +110,12 @@ async def delete_session(session_id: str, auth: AuthDep, db: DbDep) -> dict[str,
 
 @router.get(
     "/{session_id}/stream",
+    status_code=status.HTTP_200_OK,
     response_class=EventStream,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The event stream"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        **_STREAM_ERRORS,
+    },
 )
 async def stream_session(
     session_id: str, request: Request, auth: AuthDep, db: DbDep, settings: SettingsDep
@@ -115,7 +131,7 @@ async def stream_session(
     return EventStream(streamer.run)
 
 
-@router.post("/{session_id}/results", response_model=DeliveryEnvelope)
+@router.post("/{session_id}/results", response_model=DeliveryEnvelope, responses=ERROR_RESPONSES)
 async def report_result(
     session_id: str,
     body: AttemptReport,
@@ -135,7 +151,10 @@ async def report_result(
 
 
 @router.post(
-    "/{session_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=DeliveryEnvelope
+    "/{session_id}/test",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeliveryEnvelope,
+    responses=ERROR_RESPONSES,
 )
 async def test_session(session_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
     """Send a `webhook.test` event to this session now, whatever its event filter."""

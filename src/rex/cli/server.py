@@ -13,15 +13,15 @@ from typing import Annotated, NoReturn
 import typer
 
 from rex.cli._errors import CliError
+from rex.db.engine import Database
+from rex.logging import configure_logging
+from rex.settings import Settings
+from rex.workspaces import service as workspaces
 
 try:  # typer vendors click since 0.2x; older versions use click itself
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
-from rex.db.engine import Database
-from rex.logging import configure_logging
-from rex.settings import Settings
-from rex.workspaces import service as workspaces
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -223,10 +223,10 @@ def main() -> None:
     """Console entry point: CLI failures are one line on stderr and a non-zero exit."""
     try:
         code = app(standalone_mode=False)
-    except click_exceptions.NoArgsIsHelpError as exc:
-        exc.show()  # `rex` or `rex webhooks` alone: the help, as usual
-        sys.exit(2)
     except click_exceptions.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `rex webhooks` alone: the help
+            exc.show()
+            sys.exit(2)
         where = exc.ctx.command_path if exc.ctx else "rex"
         _fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
     except click_exceptions.ClickException as exc:

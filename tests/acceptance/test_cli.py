@@ -254,3 +254,12 @@ def test_settings_come_from_a_dotenv_file_too(server: RexServer, tmp_path: Path)
     result = run_rex("contacts", "list", "--json", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_deliveries_list_with_no_endpoints(env: dict[str, str], tmp_path: Path) -> None:
+    # (With endpoints, it reads GET /webhooks/{id}/deliveries: see test_cli_after_merge.py.)
+    assert rex_ok("deliveries", "list", env=env, cwd=tmp_path).strip() == "No deliveries."
+    assert rex_ok("deliveries", "list", "--failed", env=env, cwd=tmp_path).strip() == (
+        "No failed deliveries."
+    )
+    assert run_json("deliveries", "list", env=env, cwd=tmp_path) == []

@@ -156,10 +156,14 @@ class SessionStreamer:
         self.worker_id = f"listen:{self.connection_id}"
 
     async def run(self, write: Write, disconnected: asyncio.Event) -> None:
-        async with self.db.transaction() as conn:
-            max_in_flight = await service.attach(
-                conn, self.session_id, self.connection_id, self.settings, utcnow()
-            )
+        try:
+            async with self.db.transaction() as conn:
+                max_in_flight = await service.attach(
+                    conn, self.session_id, self.connection_id, self.settings, utcnow()
+                )
+        except Exception as exc:  # the database is down: end the stream, the CLI retries
+            log.warning("listen_attach_failed", session=self.session_id, error=str(exc)[:200])
+            return
         if max_in_flight is None:
             await write(sse("gone", {"message": "This listen session has expired."}))
             return

@@ -117,8 +117,9 @@ def serve_rex(settings: Settings, *, run_worker: bool = True) -> Iterator[RexSer
     """Serve Rex with uvicorn in a thread on a free 127.0.0.1 port."""
     key = api_key(settings.database_url)
     port = free_port()
+    app = create_app(settings, run_worker=run_worker)
     config = uvicorn.Config(
-        create_app(settings, run_worker=run_worker),
+        app,
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -136,6 +137,7 @@ def serve_rex(settings: Settings, *, run_worker: bool = True) -> Iterator[RexSer
     try:
         yield RexServer(url=f"http://127.0.0.1:{port}", settings=settings, key=key)
     finally:
+        app.state.listen_hub.close_threadsafe()  # end `rex listen` streams, as `rex serve` does
         server.should_exit = True
         thread.join(timeout=30)
 

@@ -22,6 +22,8 @@ from rex.db.engine import Database
 from rex.delivery.ssrf import DestinationPolicy
 from rex.delivery.transport import AiohttpTransport
 from rex.delivery.worker import DeliveryWorker
+from rex.listen.router import router as listen_router
+from rex.listen.stream import ListenHub, expire_sessions
 from rex.settings import Settings
 from rex.webhooks.router import router as webhooks_router
 from rex.workspaces import service as workspaces
@@ -49,6 +51,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         app.state.db = db
         stop = asyncio.Event()
         worker_task = None
+        hub: ListenHub = app.state.listen_hub
+        hub.bind(asyncio.get_running_loop())
+        db.on_deliveries_queued(hub.wake)
+        expiry_task = asyncio.create_task(expire_sessions(db, settings, stop))
         transport = AiohttpTransport(app.state.destination_policy)
         if embedded_worker:
             if db.is_sqlite:
@@ -61,6 +67,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             yield
         finally:
             stop.set()
+            hub.close()
+            await expiry_task
             if worker_task is not None:
                 await worker_task
             await transport.close()
@@ -76,11 +84,15 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     app.state.destination_policy = destination_policy(settings)
     app.state.proxy_trust = ProxyTrust(settings.trusted_proxies)
     app.state.capture_limiter = RateLimiter()
+    # `rex listen` streams of this process; servers call close_threadsafe() when they begin
+    # to shut down (see `rex serve`), so open streams do not hold the shutdown up.
+    app.state.listen_hub = ListenHub()
     install_error_handlers(app)
     app.include_router(capture_router)
     app.include_router(contacts_router)
     app.include_router(webhooks_router)
     app.include_router(workspace_router)
+    app.include_router(listen_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Any:

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = 64
     endpoint_disable_after: float = 5 * 24 * 3600.0
     retention_days: int = 30
+    # `rex listen`: how long a disconnected session keeps its secret and queues its events,
+    # and the longest pause between two heartbeats of a connected one.
+    listen_grace_period: float = Field(600.0, gt=0)
+    listen_keepalive: float = Field(15.0, gt=0)
     capture_rate_limit: str = "60/minute"
     capture_workspace_rate_limit: str = "off"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -92,6 +96,11 @@ class Settings(BaseSettings):
     def _check_rate(cls, value: str) -> str:
         parse_rate_limit(value)
         return value
+
+    @property
+    def listen_heartbeat(self) -> float:
+        """Seconds between heartbeats of a `rex listen` stream: well inside the grace period."""
+        return min(self.listen_keepalive, self.listen_grace_period / 4)
 
     @property
     def is_sqlite(self) -> bool:

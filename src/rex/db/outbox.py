@@ -39,6 +39,14 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
 
 
+class EndpointKind(StrEnum):
+    """Who sends an endpoint's deliveries: the delivery workers (``webhook``), or the API
+    process streaming them to a connected ``rex listen`` (``listen``)."""
+
+    WEBHOOK = "webhook"
+    LISTEN = "listen"
+
+
 @dataclass(frozen=True)
 class ClaimedDelivery:
     """A due delivery this worker holds a lease on, with everything needed to send it."""
@@ -166,9 +174,19 @@ def _due_clause(now: datetime) -> sa.ColumnElement[bool]:
 
 
 async def claim_due_deliveries(
-    conn: AsyncConnection, *, worker_id: str, now: datetime, lease: float, limit: int
+    conn: AsyncConnection,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease: float,
+    limit: int,
+    endpoint_kind: EndpointKind = EndpointKind.WEBHOOK,
+    endpoint_id: str | None = None,
 ) -> list[ClaimedDelivery]:
     """Lease up to ``limit`` due deliveries of enabled endpoints to ``worker_id``.
+
+    Only endpoints of ``endpoint_kind`` (workers: ``webhook``; a ``rex listen`` stream:
+    ``listen``, see ``claim_listen_deliveries``), and only ``endpoint_id`` when given.
 
     Concurrency: on PostgreSQL the inner SELECT locks the chosen rows ``FOR UPDATE SKIP
     LOCKED``, so concurrent workers each get disjoint rows without waiting on each other, and
@@ -179,10 +197,16 @@ async def claim_due_deliveries(
     candidates = (
         sa.select(deliveries.c.id)
         .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
-        .where(_due_clause(now), endpoints.c.enabled.is_(True))
+        .where(
+            _due_clause(now),
+            endpoints.c.enabled.is_(True),
+            endpoints.c.kind == endpoint_kind.value,
+        )
         .order_by(deliveries.c.next_attempt_at)
         .limit(limit)
     )
+    if endpoint_id is not None:
+        candidates = candidates.where(deliveries.c.endpoint_id == endpoint_id)
     if conn.dialect.name == "postgresql":
         candidates = candidates.with_for_update(of=deliveries, skip_locked=True)
     claimed_ids = (
@@ -239,8 +263,14 @@ async def claim_due_deliveries(
     return claimed
 
 
-async def next_due_at(conn: AsyncConnection, now: datetime) -> datetime | None:
-    """When the earliest pending, unleased delivery of an enabled endpoint becomes due."""
+async def next_due_at(
+    conn: AsyncConnection, now: datetime, endpoint_kind: EndpointKind = EndpointKind.WEBHOOK
+) -> datetime | None:
+    """When the earliest pending, unleased delivery of an enabled endpoint becomes due.
+
+    Only endpoints of ``endpoint_kind``: the deliveries of a disconnected ``rex listen``
+    session stay due until it reconnects, and must not keep the workers awake.
+    """
     lease_free = sa.or_(
         deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at <= now
     )
@@ -251,12 +281,79 @@ async def next_due_at(conn: AsyncConnection, now: datetime) -> datetime | None:
             deliveries.c.status == DeliveryStatus.PENDING.value,
             lease_free,
             endpoints.c.enabled.is_(True),
+            endpoints.c.kind == endpoint_kind.value,
         )
     )
     value = (await conn.execute(query)).scalar()
     if isinstance(value, str):  # SQLite's min() loses the column type
         value = datetime.fromisoformat(value).replace(tzinfo=now.tzinfo)
     return value  # type: ignore[no-any-return]
+
+
+async def claim_listen_deliveries(
+    conn: AsyncConnection,
+    *,
+    endpoint_id: str,
+    worker_id: str,
+    now: datetime,
+    lease: float,
+    max_in_flight: int,
+) -> list[ClaimedDelivery]:
+    """Lease due deliveries of one ``rex listen`` session to the stream serving it.
+
+    The stream sends each one to the CLI, which posts it to the local URL and reports the
+    outcome; ``record_attempts`` with the same ``worker_id`` (the stream's lease token) then
+    stores it, exactly as for a worker. At most ``max_in_flight`` deliveries are leased to
+    the stream at once, so a slow local server is not buried under deliveries whose leases
+    would expire (and be sent twice) before it gets to them.
+
+    Concurrency: the claim itself is ``claim_due_deliveries`` restricted to this endpoint,
+    so it is as safe (``FOR UPDATE SKIP LOCKED`` and a lease; SQLite's write lock). Two
+    streams of one session (a reconnect racing the stream it replaces) get disjoint rows;
+    the in-flight count only reads this stream's own leases.
+    """
+    in_flight = (
+        await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(deliveries)
+            .where(
+                deliveries.c.endpoint_id == endpoint_id,
+                deliveries.c.leased_by == worker_id,
+                deliveries.c.lease_expires_at > now,
+            )
+        )
+    ).scalar_one()
+    free = max_in_flight - in_flight
+    if free <= 0:
+        return []
+    return await claim_due_deliveries(
+        conn,
+        worker_id=worker_id,
+        now=now,
+        lease=lease,
+        limit=free,
+        endpoint_kind=EndpointKind.LISTEN,
+        endpoint_id=endpoint_id,
+    )
+
+
+async def release_endpoint_leases(
+    conn: AsyncConnection, *, endpoint_id: str, worker_id: str | None = None
+) -> int:
+    """Free the leases on one endpoint's deliveries (only ``worker_id``'s when given).
+
+    Used when a ``rex listen`` stream ends or is replaced: what it was sent but never
+    reported is due again at once for the next stream, instead of after the lease. If the
+    old CLI does report later, its attempt is recorded but no longer moves the row (see
+    ``record_attempts``): at worst one duplicate, as delivery is at-least-once anyway.
+    """
+    query = sa.update(deliveries).where(
+        deliveries.c.endpoint_id == endpoint_id, deliveries.c.leased_by.is_not(None)
+    )
+    if worker_id is not None:
+        query = query.where(deliveries.c.leased_by == worker_id)
+    result = await conn.execute(query.values(leased_by=None, lease_expires_at=None))
+    return result.rowcount
 
 
 async def record_attempts(

@@ -169,6 +169,37 @@ endpoints = sa.Table(
     sa.Index(None, "workspace_id", "id"),
 )
 
+# A `rex listen` session: an endpoint of kind "listen" whose deliveries are not sent by the
+# workers but streamed to the CLI that opened it (see rex.listen). One per API key and local URL,
+# so a restarted `rex listen` resumes it, with the same secret, within the grace period.
+listen_sessions = sa.Table(
+    "listen_sessions",
+    metadata,
+    sa.Column(
+        "endpoint_id",
+        sa.String(40),
+        sa.ForeignKey("endpoints.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    _workspace(),
+    sa.Column(
+        "api_key_id",
+        sa.String(40),
+        sa.ForeignKey("api_keys.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("forward_to", sa.String(2048), nullable=False),
+    # The stream serving the session now (NULL while disconnected). A reconnect replaces it;
+    # the replaced stream notices at its next heartbeat and ends.
+    sa.Column("connection_id", sa.String(64)),
+    # Refreshed by the serving stream's heartbeats; the session expires a grace period after.
+    sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("api_key_id", "forward_to"),
+    sa.Index(None, "workspace_id", "endpoint_id"),
+    sa.Index(None, "last_seen_at"),
+)
+
 deliveries = sa.Table(
     "deliveries",
     metadata,

@@ -1,18 +1,27 @@
-"""The ``rex`` command: run the server and workers, migrate, manage workspaces and keys."""
+"""The ``rex`` command's server side: run the server and workers, migrate, manage workspaces
+and keys (these talk to the database directly). The client commands are registered on the
+same ``app`` in ``rex.cli``."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
+from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
 
+from rex.cli._errors import CliError
 from rex.db.engine import Database
 from rex.logging import configure_logging
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
+
+try:  # typer vendors click since 0.2x; older versions use click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -24,10 +33,6 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 workspaces_app = typer.Typer(no_args_is_help=True, help="Workspaces.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
-
-
-class CliError(Exception):
-    """A failure to report as one line on stderr with a non-zero exit."""
 
 
 def _settings() -> Settings:
@@ -79,8 +84,9 @@ def serve(
             err=True,
         )
     run_worker = not no_worker
-    uvicorn.run(
-        create_app(settings, run_worker=run_worker),
+    application = create_app(settings, run_worker=run_worker)
+    config = uvicorn.Config(
+        application,
         host=host,
         port=port,
         # Client IPs come from the socket unless REX_TRUSTED_PROXIES says otherwise; uvicorn's
@@ -92,6 +98,17 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
     )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # `rex listen` streams never end by themselves: end them as shutdown begins.
+            application.state.listen_hub.close_threadsafe()
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
+    server.run()
+    if not server.started:
+        raise CliError(f"the server could not start on {host}:{port} (see the log above)")
 
 
 @app.command()
@@ -197,18 +214,29 @@ def workspaces_create(
     typer.echo(f"Created workspace {slug!r} ({workspace_id}).")
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"rex: {message}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 def main() -> None:
     """Console entry point: CLI failures are one line on stderr and a non-zero exit."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_exceptions.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `rex webhooks` alone: the help
+            exc.show()
+            sys.exit(2)
+        where = exc.ctx.command_path if exc.ctx else "rex"
+        _fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
+    except click_exceptions.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
     except CliError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as exc:
         _fail(f"{type(exc).__name__}: {exc}")
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,1 @@
+"""`rex listen` sessions: forward a workspace's events to a local URL without a tunnel."""

@@ -1,0 +1,163 @@
+"""``/listen/sessions``: what `rex listen` talks to (forward events without a tunnel)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from sqlalchemy.exc import IntegrityError
+
+from rex.api.deps import AuthDep, DbDep, SettingsDep
+from rex.api.errors import ERROR_RESPONSES
+from rex.api.pagination import CursorQuery, LimitQuery
+from rex.api.schemas import Deleted
+from rex.delivery.schemas import DeliveryEnvelope
+from rex.ids import utcnow
+from rex.listen import service
+from rex.listen.schemas import (
+    AttemptReport,
+    SessionEnvelope,
+    SessionList,
+    SessionOpen,
+    SessionOpenedEnvelope,
+)
+from rex.listen.stream import EventStream, ListenHub, SessionStreamer
+
+# Error responses are declared per route: the stream's errors are JSON, not event streams.
+router = APIRouter(prefix="/listen/sessions", tags=["listen"])
+
+_STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
+    status_code: {
+        "description": ERROR_RESPONSES[status_code]["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+    for status_code in (401, 404, 422, 503)
+}
+
+
+def _hub(request: Request) -> ListenHub:
+    hub: ListenHub = request.app.state.listen_hub
+    return hub
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SessionOpenedEnvelope,
+    responses={
+        **ERROR_RESPONSES,
+        200: {"model": SessionOpenedEnvelope, "description": "Session resumed"},
+    },
+)
+async def open_session(
+    body: SessionOpen, response: Response, auth: AuthDep, db: DbDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Open a session for this API key and local URL, or resume it (200) when one was seen
+    within the grace period: same id, same secret, and the deliveries it missed still queued.
+    The secret signs this session's deliveries; it is shown whenever the session is opened."""
+    for attempt in (1, 2):
+        try:
+            async with db.transaction() as conn:
+                session = await service.open_session(
+                    conn,
+                    workspace_id=auth.workspace.id,
+                    api_key_id=auth.key_id,
+                    body=body,
+                    settings=settings,
+                    now=utcnow(),
+                )
+            break
+        except IntegrityError:
+            # Another open of the same new session committed first; resume that one.
+            if attempt == 2:
+                raise
+    if session["resumed"]:
+        response.status_code = status.HTTP_200_OK
+    return {"data": session}
+
+
+@router.get("", response_model=SessionList, responses=ERROR_RESPONSES)
+async def list_sessions(
+    auth: AuthDep,
+    db: DbDep,
+    settings: SettingsDep,
+    limit: LimitQuery = 20,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
+    """This workspace's listen sessions, connected or within their grace period."""
+    async with db.read() as conn:
+        data, next_cursor = await service.list_page(
+            conn, auth.workspace.id, settings, utcnow(), limit=limit, cursor=cursor
+        )
+    return {"data": data, "next_cursor": next_cursor}
+
+
+@router.get("/{session_id}", response_model=SessionEnvelope, responses=ERROR_RESPONSES)
+async def get_session(
+    session_id: str, auth: AuthDep, db: DbDep, settings: SettingsDep
+) -> dict[str, Any]:
+    async with db.read() as conn:
+        return {"data": await service.get(conn, auth.workspace.id, session_id, settings, utcnow())}
+
+
+@router.delete("/{session_id}", response_model=Deleted, responses=ERROR_RESPONSES)
+async def delete_session(session_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+    """End a session now; its queued deliveries are dropped and its secret stops signing."""
+    async with db.transaction() as conn:
+        await service.delete(conn, auth.workspace.id, session_id)
+    return {"data": {"id": session_id, "deleted": True}}
+
+
+@router.get(
+    "/{session_id}/stream",
+    status_code=status.HTTP_200_OK,
+    response_class=EventStream,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        **_STREAM_ERRORS,
+    },
+)
+async def stream_session(
+    session_id: str, request: Request, auth: AuthDep, db: DbDep, settings: SettingsDep
+) -> EventStream:
+    """Server-Sent Events for a connected `rex listen`: `ready` once, then one `delivery`
+    per delivery (`{id, event_id, event, attempt, lease, headers, payload}`: post `payload`
+    with `headers` to the local URL, then report to `POST .../results`), comment lines as
+    keep-alives, and `superseded` or `gone` before the stream ends for good. Connecting
+    replaces any other stream of the session."""
+    async with db.read() as conn:
+        await service.fetch_row(conn, auth.workspace.id, session_id)
+    streamer = SessionStreamer(db, settings, _hub(request), session_id)
+    return EventStream(streamer.run)
+
+
+@router.post("/{session_id}/results", response_model=DeliveryEnvelope, responses=ERROR_RESPONSES)
+async def report_result(
+    session_id: str,
+    body: AttemptReport,
+    request: Request,
+    auth: AuthDep,
+    db: DbDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """Record the outcome of posting one streamed delivery to the local URL: a 2xx delivers
+    it, anything else schedules a retry on the normal retry schedule."""
+    async with db.transaction() as conn:
+        delivery = await service.record_report(
+            conn, auth.workspace.id, session_id, body, settings, utcnow()
+        )
+    _hub(request).wake()  # room for one more in flight on this process's stream
+    return {"data": delivery}
+
+
+@router.post(
+    "/{session_id}/test",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeliveryEnvelope,
+    responses=ERROR_RESPONSES,
+)
+async def test_session(session_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+    """Send a `webhook.test` event to this session now, whatever its event filter."""
+    async with db.transaction() as conn:
+        delivery = await service.send_test(conn, auth.workspace.id, session_id, utcnow())
+    return {"data": delivery}

@@ -17,8 +17,9 @@ from rex.capture.router import router as capture_router
 from rex.contacts.router import router as contacts_router
 from rex.db import outbox
 from rex.db.engine import Database
+from rex.delivery.router import router as deliveries_router
 from rex.delivery.ssrf import DestinationPolicy
-from rex.delivery.transport import AiohttpTransport
+from rex.delivery.transport import AiohttpTransport, Transport
 from rex.delivery.worker import DeliveryWorker
 from rex.settings import Settings
 from rex.webhooks.router import router as webhooks_router
@@ -32,8 +33,15 @@ def destination_policy(settings: Settings) -> DestinationPolicy:
     )
 
 
-def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> FastAPI:
-    """Build the app. ``run_worker`` defaults to True on SQLite (the embedded worker)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_worker: bool | None = None,
+    transport: Transport | None = None,
+) -> FastAPI:
+    """Build the app. ``run_worker`` defaults to True on SQLite (the embedded worker), which
+    sends with ``transport`` (default: ``AiohttpTransport`` under the destination policy; it
+    is closed at shutdown)."""
     settings = settings or Settings()
     embedded_worker = settings.is_sqlite if run_worker is None else run_worker
 
@@ -46,13 +54,13 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         app.state.db = db
         stop = asyncio.Event()
         worker_task = None
-        transport = AiohttpTransport(app.state.destination_policy)
+        sender = transport or AiohttpTransport(app.state.destination_policy)
         if embedded_worker:
             if db.is_sqlite:
                 # One worker per SQLite database: leases left by a previous run are stale.
                 async with db.transaction() as conn:
                     await outbox.release_all_leases(conn)
-            worker = DeliveryWorker(db, settings, transport)
+            worker = DeliveryWorker(db, settings, sender)
             worker_task = asyncio.create_task(worker.run(stop))
         try:
             yield
@@ -60,7 +68,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             stop.set()
             if worker_task is not None:
                 await worker_task
-            await transport.close()
+            await sender.close()
             await db.close()
 
     app = FastAPI(
@@ -75,6 +83,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     app.include_router(capture_router)
     app.include_router(contacts_router)
     app.include_router(webhooks_router)
+    app.include_router(deliveries_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Any:

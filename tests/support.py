@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 import uvicorn
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from rex.app import create_app
 from rex.db.engine import Database
 from rex.db.schema import metadata
+from rex.delivery.transport import Transport
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
 
@@ -111,12 +113,15 @@ class RexServer:
 
 
 @contextmanager
-def serve_rex(settings: Settings, *, run_worker: bool = True) -> Iterator[RexServer]:
-    """Serve Rex with uvicorn in a thread on a free 127.0.0.1 port."""
+def serve_rex(
+    settings: Settings, *, run_worker: bool = True, transport: Transport | None = None
+) -> Iterator[RexServer]:
+    """Serve Rex with uvicorn in a thread on a free 127.0.0.1 port (its worker sending with
+    ``transport``, e.g. an ``AiohttpTransport`` with a ``StubResolver``)."""
     key = api_key(settings.database_url)
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings, run_worker=run_worker),
+        create_app(settings, run_worker=run_worker, transport=transport),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -200,3 +205,32 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
         time.sleep(interval)
+
+
+class StubResolver(AbstractResolver):
+    """Answers from a fixed table (which a test may change); unknown names fail like
+    NXDOMAIN. Tests use it instead of DNS: no query ever leaves the machine."""
+
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.table = table
+        self.closed = False
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host not in self.table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in self.table[host]
+        ]
+
+    async def close(self) -> None:
+        self.closed = True

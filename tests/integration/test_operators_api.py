@@ -258,3 +258,16 @@ def test_max_concurrency_is_set_per_endpoint(rex: RexServer, receiver: Receiver)
             response = client.patch(f"/webhooks/{created['id']}", json={"max_concurrency": bad})
             assert response.status_code == 422, bad
         assert client.get(f"/webhooks/{created['id']}").json()["data"]["max_concurrency"] == 50
+
+
+def test_the_new_routes_are_in_the_openapi_document(rex: RexServer) -> None:
+    spec = httpx.get(f"{rex.url}/openapi.json").json()
+    routes = {(path, method) for path, item in spec["paths"].items() for method in item}
+    assert {
+        ("/deliveries", "get"),
+        ("/deliveries/{delivery_id}", "get"),
+        ("/deliveries/{delivery_id}/retry", "post"),
+        ("/webhooks/{endpoint_id}/deliveries", "get"),
+        ("/webhooks/{endpoint_id}/recover", "post"),
+        ("/webhooks/{endpoint_id}/rotate-secret", "post"),
+    } <= routes

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 import uvicorn
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from rex.app import create_app
 from rex.db.engine import Database
 from rex.db.schema import metadata
+from rex.delivery.transport import Transport
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
 
@@ -113,11 +119,14 @@ class RexServer:
 
 
 @contextmanager
-def serve_rex(settings: Settings, *, run_worker: bool = True) -> Iterator[RexServer]:
-    """Serve Rex with uvicorn in a thread on a free 127.0.0.1 port."""
+def serve_rex(
+    settings: Settings, *, run_worker: bool = True, transport: Transport | None = None
+) -> Iterator[RexServer]:
+    """Serve Rex with uvicorn in a thread on a free 127.0.0.1 port (its worker sending with
+    ``transport``, e.g. an ``AiohttpTransport`` with a ``StubResolver``)."""
     key = api_key(settings.database_url)
     port = free_port()
-    app = create_app(settings, run_worker=run_worker)
+    app = create_app(settings, run_worker=run_worker, transport=transport)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -204,3 +213,69 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
         time.sleep(interval)
+
+
+class StubResolver(AbstractResolver):
+    """Answers from a fixed table (which a test may change); unknown names fail like
+    NXDOMAIN. Tests use it instead of DNS: no query ever leaves the machine."""
+
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.table = table
+        self.closed = False
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host not in self.table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in self.table[host]
+        ]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+REX_CLI = str(Path(sys.executable).with_name("rex"))
+
+
+def rex_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start the real ``rex`` command with ``env`` added to this environment, its output
+    appended to ``log``. Stop it with ``stop_process``."""
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [REX_CLI, *args], env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 40) -> int:
+    """SIGTERM (if still running), wait, and return the exit code; SIGKILL if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+        raise
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ``url`` answers 200 (the process must stay alive meanwhile)."""
+
+    def ready() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(ready, timeout=30, interval=0.1)

@@ -19,8 +19,9 @@ from rex.capture.router import router as capture_router
 from rex.contacts.router import router as contacts_router
 from rex.db import outbox
 from rex.db.engine import Database
+from rex.delivery.router import router as deliveries_router
 from rex.delivery.ssrf import DestinationPolicy
-from rex.delivery.transport import AiohttpTransport
+from rex.delivery.transport import AiohttpTransport, Transport
 from rex.delivery.worker import DeliveryWorker
 from rex.listen.router import router as listen_router
 from rex.listen.stream import ListenHub, expire_sessions
@@ -37,8 +38,15 @@ def destination_policy(settings: Settings) -> DestinationPolicy:
     )
 
 
-def create_app(settings: Settings | None = None, *, run_worker: bool | None = None) -> FastAPI:
-    """Build the app. ``run_worker`` defaults to True on SQLite (the embedded worker)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_worker: bool | None = None,
+    transport: Transport | None = None,
+) -> FastAPI:
+    """Build the app. ``run_worker`` defaults to True on SQLite (the embedded worker), which
+    sends with ``transport`` (default: ``AiohttpTransport`` under the destination policy; it
+    is closed at shutdown)."""
     settings = settings or Settings()
     embedded_worker = settings.is_sqlite if run_worker is None else run_worker
 
@@ -55,13 +63,13 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
         hub.bind(asyncio.get_running_loop())
         db.on_deliveries_queued(hub.wake)
         expiry_task = asyncio.create_task(expire_sessions(db, settings, stop))
-        transport = AiohttpTransport(app.state.destination_policy)
+        sender = transport or AiohttpTransport(app.state.destination_policy)
         if embedded_worker:
             if db.is_sqlite:
                 # One worker per SQLite database: leases left by a previous run are stale.
                 async with db.transaction() as conn:
                     await outbox.release_all_leases(conn)
-            worker = DeliveryWorker(db, settings, transport)
+            worker = DeliveryWorker(db, settings, sender)
             worker_task = asyncio.create_task(worker.run(stop))
         try:
             yield
@@ -71,7 +79,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
             await expiry_task
             if worker_task is not None:
                 await worker_task
-            await transport.close()
+            await sender.close()
             await db.close()
 
     app = FastAPI(
@@ -93,6 +101,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     app.include_router(webhooks_router)
     app.include_router(workspace_router)
     app.include_router(listen_router)
+    app.include_router(deliveries_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Any:

@@ -20,7 +20,6 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from rex.delivery.ssrf import DestinationPolicy, DestinationRefused
 from rex.delivery.transport import (
@@ -31,38 +30,11 @@ from rex.delivery.transport import (
     parse_retry_after,
 )
 from tests.receiver import Disconnect, Hang, Receiver, Redirect, Reset, Respond, Slow
+from tests.support import StubResolver
 
 HEADERS = {"Content-Type": "application/json", "User-Agent": "Rex-Webhooks/test"}
 BODY = b'{"id": "evt_1", "event": "contact.created"}'
 OPEN = DestinationPolicy(allow_private=True)
-
-
-class StubResolver(AbstractResolver):
-    """Answers from a fixed table; unknown names fail like NXDOMAIN."""
-
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.closed = False
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host not in self.table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.table[host]
-        ]
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 @pytest.fixture

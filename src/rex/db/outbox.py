@@ -6,6 +6,7 @@ Lifecycle of a delivery row::
     pending --claim (lease)--> pending + leased --attempt--> delivered
                                                  \\--------> pending (next_attempt_at later)
                                                   \\-------> failed (schedule exhausted, 410)
+    delivered | failed | pending --operator's retry or recover--> pending (due now)
 
 A lease is ``leased_by`` + ``lease_expires_at``. A row whose lease has expired is due again,
 which is how a crashed worker's deliveries are taken over. Completing an attempt only touches
@@ -72,6 +73,8 @@ class AttemptOutcome:
     # What the delivery becomes: delivered, failed, or pending again at next_attempt_at.
     status: DeliveryStatus
     next_attempt_at: datetime | None
+    # Set when this answer disables the endpoint at once (410 Gone): the reason shown.
+    disable_endpoint: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -165,11 +168,42 @@ async def _notify(conn: AsyncConnection) -> None:
         await conn.execute(sa.text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
 
+def _lease_free(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at <= now)
+
+
 def _due_clause(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(
         deliveries.c.status == DeliveryStatus.PENDING.value,
         deliveries.c.next_attempt_at <= now,
-        sa.or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at <= now),
+        _lease_free(now),
+    )
+
+
+def _in_flight(endpoint_id: sa.ColumnElement[str], now: datetime) -> sa.ScalarSelect[int]:
+    """How many deliveries of ``endpoint_id`` are leased right now (attempts in flight, or
+    held by a worker that died and whose lease has not expired yet)."""
+    return (
+        sa.select(sa.func.count())
+        .select_from(deliveries)
+        .where(
+            deliveries.c.endpoint_id == endpoint_id,
+            deliveries.c.leased_by.is_not(None),
+            deliveries.c.lease_expires_at > now,
+        )
+        .scalar_subquery()
+    )
+
+
+def _earliest(endpoint_id: sa.ColumnElement[str], condition: sa.ColumnElement[bool]) -> Any:
+    return (
+        sa.select(sa.func.min(deliveries.c.next_attempt_at))
+        .where(
+            deliveries.c.endpoint_id == endpoint_id,
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+            condition,
+        )
+        .scalar_subquery()
     )
 
 
@@ -180,40 +214,100 @@ async def claim_due_deliveries(
     now: datetime,
     lease: float,
     limit: int,
-    endpoint_kind: EndpointKind = EndpointKind.WEBHOOK,
+    kind: EndpointKind = EndpointKind.WEBHOOK,
     endpoint_id: str | None = None,
 ) -> list[ClaimedDelivery]:
-    """Lease up to ``limit`` due deliveries of enabled endpoints to ``worker_id``.
+    """Lease up to ``limit`` due deliveries of enabled endpoints of ``kind`` to ``worker_id``,
+    never more than an endpoint's ``max_concurrency`` in flight at once (across all workers),
+    shared round-robin between endpoints so that one endpoint's backlog cannot take every slot.
 
-    Only endpoints of ``endpoint_kind`` (workers: ``webhook``; a ``rex listen`` stream:
-    ``listen``, see ``claim_listen_deliveries``), and only ``endpoint_id`` when given.
+    Only endpoints of ``kind`` (workers: ``webhook``; a ``rex listen`` stream: ``listen``,
+    see ``claim_listen_deliveries``), and only ``endpoint_id`` when given.
 
-    Concurrency: on PostgreSQL the inner SELECT locks the chosen rows ``FOR UPDATE SKIP
-    LOCKED``, so concurrent workers each get disjoint rows without waiting on each other, and
-    the UPDATE sets the lease before the locks are released at commit; a row is therefore held
-    by at most one live lease. On SQLite the whole transaction holds the database write lock
-    (``BEGIN IMMEDIATE``), which serialises claims outright.
+    Concurrency. The unit of claiming is the endpoint:
+
+    1. The endpoints with due deliveries and room are locked ``FOR NO KEY UPDATE SKIP LOCKED``
+       on PostgreSQL. Two workers therefore never claim for the same endpoint at the same
+       time: the second one skips it (it does not wait) and serves other endpoints.
+       ``NO KEY UPDATE`` rather than ``UPDATE`` so that the API's inserts of new delivery
+       rows, which take ``KEY SHARE`` on the endpoint through the foreign key, never block.
+    2. Only then are the endpoint's leases counted, in a new statement: under READ COMMITTED
+       it sees every lease committed by the previous holder of the endpoint lock, so
+       ``in flight + claimed <= max_concurrency`` holds across workers.
+    3. The UPDATE that sets the leases re-checks that each row is still due. PostgreSQL
+       re-evaluates that condition on a row changed by a concurrent transaction (an old
+       lease holder recording its attempt, an operator's retry), so a row is never leased
+       twice. Leases are committed before the endpoint locks are released.
+
+    On SQLite the whole transaction holds the database write lock (``BEGIN IMMEDIATE``),
+    which serialises claims outright.
     """
+    if limit <= 0:
+        return []
+    in_flight = _in_flight(endpoints.c.id, now)
+    oldest_due = _earliest(
+        endpoints.c.id, sa.and_(deliveries.c.next_attempt_at <= now, _lease_free(now))
+    )
     candidates = (
-        sa.select(deliveries.c.id)
-        .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
+        sa.select(endpoints.c.id, endpoints.c.max_concurrency)
         .where(
-            _due_clause(now),
             endpoints.c.enabled.is_(True),
-            endpoints.c.kind == endpoint_kind.value,
+            endpoints.c.kind == kind.value,
+            oldest_due.is_not(None),
+            in_flight < endpoints.c.max_concurrency,
         )
-        .order_by(deliveries.c.next_attempt_at)
+        # The endpoint that has waited longest first, so every endpoint gets its turn.
+        .order_by(oldest_due, endpoints.c.id)
         .limit(limit)
     )
     if endpoint_id is not None:
-        candidates = candidates.where(deliveries.c.endpoint_id == endpoint_id)
+        candidates = candidates.where(endpoints.c.id == endpoint_id)
     if conn.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(of=deliveries, skip_locked=True)
+        candidates = candidates.with_for_update(of=endpoints, skip_locked=True, key_share=True)
+    locked = {row.id: row.max_concurrency for row in await conn.execute(candidates)}
+    if not locked:
+        return []
+    leased_now: dict[str, int] = {
+        row.endpoint_id: row.leased
+        for row in await conn.execute(
+            sa.select(deliveries.c.endpoint_id, sa.func.count().label("leased"))
+            .where(
+                deliveries.c.endpoint_id.in_(locked),
+                deliveries.c.leased_by.is_not(None),
+                deliveries.c.lease_expires_at > now,
+            )
+            .group_by(deliveries.c.endpoint_id)
+        )
+    }
+    room = {
+        endpoint_id: min(capacity - leased_now.get(endpoint_id, 0), limit)
+        for endpoint_id, capacity in locked.items()
+    }
+    # Each endpoint's oldest due rows, at most its room, in one round trip.
+    per_endpoint = [
+        sa.select(deliveries.c.id, deliveries.c.endpoint_id, deliveries.c.next_attempt_at)
+        .where(deliveries.c.endpoint_id == endpoint_id, _due_clause(now))
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(slots)
+        .subquery()
+        for endpoint_id, slots in room.items()
+        if slots > 0
+    ]
+    if not per_endpoint:
+        return []
+    due = (await conn.execute(sa.union_all(*(sa.select(part) for part in per_endpoint)))).all()
+    # Round-robin: every endpoint's oldest row, then every endpoint's second oldest...
+    rank: dict[str, int] = {}
+    ranked = []
+    for row in sorted(due, key=lambda r: (r.next_attempt_at, r.id)):
+        rank[row.endpoint_id] = rank.get(row.endpoint_id, 0) + 1
+        ranked.append((rank[row.endpoint_id], row.next_attempt_at, row.id))
+    chosen = [delivery_id for _, _, delivery_id in sorted(ranked)[:limit]]
     claimed_ids = (
         (
             await conn.execute(
                 sa.update(deliveries)
-                .where(deliveries.c.id.in_(candidates.scalar_subquery()))
+                .where(deliveries.c.id.in_(chosen), _due_clause(now))
                 .values(leased_by=worker_id, lease_expires_at=now + timedelta(seconds=lease))
                 .returning(deliveries.c.id)
             )
@@ -260,34 +354,40 @@ async def claim_due_deliveries(
                 payload=row.payload.encode("utf-8"),
             )
         )
+    claimed.sort(key=lambda c: chosen.index(c.id))
     return claimed
 
 
 async def next_due_at(
-    conn: AsyncConnection, now: datetime, endpoint_kind: EndpointKind = EndpointKind.WEBHOOK
+    conn: AsyncConnection, now: datetime, *, kind: EndpointKind = EndpointKind.WEBHOOK
 ) -> datetime | None:
-    """When the earliest pending, unleased delivery of an enabled endpoint becomes due.
+    """When the earliest delivery that could be claimed becomes due: pending, not leased, of
+    an enabled endpoint of ``kind`` with room under its concurrency limit.
 
-    Only endpoints of ``endpoint_kind``: the deliveries of a disconnected ``rex listen``
-    session stay due until it reconnects, and must not keep the workers awake.
+    Endpoints at their limit are left out on purpose: their due rows cannot be claimed until
+    an attempt finishes (which wakes the worker that made it; others find out by polling),
+    so counting them would make an idle worker spin on rows it cannot take.
     """
-    lease_free = sa.or_(
-        deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at <= now
-    )
-    query = (
-        sa.select(sa.func.min(deliveries.c.next_attempt_at))
-        .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
-        .where(
-            deliveries.c.status == DeliveryStatus.PENDING.value,
-            lease_free,
-            endpoints.c.enabled.is_(True),
-            endpoints.c.kind == endpoint_kind.value,
-        )
+    earliest = _earliest(endpoints.c.id, _lease_free(now))
+    query = sa.select(sa.func.min(earliest)).where(
+        endpoints.c.enabled.is_(True),
+        endpoints.c.kind == kind.value,
+        _in_flight(endpoints.c.id, now) < endpoints.c.max_concurrency,
     )
     value = (await conn.execute(query)).scalar()
     if isinstance(value, str):  # SQLite's min() loses the column type
         value = datetime.fromisoformat(value).replace(tzinfo=now.tzinfo)
-    return value  # type: ignore[no-any-return]
+    return value
+
+
+@dataclass(frozen=True)
+class RecordedAttempts:
+    held: int
+    """How many deliveries this worker still held (a row whose lease was taken over keeps
+    the new owner's state; its attempt is still recorded, because it happened)."""
+    disabled_endpoints: list[str]
+    """Endpoints these attempts disabled (410 Gone, or failing for too long); announce each
+    with an ``endpoint.disabled`` event in the same transaction."""
 
 
 async def claim_listen_deliveries(
@@ -332,7 +432,7 @@ async def claim_listen_deliveries(
         now=now,
         lease=lease,
         limit=free,
-        endpoint_kind=EndpointKind.LISTEN,
+        kind=EndpointKind.LISTEN,
         endpoint_id=endpoint_id,
     )
 
@@ -361,12 +461,16 @@ async def record_attempts(
     *,
     worker_id: str,
     results: Sequence[tuple[ClaimedDelivery, AttemptOutcome]],
-) -> int:
-    """Store attempts and move their deliveries on; returns how many rows this worker still
-    held (a row whose lease was taken over keeps the new owner's state; its attempt is still
-    recorded, because it happened)."""
+    disable_after: float | None = None,
+) -> RecordedAttempts:
+    """Store attempts, move their deliveries on and keep their endpoints' health.
+
+    An endpoint is disabled when an outcome says so (``disable_endpoint``: 410 Gone), or,
+    with ``disable_after`` (seconds), when it has been failing without a single success for
+    at least that long.
+    """
     if not results:
-        return 0
+        return RecordedAttempts(held=0, disabled_endpoints=[])
     await conn.execute(
         sa.insert(attempts),
         [
@@ -398,26 +502,48 @@ async def record_attempts(
             )
         )
         held += updated.rowcount
-    await _record_endpoint_health(conn, results)
-    return held
+    disabled = await _record_endpoint_health(conn, results, disable_after)
+    return RecordedAttempts(held=held, disabled_endpoints=disabled)
+
+
+# last_success_at only needs to be roughly right (it is compared with days); refreshing it
+# at most this often keeps a busy endpoint's row from being rewritten on every success.
+_SUCCESS_REFRESH = timedelta(seconds=60)
 
 
 async def _record_endpoint_health(
-    conn: AsyncConnection, results: Iterable[tuple[ClaimedDelivery, AttemptOutcome]]
-) -> None:
+    conn: AsyncConnection,
+    results: Iterable[tuple[ClaimedDelivery, AttemptOutcome]],
+    disable_after: float | None,
+) -> list[str]:
     succeeded: dict[str, datetime] = {}
     failed: dict[str, datetime] = {}
+    gone: dict[str, str] = {}
     for delivery, outcome in results:
         target = succeeded if outcome.succeeded else failed
         previous = target.get(delivery.endpoint_id)
         target[delivery.endpoint_id] = max(previous, outcome.at) if previous else outcome.at
+        if outcome.disable_endpoint:
+            gone[delivery.endpoint_id] = outcome.disable_endpoint
     for endpoint_id, at in succeeded.items():
         await conn.execute(
             sa.update(endpoints)
-            .where(endpoints.c.id == endpoint_id)
+            .where(
+                endpoints.c.id == endpoint_id,
+                sa.or_(
+                    endpoints.c.failing_since.is_not(None),
+                    endpoints.c.last_success_at.is_(None),
+                    endpoints.c.last_success_at < at - _SUCCESS_REFRESH,
+                ),
+            )
             .values(last_success_at=at, failing_since=None)
         )
+    disabled: list[str] = []
     for endpoint_id, at in failed.items():
+        if endpoint_id in gone:
+            if await disable_endpoint(conn, endpoint_id, reason=gone[endpoint_id], now=at):
+                disabled.append(endpoint_id)
+            continue
         if endpoint_id in succeeded:
             continue
         await conn.execute(
@@ -425,6 +551,148 @@ async def _record_endpoint_health(
             .where(endpoints.c.id == endpoint_id, endpoints.c.failing_since.is_(None))
             .values(failing_since=at)
         )
+        if disable_after is None:
+            continue
+        failing_since = (
+            await conn.execute(
+                sa.select(endpoints.c.failing_since).where(
+                    endpoints.c.id == endpoint_id, endpoints.c.enabled.is_(True)
+                )
+            )
+        ).scalar()
+        if failing_since is not None and at - failing_since >= timedelta(seconds=disable_after):
+            reason = (
+                f"disabled automatically: no successful delivery for {_duration(disable_after)} "
+                f"(failing since {rfc3339(failing_since)}); fix the endpoint, then re-enable it "
+                "with PATCH enabled=true"
+            )
+            if await disable_endpoint(conn, endpoint_id, reason=reason, now=at):
+                disabled.append(endpoint_id)
+    return disabled
+
+
+async def disable_endpoint(
+    conn: AsyncConnection, endpoint_id: str, *, reason: str, now: datetime
+) -> bool:
+    """Disable an enabled endpoint; False when it already was disabled.
+
+    The ``enabled`` condition makes this safe when two workers decide at once: PostgreSQL
+    re-checks it on the row the first one changed, so only one of them disables it (and
+    announces it).
+    """
+    result = await conn.execute(
+        sa.update(endpoints)
+        .where(endpoints.c.id == endpoint_id, endpoints.c.enabled.is_(True))
+        .values(enabled=False, disabled_reason=reason, updated_at=now)
+    )
+    return result.rowcount > 0
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} seconds"
+
+
+async def requeue_delivery(
+    conn: AsyncConnection, *, workspace_id: str, delivery_id: str, now: datetime
+) -> bool:
+    """Make a delivery due now, whatever its status (an operator's retry or resend); it
+    keeps its event id and its attempt count. False when an attempt is in flight.
+
+    Concurrency: the lease condition is re-checked by PostgreSQL if a worker claims the row
+    at the same moment, so an attempt in flight is never doubled by a retry.
+    """
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.workspace_id == workspace_id,
+            deliveries.c.id == delivery_id,
+            _lease_free(now),
+        )
+        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now, updated_at=now)
+    )
+    if result.rowcount:
+        await _notify(conn)
+    return result.rowcount > 0
+
+
+async def requeue_failed_since(
+    conn: AsyncConnection, *, endpoint_id: str, since: datetime, now: datetime
+) -> int:
+    """Make every failed delivery of ``endpoint_id`` created at or after ``since`` due now
+    (recovery after an outage); returns how many. Failed rows are never leased, so no
+    attempt is in flight for any of them."""
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.endpoint_id == endpoint_id,
+            deliveries.c.status == DeliveryStatus.FAILED.value,
+            deliveries.c.created_at >= since,
+        )
+        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now, updated_at=now)
+    )
+    if result.rowcount:
+        await _notify(conn)
+    return result.rowcount
+
+
+# Held (per transaction) by whoever prunes, so that several workers do not prune at once.
+_RETENTION_LOCK_ID = 0x52455852  # "REXR"
+
+
+async def prune_finished_events(conn: AsyncConnection, *, before: datetime, batch: int) -> int:
+    """Delete up to ``batch`` events created before ``before`` with no pending delivery,
+    with their deliveries and attempts; returns how many events went (0: nothing left, or
+    another process is pruning right now).
+
+    Concurrency: on PostgreSQL one pruner at a time (a transaction-level advisory lock taken
+    with ``try``, so nobody waits). A delivery an operator re-queues while it is being pruned
+    survives, with its event: both deletes re-check that nothing is pending.
+    """
+    if conn.dialect.name == "postgresql":
+        got_lock = await conn.scalar(
+            sa.select(sa.func.pg_try_advisory_xact_lock(_RETENTION_LOCK_ID))
+        )
+        if not got_lock:
+            return 0
+    pending = (
+        sa.select(deliveries.c.id)
+        .where(
+            deliveries.c.event_id == events.c.id,
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+        )
+        .exists()
+    )
+    event_ids = (
+        (
+            await conn.execute(
+                sa.select(events.c.id)
+                .where(events.c.created_at < before, ~pending)
+                .order_by(events.c.created_at)
+                .limit(batch)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not event_ids:
+        return 0
+    finished = sa.and_(
+        deliveries.c.event_id.in_(event_ids),
+        deliveries.c.status != DeliveryStatus.PENDING.value,
+    )
+    await conn.execute(
+        sa.delete(attempts).where(
+            attempts.c.delivery_id.in_(sa.select(deliveries.c.id).where(finished))
+        )
+    )
+    await conn.execute(sa.delete(deliveries).where(finished))
+    any_delivery = sa.select(deliveries.c.id).where(deliveries.c.event_id == events.c.id).exists()
+    result = await conn.execute(sa.delete(events).where(events.c.id.in_(event_ids), ~any_delivery))
+    return result.rowcount
 
 
 async def release_all_leases(conn: AsyncConnection) -> int:

@@ -232,6 +232,22 @@ deliveries = sa.Table(
         postgresql_where=sa.text("status = 'pending'"),
         sqlite_where=sa.text("status = 'pending'"),
     ),
+    # The per-endpoint claim (see outbox.claim_due_deliveries): an endpoint's pending rows
+    # in due order, and its leased rows (how many attempts it has in flight).
+    sa.Index(
+        "ix_deliveries_endpoint_due",
+        "endpoint_id",
+        "next_attempt_at",
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    ),
+    sa.Index(
+        "ix_deliveries_endpoint_leased",
+        "endpoint_id",
+        "lease_expires_at",
+        postgresql_where=sa.text("leased_by IS NOT NULL"),
+        sqlite_where=sa.text("leased_by IS NOT NULL"),
+    ),
 )
 
 attempts = sa.Table(

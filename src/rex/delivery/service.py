@@ -7,9 +7,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import not_found
-from rex.db.schema import attempts, deliveries
-from rex.ids import rfc3339
+from rex.api.errors import ApiError, not_found
+from rex.api.pagination import fetch_page
+from rex.db import outbox
+from rex.db.schema import attempts, deliveries, endpoints
+from rex.ids import rfc3339, utcnow
 
 
 def serialize(row: Any) -> dict[str, Any]:
@@ -54,3 +56,51 @@ async def get_delivery(
         )
         delivery["attempts"] = [serialize_attempt(a) for a in rows]
     return delivery
+
+
+async def list_page(
+    conn: AsyncConnection,
+    workspace_id: str,
+    *,
+    endpoint_id: str | None = None,
+    event_id: str | None = None,
+    status: str | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Deliveries of the workspace, newest first, optionally of one endpoint, event or status."""
+    query = sa.select(deliveries).where(deliveries.c.workspace_id == workspace_id)
+    if endpoint_id is not None:
+        query = query.where(deliveries.c.endpoint_id == endpoint_id)
+    if event_id is not None:
+        query = query.where(deliveries.c.event_id == event_id)
+    if status is not None:
+        query = query.where(deliveries.c.status == status)
+    rows, next_cursor = await fetch_page(conn, query, deliveries.c.id, limit=limit, cursor=cursor)
+    return [serialize(row) for row in rows], next_cursor
+
+
+async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> dict[str, Any]:
+    """Make a delivery due now (a new attempt of the same event id), whatever its status."""
+    delivery = await get_delivery(conn, workspace_id, delivery_id)
+    enabled = (
+        await conn.execute(
+            sa.select(endpoints.c.enabled).where(endpoints.c.id == delivery["endpoint_id"])
+        )
+    ).scalar_one()
+    if not enabled:
+        raise ApiError(
+            409,
+            "This delivery's endpoint is disabled; enable it (PATCH /webhooks/"
+            f"{delivery['endpoint_id']} with enabled=true) before retrying.",
+        )
+    requeued = await outbox.requeue_delivery(
+        conn, workspace_id=workspace_id, delivery_id=delivery_id, now=utcnow()
+    )
+    if not requeued:
+        raise ApiError(
+            409,
+            "An attempt of this delivery is in flight; its outcome will be recorded within "
+            "the delivery timeout. Retry after that if it failed.",
+        )
+    return await get_delivery(conn, workspace_id, delivery_id)

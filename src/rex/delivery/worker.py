@@ -21,15 +21,20 @@ from rex._version import __version__
 from rex.db import outbox
 from rex.db.engine import Database, asyncpg_dsn
 from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus
+from rex.delivery.retention import prune_expired
 from rex.delivery.retry import next_delay
 from rex.delivery.transport import DeliveryFailed, Transport
 from rex.ids import utcnow
 from rex.settings import Settings
+from rex.webhooks import service as webhooks
 
 log = structlog.get_logger("rex.worker")
 
 USER_AGENT = f"Rex-Webhooks/{__version__}"
 _MIN_IDLE_WAIT = 0.05
+RETENTION_INTERVAL = 3600.0
+"""Seconds between two retention runs (the first runs when the worker starts)."""
+GONE_REASON = "the endpoint answered 410 Gone: it asked not to receive webhooks any more"
 
 
 def signed_headers(delivery: ClaimedDelivery, timestamp: int) -> dict[str, str]:
@@ -83,6 +88,7 @@ class DeliveryWorker:
         listener = None
         if not self.db.is_sqlite:
             listener = asyncio.create_task(self._listen_for_notifications(stop))
+        retention = asyncio.create_task(self._retention_loop(stop))
         stopping = asyncio.create_task(stop.wait())
         log.info("worker_started", worker=self.worker_id, concurrency=self.concurrency)
         try:
@@ -97,10 +103,11 @@ class DeliveryWorker:
                 self._kick.clear()
         finally:
             stopping.cancel()
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+            for background in (listener, retention):
+                if background is not None:
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
             if self._in_flight:
                 # SIGTERM: let attempts in flight finish (each is bounded by the timeout), so
                 # their outcome is recorded instead of waiting for the lease to expire.
@@ -122,7 +129,10 @@ class DeliveryWorker:
                     lease=self.settings.delivery_lease,
                     limit=free,
                 )
-                next_due = None if claimed else await outbox.next_due_at(conn, now)
+                # After a short claim, what is left is either not due yet, or waiting for an
+                # endpoint at its concurrency limit (left out: one of our attempts finishing
+                # kicks us, other workers' are found by polling), so this does not spin.
+                next_due = None if len(claimed) == free else await outbox.next_due_at(conn, now)
         except Exception as exc:  # the database is down or locked: polling will retry
             log.warning("claim_failed", error=str(exc)[:200])
             return self.settings.delivery_poll_interval
@@ -130,8 +140,8 @@ class DeliveryWorker:
             task = asyncio.create_task(self._deliver(delivery))
             self._in_flight.add(task)
             task.add_done_callback(self._attempt_done)
-        if claimed:
-            return 0.0 if len(claimed) == free else _MIN_IDLE_WAIT
+        if len(claimed) == free:
+            return 0.0
         if next_due is None:
             return self.settings.delivery_poll_interval
         until_due = (next_due - utcnow()).total_seconds()
@@ -174,9 +184,16 @@ class DeliveryWorker:
         )
         try:
             async with self.db.transaction() as conn:
-                await outbox.record_attempts(
-                    conn, worker_id=self.worker_id, results=[(delivery, outcome)]
+                recorded = await outbox.record_attempts(
+                    conn,
+                    worker_id=self.worker_id,
+                    results=[(delivery, outcome)],
+                    disable_after=self.settings.endpoint_disable_after or None,
                 )
+                for endpoint_id in recorded.disabled_endpoints:
+                    await webhooks.emit_endpoint_disabled(conn, endpoint_id, now=outcome.at)
+            for endpoint_id in recorded.disabled_endpoints:
+                log.warning("endpoint_disabled", endpoint=endpoint_id, status_code=status_code)
         except Exception as exc:
             # The lease will expire and the delivery will be sent again: at-least-once.
             log.warning("record_attempt_failed", delivery=delivery.id, error=str(exc)[:200])
@@ -191,8 +208,11 @@ class DeliveryWorker:
         excerpt: str | None,
         retry_after: float | None,
     ) -> AttemptOutcome:
+        disable = None
         if status_code is not None and 200 <= status_code < 300:
             status, next_at = DeliveryStatus.DELIVERED, None
+        elif status_code == 410:
+            status, next_at, disable = DeliveryStatus.FAILED, None, GONE_REASON
         else:
             delay = next_delay(
                 delivery.attempt_count + 1,
@@ -212,7 +232,25 @@ class DeliveryWorker:
             response_excerpt=excerpt,
             status=status,
             next_attempt_at=next_at,
+            disable_endpoint=disable,
         )
+
+    async def _retention_loop(self, stop: asyncio.Event) -> None:
+        """Prune old finished events now, then every ``RETENTION_INTERVAL`` seconds."""
+        if self.settings.retention_days <= 0:
+            return
+        while not stop.is_set():
+            try:
+                removed = await prune_expired(
+                    self.db, retention_days=self.settings.retention_days, now=utcnow()
+                )
+            except Exception as exc:  # retried at the next run
+                log.warning("retention_failed", error=str(exc)[:200])
+            else:
+                if removed:
+                    log.info("retention_pruned", events=removed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL)
 
     async def _listen_for_notifications(self, stop: asyncio.Event) -> None:
         """PostgreSQL LISTEN on a dedicated connection: a wake-up hint, reconnected forever."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
 from rex.api.schemas import Deleted
-from rex.delivery.schemas import DeliveryEnvelope
+from rex.delivery.schemas import DeliveryEnvelope, DeliveryList
 from rex.delivery.ssrf import DestinationPolicy
 from rex.webhooks import service
 from rex.webhooks.schemas import (
@@ -19,6 +19,9 @@ from rex.webhooks.schemas import (
     EndpointEnvelope,
     EndpointList,
     EndpointUpdate,
+    Recovery,
+    RecoveryEnvelope,
+    SecretRotation,
 )
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
@@ -84,3 +87,50 @@ async def test_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> dict[str,
     async with db.transaction() as conn:
         delivery = await service.send_test(conn, auth.workspace.id, endpoint_id)
     return {"data": delivery}
+
+
+@router.post("/{endpoint_id}/rotate-secret", response_model=EndpointCreatedEnvelope)
+async def rotate_secret(
+    endpoint_id: str, auth: AuthDep, db: DbDep, body: SecretRotation | None = None
+) -> dict[str, Any]:
+    """Replace the signing secret (given, or generated). For 24 hours both sign: every
+    delivery carries one `v1=` per secret, the new one first. The response is the only time
+    the new secret is shown."""
+    async with db.transaction() as conn:
+        endpoint = await service.rotate_secret(
+            conn, auth.workspace.id, endpoint_id, body or SecretRotation()
+        )
+    return {"data": endpoint}
+
+
+@router.get("/{endpoint_id}/deliveries", response_model=DeliveryList)
+async def list_endpoint_deliveries(
+    endpoint_id: str,
+    auth: AuthDep,
+    db: DbDep,
+    limit: LimitQuery = 20,
+    cursor: CursorQuery = None,
+    status: Annotated[
+        Literal["pending", "delivered", "failed"] | None, Query(description="Only this status.")
+    ] = None,
+) -> dict[str, Any]:
+    """This endpoint's deliveries, newest first (attempts: `GET /deliveries/{id}`)."""
+    async with db.read() as conn:
+        data, next_cursor = await service.list_deliveries(
+            conn, auth.workspace.id, endpoint_id, status=status, limit=limit, cursor=cursor
+        )
+    return {"data": data, "next_cursor": next_cursor}
+
+
+@router.post(
+    "/{endpoint_id}/recover", status_code=status.HTTP_202_ACCEPTED, response_model=RecoveryEnvelope
+)
+async def recover_endpoint(
+    endpoint_id: str, body: Recovery, auth: AuthDep, db: DbDep
+) -> dict[str, Any]:
+    """Send again every failed delivery of this endpoint created since `since` (after an
+    outage): each is due now and gets one more attempt (and whatever the retry schedule
+    has left)."""
+    async with db.transaction() as conn:
+        result = await service.recover(conn, auth.workspace.id, endpoint_id, body)
+    return {"data": result}

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from rex.events.catalogue import EVENT_TYPES, WILDCARD
 
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
 Secret = Annotated[str, StringConstraints(min_length=8, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=500)]
+MaxConcurrency = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=100,
+        description="Deliveries to this endpoint in flight at once, across all workers.",
+    ),
+]
+DEFAULT_MAX_CONCURRENCY = 10
 
 
 def _check_events(value: list[str] | str) -> list[str]:
@@ -45,6 +54,7 @@ class EndpointCreate(BaseModel):
         None, description="Signing secret; one of the form whsec_... is generated when absent."
     )
     description: Description | None = None
+    max_concurrency: MaxConcurrency = DEFAULT_MAX_CONCURRENCY
 
     _events = field_validator("events")(_check_events)
 
@@ -56,6 +66,7 @@ class EndpointUpdate(BaseModel):
     events: list[str] | str | None = None
     description: Description | None = None
     enabled: bool | None = None
+    max_concurrency: MaxConcurrency | None = None
 
     @field_validator("events")
     @classmethod
@@ -69,7 +80,10 @@ class Endpoint(BaseModel):
     events: list[str]
     description: str | None
     enabled: bool
-    disabled_reason: str | None
+    disabled_reason: str | None = Field(
+        description="Why Rex disabled it (410 Gone, failing for too long); null when enabled."
+    )
+    max_concurrency: int
     created_at: str
 
 
@@ -88,3 +102,31 @@ class EndpointCreatedEnvelope(BaseModel):
 class EndpointList(BaseModel):
     data: list[Endpoint]
     next_cursor: str | None
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secret: Secret | None = Field(
+        None, description="The new secret; one of the form whsec_... is generated when absent."
+    )
+
+
+class Recovery(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"since": "2026-03-16T00:00:00Z"}]}
+    )
+
+    since: AwareDatetime = Field(
+        description="Re-queue failed deliveries created at or after this time (RFC 3339)."
+    )
+
+
+class RecoveryResult(BaseModel):
+    endpoint_id: str
+    since: str
+    requeued: int = Field(description="How many failed deliveries are due again now.")
+
+
+class RecoveryEnvelope(BaseModel):
+    data: RecoveryResult

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,13 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex._signing import generate_secret
 from rex.api.errors import ApiError, not_found
 from rex.api.pagination import fetch_page
-from rex.db.outbox import record_event
+from rex.db import outbox
+from rex.db.outbox import EndpointKind, record_event
 from rex.db.schema import deliveries, endpoints
-from rex.delivery.service import get_delivery
+from rex.delivery import service as delivery_service
 from rex.delivery.ssrf import DestinationPolicy, validate_endpoint_url
 from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339, utcnow
-from rex.webhooks.schemas import EndpointCreate, EndpointUpdate
+from rex.webhooks.schemas import EndpointCreate, EndpointUpdate, Recovery, SecretRotation
+
+ROTATION_OVERLAP = timedelta(hours=24)
+"""How long the previous secret keeps signing after a rotation."""
 
 
 def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
@@ -27,6 +32,7 @@ def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
         "description": row.description,
         "enabled": row.enabled,
         "disabled_reason": row.disabled_reason,
+        "max_concurrency": row.max_concurrency,
         "created_at": rfc3339(row.created_at),
     }
     if with_secret:
@@ -46,7 +52,7 @@ async def fetch_row(
     query = sa.select(endpoints).where(
         endpoints.c.workspace_id == workspace_id,
         endpoints.c.id == endpoint_id,
-        endpoints.c.kind == "webhook",
+        endpoints.c.kind == EndpointKind.WEBHOOK.value,
     )
     if for_update:
         query = query.with_for_update()
@@ -69,8 +75,8 @@ async def create(
         "description": body.description,
         "secret": body.secret or generate_secret(),
         "enabled": True,
-        "max_concurrency": 10,
-        "kind": "webhook",
+        "max_concurrency": body.max_concurrency,
+        "kind": EndpointKind.WEBHOOK.value,
         "created_at": now,
         "updated_at": now,
     }
@@ -86,7 +92,7 @@ async def list_page(
     conn: AsyncConnection, workspace_id: str, *, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     query = sa.select(endpoints).where(
-        endpoints.c.workspace_id == workspace_id, endpoints.c.kind == "webhook"
+        endpoints.c.workspace_id == workspace_id, endpoints.c.kind == EndpointKind.WEBHOOK.value
     )
     rows, next_cursor = await fetch_page(conn, query, endpoints.c.id, limit=limit, cursor=cursor)
     return [serialize(row) for row in rows], next_cursor
@@ -101,7 +107,7 @@ async def update(
 ) -> dict[str, Any]:
     row = await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
-    for field in ("url", "events", "enabled"):
+    for field in ("url", "events", "enabled", "max_concurrency"):
         if field in changes and changes[field] is None:
             raise ApiError(422, f"{field} cannot be null.", field=field)
     if "url" in changes:
@@ -150,4 +156,81 @@ async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) 
     delivery_id = (
         await conn.execute(sa.select(deliveries.c.id).where(deliveries.c.event_id == event_id))
     ).scalar_one()
-    return await get_delivery(conn, workspace_id, delivery_id)
+    return await delivery_service.get_delivery(conn, workspace_id, delivery_id)
+
+
+async def rotate_secret(
+    conn: AsyncConnection, workspace_id: str, endpoint_id: str, body: SecretRotation
+) -> dict[str, Any]:
+    """Replace the secret; the current one keeps signing for ``ROTATION_OVERLAP``.
+
+    Every delivery made meanwhile carries one ``v1=`` per secret, the new one first. A
+    rotation during another's overlap drops the oldest secret at once (two sign at most).
+    """
+    row = await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
+    secret = body.secret or generate_secret()
+    if secret == row.secret:
+        raise ApiError(422, "The new secret must differ from the current one.", field="secret")
+    now = utcnow()
+    row = (
+        await conn.execute(
+            sa.update(endpoints)
+            .where(endpoints.c.id == endpoint_id)
+            .values(
+                secret=secret,
+                previous_secret=row.secret,
+                previous_secret_expires_at=now + ROTATION_OVERLAP,
+                updated_at=now,
+            )
+            .returning(endpoints)
+        )
+    ).one()
+    return serialize(row, with_secret=True)
+
+
+async def list_deliveries(
+    conn: AsyncConnection,
+    workspace_id: str,
+    endpoint_id: str,
+    *,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    await fetch_row(conn, workspace_id, endpoint_id)
+    return await delivery_service.list_page(
+        conn, workspace_id, endpoint_id=endpoint_id, status=status, limit=limit, cursor=cursor
+    )
+
+
+async def recover(
+    conn: AsyncConnection, workspace_id: str, endpoint_id: str, body: Recovery
+) -> dict[str, Any]:
+    """Re-queue every failed delivery of the endpoint created since ``body.since``."""
+    row = await fetch_row(conn, workspace_id, endpoint_id)
+    if not row.enabled:
+        raise ApiError(
+            409,
+            "This endpoint is disabled; enable it (PATCH enabled=true) before recovering "
+            "its failed deliveries.",
+        )
+    now = utcnow()
+    requeued = await outbox.requeue_failed_since(
+        conn, endpoint_id=endpoint_id, since=body.since, now=now
+    )
+    return {"endpoint_id": endpoint_id, "since": rfc3339(body.since), "requeued": requeued}
+
+
+async def emit_endpoint_disabled(conn: AsyncConnection, endpoint_id: str, *, now: datetime) -> str:
+    """Tell the workspace's other endpoints subscribed to ``endpoint.disabled`` that Rex
+    disabled this one (it is disabled already, so it is not among them). Returns the event
+    id."""
+    row = (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).one()
+    return await record_event(
+        conn,
+        workspace_id=row.workspace_id,
+        event_type=EventType.ENDPOINT_DISABLED,
+        data=serialize(row),
+        object_id=endpoint_id,
+        now=now,
+    )

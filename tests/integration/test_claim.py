@@ -1,0 +1,268 @@
+"""``claim_due_deliveries`` on a real database: per-endpoint concurrency across workers,
+round-robin between endpoints, lease take-over, endpoint kinds, concurrent claimers."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from rex.db import outbox
+from rex.db.engine import Database
+from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus, EndpointKind
+from rex.db.schema import endpoints
+from rex.delivery.ssrf import DestinationPolicy
+from rex.ids import utcnow
+from rex.webhooks import service as webhooks
+from rex.webhooks.schemas import EndpointCreate
+from rex.workspaces import service as workspaces
+from tests.support import sql, truncate_all
+
+LEASE = 30.0
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url, pool_size=8)
+    await database.migrate()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def make_endpoint(db: Database, name: str, *, max_concurrency: int = 10) -> str:
+    async with db.transaction() as conn:
+        workspace, _ = await workspaces.ensure_default_workspace(conn)
+        body = EndpointCreate(
+            url=f"https://{name}.example.com/hook",
+            events=[f"contact.{name}"],
+            max_concurrency=max_concurrency,
+        )
+        created = await webhooks.create(conn, workspace.id, body, DestinationPolicy())
+    return str(created["id"])
+
+
+async def queue(db: Database, event_type: str, count: int, at: datetime) -> None:
+    """``count`` events of ``event_type`` (one delivery per subscribed endpoint)."""
+    async with db.transaction() as conn:
+        workspace, _ = await workspaces.ensure_default_workspace(conn)
+        for i in range(count):
+            await outbox.record_event(
+                conn,
+                workspace_id=workspace.id,
+                event_type=event_type,
+                data={"n": i},
+                object_id=None,
+                now=at + timedelta(milliseconds=i),
+            )
+
+
+async def claim(
+    db: Database, worker: str, now: datetime, limit: int = 50, **kwargs: object
+) -> list[ClaimedDelivery]:
+    async with db.transaction() as conn:
+        return await outbox.claim_due_deliveries(
+            conn, worker_id=worker, now=now, lease=LEASE, limit=limit, **kwargs
+        )
+
+
+async def next_due(db: Database, now: datetime) -> datetime | None:
+    async with db.read() as conn:
+        return await outbox.next_due_at(conn, now)
+
+
+async def deliver(db: Database, worker: str, claimed: list[ClaimedDelivery], at: datetime) -> int:
+    outcome = AttemptOutcome(
+        at=at,
+        status_code=200,
+        error=None,
+        latency_ms=1,
+        response_excerpt="",
+        status=DeliveryStatus.DELIVERED,
+        next_attempt_at=None,
+    )
+    async with db.transaction() as conn:
+        recorded = await outbox.record_attempts(
+            conn, worker_id=worker, results=[(c, outcome) for c in claimed]
+        )
+    return recorded.held
+
+
+async def test_an_endpoint_never_has_more_than_max_concurrency_in_flight(db: Database) -> None:
+    hook = await make_endpoint(db, "created", max_concurrency=3)
+    t0 = utcnow()
+    await queue(db, "contact.created", 10, t0)
+    now = t0 + timedelta(seconds=1)
+
+    first = await claim(db, "w1", now)
+    assert len(first) == 3 and {c.endpoint_id for c in first} == {hook}
+    # In due order: the oldest events first.
+    assert [c.payload for c in first] == sorted(c.payload for c in first)
+    assert await claim(db, "w2", now) == []
+    # Seven rows are due, but none can be taken: an idle worker must not think otherwise.
+    assert await next_due(db, now) is None
+
+    assert await deliver(db, "w1", first[:1], now) == 1
+    second = await claim(db, "w2", now)
+    assert len(second) == 1
+    assert not {c.id for c in second} & {c.id for c in first}
+
+
+async def test_slots_are_shared_round_robin_between_endpoints(db: Database) -> None:
+    backlog = await make_endpoint(db, "created")
+    other = await make_endpoint(db, "updated")
+    t0 = utcnow()
+    await queue(db, "contact.created", 10, t0)  # older: first in due order
+    await queue(db, "contact.updated", 10, t0 + timedelta(seconds=1))
+    now = t0 + timedelta(seconds=2)
+
+    claimed = await claim(db, "w1", now, limit=4)
+
+    assert collections.Counter(c.endpoint_id for c in claimed) == {backlog: 2, other: 2}
+
+
+async def test_an_expired_lease_is_taken_over_and_frees_its_slot(db: Database) -> None:
+    await make_endpoint(db, "created", max_concurrency=2)
+    t0 = utcnow()
+    await queue(db, "contact.created", 3, t0)
+    now = t0 + timedelta(seconds=1)
+    dead = await claim(db, "dead-worker", now)
+    assert len(dead) == 2
+    assert await claim(db, "w2", now + timedelta(seconds=LEASE - 1)) == []
+
+    later = now + timedelta(seconds=LEASE + 1)
+    taken = await claim(db, "w2", later)
+
+    assert {c.id for c in taken} == {c.id for c in dead}  # oldest first, taken over
+    # The dead worker's late outcome does not overwrite the new owner's lease.
+    assert await deliver(db, "dead-worker", dead, later) == 0
+    assert await deliver(db, "w2", taken, later) == 2
+
+
+async def test_workers_claim_only_enabled_webhook_endpoints(db: Database) -> None:
+    listen = await make_endpoint(db, "created")
+    disabled = await make_endpoint(db, "updated")
+    async with db.transaction() as conn:
+        await conn.execute(
+            sa.update(endpoints).where(endpoints.c.id == listen).values(kind="listen")
+        )
+        await conn.execute(
+            sa.update(endpoints).where(endpoints.c.id == disabled).values(enabled=False)
+        )
+    t0 = utcnow()
+    await queue(db, "contact.created", 1, t0)
+    await queue(db, "contact.updated", 1, t0)
+    now = t0 + timedelta(seconds=1)
+
+    assert await claim(db, "worker", now) == []
+    assert await next_due(db, now) is None
+    [streamed] = await claim(db, "api", now, kind=EndpointKind.LISTEN)
+    assert streamed.endpoint_id == listen
+
+
+async def test_next_due_at_is_the_earliest_claimable_row(db: Database) -> None:
+    await make_endpoint(db, "created")
+    t0 = utcnow()
+    assert await next_due(db, t0) is None
+    await queue(db, "contact.created", 2, t0 + timedelta(seconds=60))
+    assert await next_due(db, t0) == t0 + timedelta(seconds=60)
+    assert await claim(db, "w1", t0) == []  # not due yet
+
+
+async def test_concurrent_claimers_respect_every_limit(db: Database) -> None:
+    limits = {"created": 4, "updated": 5, "deleted": 1}
+    hooks = {name: await make_endpoint(db, name, max_concurrency=n) for name, n in limits.items()}
+    t0 = utcnow()
+    for name in limits:
+        await queue(db, f"contact.{name}", 25, t0)
+    now = t0 + timedelta(seconds=1)
+    seen: set[str] = set()
+
+    for round_ in range(6):
+        batches = await asyncio.gather(
+            *(claim(db, f"w{round_}-{i}", now, limit=7) for i in range(6))
+        )
+        claimed = [c for batch in batches for c in batch]
+        ids = [c.id for c in claimed]
+        assert len(ids) == len(set(ids)), "a delivery was leased twice"
+        per_endpoint = collections.Counter(c.endpoint_id for c in claimed)
+        for name, limit in limits.items():
+            assert per_endpoint[hooks[name]] <= limit
+        seen.update(ids)
+        for i, batch in enumerate(batches):
+            assert await deliver(db, f"w{round_}-{i}", batch, now) == len(batch)
+
+    assert len(seen) >= 6  # the rounds made progress
+    async with db.read() as conn:
+        leased = await conn.scalar(
+            sa.text("SELECT count(*) FROM deliveries WHERE leased_by IS NOT NULL")
+        )
+    assert leased == 0
+
+
+@pytest.mark.postgres
+def test_a_claim_cannot_miss_a_concurrent_claims_leases(postgres_url: str) -> None:
+    """The interleaving that would overshoot ``max_concurrency``: worker B counts the
+    endpoint's leases, then worker A claims and commits, then B picks its rows. B is paused
+    for real, in its own thread and connection, right after its count."""
+    truncate_all(postgres_url)
+
+    async def set_up() -> str:
+        database = Database(postgres_url)
+        try:
+            hook = await make_endpoint(database, "created", max_concurrency=4)
+            await queue(database, "contact.created", 12, utcnow() - timedelta(seconds=5))
+            return hook
+        finally:
+            await database.close()
+
+    hook = asyncio.run(set_up())
+    counted, release = threading.Event(), threading.Event()
+    results: dict[str, list[ClaimedDelivery]] = {}
+
+    def worker_b() -> None:
+        async def run() -> None:
+            database = Database(postgres_url)
+
+            @sa.event.listens_for(database.engine.sync_engine, "after_cursor_execute")
+            def pause_after_count(*args: object) -> None:
+                statement = str(args[2])
+                if "count(*)" in statement and "GROUP BY deliveries.endpoint_id" in statement:
+                    counted.set()
+                    release.wait(30)
+
+            try:
+                results["B"] = await claim(database, "B", utcnow())
+            finally:
+                await database.close()
+
+        asyncio.run(run())
+
+    thread = threading.Thread(target=worker_b)
+    thread.start()
+    try:
+        assert counted.wait(30), "worker B never counted the leases"
+
+        async def worker_a() -> list[ClaimedDelivery]:
+            database = Database(postgres_url)
+            try:
+                return await claim(database, "A", utcnow())
+            finally:
+                await database.close()
+
+        results["A"] = asyncio.run(worker_a())
+    finally:
+        release.set()
+        thread.join(30)
+
+    leased = sql(postgres_url, "SELECT count(*) AS n FROM deliveries WHERE leased_by IS NOT NULL")
+    assert leased[0].n == 4, "max_concurrency=4 overshot"
+    # A skipped the endpoint B was claiming for (it did not wait for it either).
+    assert results["A"] == []
+    assert len(results["B"]) == 4 and {c.endpoint_id for c in results["B"]} == {hook}

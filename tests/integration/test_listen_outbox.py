@@ -83,7 +83,7 @@ async def test_workers_never_claim_listen_deliveries(db: Database, settings: Set
             conn, worker_id="w", now=later, lease=30, limit=100
         )
         due = await outbox.next_due_at(conn, later)
-        due_for_listen = await outbox.next_due_at(conn, later, EndpointKind.LISTEN)
+        due_for_listen = await outbox.next_due_at(conn, later, kind=EndpointKind.LISTEN)
     assert claimed == []
     assert due is None  # an idle worker is not woken by them either
     assert due_for_listen is not None
@@ -138,7 +138,7 @@ async def test_expiry_removes_only_sessions_past_the_grace_period(
         page, _ = await service.list_page(
             conn, workspace_id, settings, utcnow(), limit=10, cursor=None
         )
-        due = await outbox.next_due_at(conn, utcnow(), EndpointKind.LISTEN)
+        due = await outbox.next_due_at(conn, utcnow(), kind=EndpointKind.LISTEN)
     assert page == [] and due is None
 
 

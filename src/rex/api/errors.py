@@ -69,12 +69,36 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+_ERROR_EXAMPLES: dict[int, tuple[str, str, str | None]] = {
+    400: ("invalid_request", "cursor is not a cursor this API returned.", "cursor"),
+    401: ("authentication_failed", "Invalid or revoked API key.", None),
+    404: ("not_found", "No deal with id 'deal_01HQ3Z8W6X9Y2V4T5R7P8N0M1K'.", None),
+    409: ("conflict", "This Idempotency-Key was used with a different request.", None),
+    413: ("payload_too_large", "Request body is larger than 1048576 bytes.", None),
+    422: ("invalid_request", "amount: Input should be greater than or equal to 0", "amount"),
+    503: ("service_unavailable", "The database is unavailable; nothing was written.", None),
+}
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorEnvelope, "description": description}
+    status: {
+        "model": ErrorEnvelope,
+        "description": description,
+        "content": {
+            "application/json": {
+                "example": {
+                    "error": dict(
+                        zip(("type", "message", "field"), _ERROR_EXAMPLES[status], strict=True)
+                    )
+                }
+            }
+        },
+    }
     for status, description in {
-        400: "Malformed request (bad JSON, bad cursor)",
+        400: "Malformed request (bad JSON, bad cursor, bad Idempotency-Key)",
         401: "Missing or invalid API key",
         404: "No such object in this workspace",
+        409: "Conflict: a duplicate, an object still in use, or an Idempotency-Key reused "
+        "with a different request (or still in flight)",
         413: "Request body too large",
         422: "Invalid input",
         503: "Database unavailable; retry after the Retry-After delay",

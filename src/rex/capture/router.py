@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.api.deps import DbDep, SettingsDep
 from rex.api.errors import ERROR_RESPONSES, ApiError
+from rex.api.openapi import component_ref
 from rex.capture import service
 from rex.capture.schemas import CaptureIn
 from rex.contacts.schemas import ContactEnvelope
@@ -59,7 +60,7 @@ async def _parse_lead(request: Request) -> CaptureIn:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": CaptureIn.model_json_schema()}},
+            "content": {"application/json": {"schema": component_ref(CaptureIn)}},
         }
     },
 )

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.db.schema import api_keys, workspaces
 from rex.ids import new_id, utcnow
+from rex.pipelines import service as pipelines
 
 DEFAULT_SLUG = "default"
 KEY_PREFIX = "rex_sk_"
@@ -91,6 +92,7 @@ async def create_workspace(conn: AsyncConnection, slug: str, name: str | None = 
             updated_at=workspace.created_at,
         )
     )
+    await pipelines.ensure_default(conn, workspace.id, workspace.created_at)
     return workspace
 
 

@@ -153,6 +153,18 @@ def _database_unavailable(exc: Exception) -> bool:
     return isinstance(exc, OSError | ConnectionError)
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method any operation on ``path`` accepts (FastAPI's own 405 may list only the
+    first matching route's)."""
+    from rex.api.routes import api_operations  # here: routes -> deps -> errors
+
+    methods: set[str] = set()
+    for operation in api_operations(app):
+        if operation.path_regex.match(path):
+            methods |= operation.methods
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -166,9 +178,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, message, field=field)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return error_response(exc.status_code, detail, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path))
+            detail = f"{request.method} is not allowed here; use {headers['Allow']}."
+        return error_response(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from rex.api.validation import Metadata
+from rex.api.validation import IsoDate, Metadata
 from rex.pipelines.schemas import StageName
 
 DealStatus = Literal["open", "won", "lost"]
@@ -16,7 +15,7 @@ Currency = Annotated[
     str, StringConstraints(pattern=r"^[A-Z]{3}$"), Field(description="ISO 4217, upper case.")
 ]
 Amount = Annotated[
-    int,
+    StrictInt,
     Field(ge=0, le=10**15, description="In minor units of the currency (cents for USD)."),
 ]
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
@@ -42,7 +41,6 @@ class DealCreate(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -61,7 +59,7 @@ class DealCreate(BaseModel):
     currency: Currency | None = Field(None, description="Required with amount. ISO 4217.")
     pipeline_id: ObjectId | None = Field(None, description="Default: the default pipeline.")
     stage: StageName | None = Field(None, description="Default: the pipeline's first stage.")
-    expected_close_date: date | None = None
+    expected_close_date: IsoDate | None = None
     contact_id: ObjectId | None = None
     metadata: Metadata = Field(default_factory=dict)
 
@@ -73,7 +71,6 @@ class DealUpdate(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        strict=True,
         json_schema_extra={"examples": [{"stage": "proposal", "amount": 1500000}]},
     )
 
@@ -82,7 +79,7 @@ class DealUpdate(BaseModel):
     currency: Currency | None = None
     pipeline_id: ObjectId | None = None
     stage: StageName | None = None
-    expected_close_date: date | None = None
+    expected_close_date: IsoDate | None = None
     contact_id: ObjectId | None = None
     metadata: Metadata | None = None
 

@@ -152,6 +152,8 @@ async def update(
 ) -> dict[str, Any]:
     before = serialize(await _fetch_row(conn, workspace_id, pipeline_id, for_update=True))
     changes = body.model_dump(exclude_unset=True)
+    if body.stages is not None:  # exclude_unset would drop each stage's default status
+        changes["stages"] = [stage.model_dump() for stage in body.stages]
     for field in ("name", "stages"):
         if field in changes and changes[field] is None:
             raise ApiError(422, f"{field} cannot be null.", field=field)

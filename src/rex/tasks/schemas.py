@@ -30,7 +30,6 @@ _TASK_EXAMPLE: dict[str, Any] = {
 class TaskCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -54,9 +53,7 @@ class TaskUpdate(BaseModel):
     """Only the fields sent change. Moving to `done` sets `completed_at` and emits
     `task.completed`; moving away from `done` clears it."""
 
-    model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [{"status": "done"}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"status": "done"}]})
 
     title: Title | None = None
     body: Body | None = None

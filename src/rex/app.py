@@ -112,7 +112,17 @@ def create_app(settings: Settings | None = None, *, run_worker: bool | None = No
     register_webhooks(app)
     install_openapi(app, description=API_DESCRIPTION)
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        responses={
+            200: {"content": {"application/json": {"example": {"status": "ok"}}}},
+            503: {
+                "description": "The database does not answer",
+                "content": {"application/json": {"example": {"status": "unavailable"}}},
+            },
+        },
+    )
     async def healthz() -> Any:
         """200 when the database answers, 503 otherwise."""
         try:

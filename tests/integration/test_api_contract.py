@@ -3,6 +3,7 @@ document (every $ref resolves, webhooks, examples, Idempotency-Key)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from typing import Any
 
@@ -120,3 +121,16 @@ def test_openapi_document_is_complete(rex: RexServer) -> None:
             assert idempotent == (method == "post" and authenticated), where
     for resource in ("Contact", "Deal", "Task", "Pipeline", "Endpoint", "Delivery", "Event"):
         assert schemas[resource].get("examples"), resource
+
+
+def test_concurrent_duplicate_contacts_are_409_not_500(rex: RexServer) -> None:
+    """Check-then-insert races are caught by the unique index and answered 409."""
+
+    def post(_: int) -> int:
+        with rex.client() as client:
+            return client.post("/contacts", json={"email": "race@example.com"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(post, range(16)))
+    assert statuses.count(201) == 1
+    assert set(statuses) == {201, 409}

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -188,6 +188,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, IntegrityError):
+            # A constraint caught what a check-then-write lost to a concurrent request (two
+            # POST /contacts with one email at once): the transaction rolled back.
+            log.info("integrity_conflict", path=request.url.path, error=str(exc.orig)[:200])
+            return error_response(
+                409,
+                "This conflicts with a concurrent change (e.g. a duplicate); nothing was "
+                "written. Read the current state and retry.",
+            )
         if _database_unavailable(exc):
             log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
             return error_response(

@@ -91,3 +91,37 @@ def test_time_range_and_pagination(rex: RexServer) -> None:
             response = client.get("/events", params={"cursor": cursor})
             assert response.status_code in (400, 422), cursor
             assert "error" in response.json()
+
+
+def test_every_payload_matches_its_documented_webhook_schema(rex: RexServer) -> None:
+    from rex.events.webhooks import payload_model
+
+    with rex.client() as client:
+        contact = client.post("/contacts", json={"email": "w@example.com"}).json()["data"]
+        client.patch(f"/contacts/{contact['id']}", json={"company": "Acme"}).raise_for_status()
+        deal = client.post(
+            "/deals",
+            json={"name": "W", "amount": 5, "currency": "EUR", "contact_id": contact["id"]},
+        ).json()["data"]
+        client.patch(f"/deals/{deal['id']}", json={"stage": "won"}).raise_for_status()
+        task = client.post("/tasks", json={"title": "W", "deal_id": deal["id"]}).json()["data"]
+        client.patch(f"/tasks/{task['id']}", json={"status": "done"}).raise_for_status()
+        client.delete(f"/tasks/{task['id']}").raise_for_status()
+        client.delete(f"/deals/{deal['id']}").raise_for_status()
+        client.delete(f"/contacts/{contact['id']}").raise_for_status()
+        endpoint = client.post(
+            "/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["*"]}
+        ).json()["data"]
+        client.post(f"/webhooks/{endpoint['id']}/test").raise_for_status()
+
+    stored = events(rex)
+    assert {e["event"] for e in stored} >= {
+        "contact.created", "contact.updated", "contact.deleted", "deal.created", "deal.updated",
+        "deal.stage_changed", "deal.deleted", "task.created", "task.updated", "task.completed",
+        "task.deleted", "webhook.test",
+    }  # fmt: skip
+    for envelope in stored:
+        model = payload_model(envelope["event"])
+        assert model.model_validate(envelope).model_dump(by_alias=True, exclude_unset=True) == (
+            envelope
+        ), envelope["event"]

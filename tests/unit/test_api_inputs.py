@@ -69,3 +69,15 @@ def test_times_and_dates() -> None:
     for bad in ("30/06/2026", 0, "2026-06-31"):
         with pytest.raises(ValidationError):
             dates.validate_python(bad)
+
+
+def test_documented_webhook_examples_are_valid_payloads() -> None:
+    from rex.events.catalogue import EventType
+    from rex.events.webhooks import payload_model
+
+    for event_type in EventType:
+        model = payload_model(event_type)
+        examples = model.model_json_schema()["examples"]
+        assert examples, event_type
+        for example in examples:
+            model.model_validate(example)

@@ -63,6 +63,11 @@ _SIGNATURE_HELP = (
 )
 
 
+def payload_model(event_type: str) -> type[BaseModel]:
+    """The model documenting what ``event_type`` deliveries carry."""
+    return _PAYLOADS[EventType(event_type)][0]
+
+
 def register_webhooks(app: FastAPI) -> None:
     """Add one ``webhooks`` entry per event type (the catalogue) to ``app``'s OpenAPI."""
     for event_type, (model, description) in _PAYLOADS.items():

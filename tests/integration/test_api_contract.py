@@ -44,6 +44,22 @@ def test_bad_input_is_a_4xx_envelope_never_a_500(rex: RexServer) -> None:
             (client.post("/deals", json={"name": "nul \u0000 here"}), 422),
             (client.post("/tasks", json={"title": "t", "body": "\u0000"}), 422),
             (client.post("/contacts", json={"email": "a@example.com", "company": "\u0000"}), 422),
+            (
+                httpx.post(
+                    f"{rex.url}/capture",
+                    content=b'{"email": "inf@example.com", "metadata": {"n": 1e400}}',
+                    headers=json_headers,
+                ),
+                422,
+            ),
+            (
+                client.post(
+                    "/contacts",
+                    content=b'{"email": "nan@example.com", "metadata": {"n": NaN}}',
+                    headers=json_headers,
+                ),
+                422,
+            ),
             (client.get("/deals/deal_%00"), 400),
             (client.get("/contacts", params={"email": "a\u0000@example.com"}), 400),
             (client.get("/deals", params={"limit": "many"}), 422),

@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from rex.api.errors import ApiError
 from rex.api.idempotency import request_fingerprint
-from rex.api.limits import body_has_nul
+from rex.api.limits import body_problem
 from rex.api.pagination import decode_cursor, encode_cursor
 from rex.api.validation import IsoDate, Metadata, UtcTime
 
@@ -40,12 +40,18 @@ def test_fingerprint_compares_json_parsed_and_everything_else_exactly() -> None:
     )
 
 
-def test_nul_detection() -> None:
-    assert body_has_nul(b'{"a": "x\\u0000"}', "application/json")
-    assert body_has_nul(b'{"x\\u0000": 1}', "application/json")
-    assert not body_has_nul(b'{"a": "\\\\u0000 is text"}', "application/json")
-    assert not body_has_nul(b'{"a": "fine"}', "application/json")
-    assert body_has_nul(b"a=%00", "application/x-www-form-urlencoded")
+def test_unstorable_bodies() -> None:
+    json_type = "application/json"
+    assert body_problem(b'{"a": "x\\u0000"}', json_type)
+    assert body_problem(b'{"x\\u0000": 1}', json_type)
+    assert body_problem(b'{"a": [1e400]}', json_type) == "Numbers must be finite."
+    assert body_problem(b'{"a": -1E+999}', json_type)
+    assert body_problem(b'{"a": NaN}', json_type)
+    assert body_problem(b'{"a": {"b": Infinity}}', json_type)
+    assert body_problem(b'{"a": "\\\\u0000 is text"}', json_type) is None
+    assert body_problem(b'{"a": "banana", "b": 1e100, "c": "Infinity"}', json_type) is None
+    assert body_problem(b'{"a": ', json_type) is None  # the route answers 400
+    assert body_problem(b"a=%00", "application/x-www-form-urlencoded")
 
 
 def test_metadata_must_be_storable() -> None:

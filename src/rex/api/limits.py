@@ -1,13 +1,17 @@
-"""Request guards in front of every route: a body size limit and no NUL characters.
+"""Request guards in front of every route: a body size limit, no NUL characters, no
+non-finite numbers.
 
 Pure ASGI (no BaseHTTPMiddleware): the body is read once, checked, and handed on unchanged.
-NUL characters are refused up front because PostgreSQL cannot store them in text or JSONB;
-without this a NUL in any string would surface as a database error instead of a 4xx.
+PostgreSQL cannot store NUL characters in text or JSONB, and no JSON can carry Infinity or NaN
+(``1e400`` parses as infinity); refusing them here, for every route, keeps them from surfacing
+later as a database or serialisation error (a 500) instead of a 4xx.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -15,35 +19,47 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rex.api.errors import error_response
 
-_ESCAPED_NUL = b"\\u0000"
+# Only bodies with one of these are parsed here (the routes parse the rest themselves).
+_SUSPECT = re.compile(rb"\\u0000|nan|infinity|[eE]\+?\d{3}", re.IGNORECASE)
 
 
-def _has_nul(value: Any) -> bool:
+def _unstorable(value: Any) -> str | None:
     if isinstance(value, str):
-        return "\x00" in value
+        return "Text fields cannot contain NUL characters." if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "Numbers must be finite."
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
+        items: list[Any] = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    for item in items:
+        problem = _unstorable(item)
+        if problem:
+            return problem
+    return None
 
 
-def body_has_nul(body: bytes, content_type: str) -> bool:
+def body_problem(body: bytes, content_type: str) -> str | None:
+    """Why this body cannot be stored anywhere, or None."""
     if content_type.startswith("application/json") or content_type.endswith("+json"):
-        if _ESCAPED_NUL not in body.lower():
-            return False
+        if not _SUSPECT.search(body):
+            return None
         try:
-            return _has_nul(json.loads(body))
-        except ValueError:
-            return False  # not JSON: the route answers 400
-    if content_type.startswith("application/x-www-form-urlencoded"):
-        return b"%00" in body or b"\x00" in body
-    return False
+            return _unstorable(json.loads(body))
+        except (ValueError, RecursionError):
+            return None  # not JSON: the route answers 400
+    if content_type.startswith("application/x-www-form-urlencoded") and (
+        b"%00" in body or b"\x00" in body
+    ):
+        return "Text fields cannot contain NUL characters."
+    return None
 
 
 class RequestGuardMiddleware:
-    """413 for bodies over ``max_body_bytes``; 400/422 for NUL characters in the URL or a
-    JSON or form body."""
+    """413 for bodies over ``max_body_bytes``; 400 for a NUL character in the URL; 422 for a
+    NUL character or a non-finite number in a JSON or form body."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -82,10 +98,9 @@ class RequestGuardMiddleware:
                 break
         body = b"".join(chunks)
         content_type = headers.get("content-type", "").lower()
-        if body and body_has_nul(body, content_type):
-            await error_response(422, "Text fields cannot contain NUL characters.")(
-                scope, receive, send
-            )
+        problem = body_problem(body, content_type) if body else None
+        if problem:
+            await error_response(422, problem)(scope, receive, send)
             return
 
         delivered = False

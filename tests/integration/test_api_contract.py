@@ -60,6 +60,14 @@ def test_bad_input_is_a_4xx_envelope_never_a_500(rex: RexServer) -> None:
                 ),
                 422,
             ),
+            (
+                client.post(
+                    "/deals",
+                    content=b'{"name": "x", "metadata": {"a": ' + b"[" * 900 + b"]" * 900 + b"}}",
+                    headers=json_headers,
+                ),
+                422,
+            ),
             (client.get("/deals/deal_%00"), 400),
             (client.get("/contacts", params={"email": "a\u0000@example.com"}), 400),
             (client.get("/deals", params={"limit": "many"}), 422),

@@ -52,6 +52,12 @@ def test_unstorable_bodies() -> None:
     assert body_problem(b'{"a": "banana", "b": 1e100, "c": "Infinity"}', json_type) is None
     assert body_problem(b'{"a": ', json_type) is None  # the route answers 400
     assert body_problem(b"a=%00", "application/x-www-form-urlencoded")
+    deep = b'{"a": ' + b"[" * 33 + b"]" * 33 + b"}"
+    assert body_problem(deep, json_type) == "JSON is nested more than 32 levels deep."
+    very_deep = b"[" * 100_000 + b"]" * 100_000
+    assert body_problem(very_deep, json_type) == "JSON is nested more than 32 levels deep."
+    wide = b"[" + b",".join([b"[1]"] * 1000) + b"]"
+    assert body_problem(wide, json_type) is None
 
 
 def test_metadata_must_be_storable() -> None:

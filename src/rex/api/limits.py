@@ -1,5 +1,5 @@
 """Request guards in front of every route: a body size limit, no NUL characters, no
-non-finite numbers.
+non-finite numbers, no JSON nested deeper than 32 levels.
 
 Pure ASGI (no BaseHTTPMiddleware): the body is read once, checked, and handed on unchanged.
 PostgreSQL cannot store NUL characters in text or JSONB, and no JSON can carry Infinity or NaN
@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rex.api.errors import error_response
 
+MAX_JSON_DEPTH = 32
+TOO_DEEP = f"JSON is nested more than {MAX_JSON_DEPTH} levels deep."
 # Only bodies with one of these are parsed here (the routes parse the rest themselves).
 _SUSPECT = re.compile(rb"\\u0000|nan|infinity|[eE]\+?\d{3}", re.IGNORECASE)
 
@@ -41,15 +43,34 @@ def _unstorable(value: Any) -> str | None:
     return None
 
 
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, level)
+            stack.extend((item, level + 1) for item in node)
+    return deepest
+
+
 def body_problem(body: bytes, content_type: str) -> str | None:
     """Why this body cannot be stored anywhere, or None."""
     if content_type.startswith("application/json") or content_type.endswith("+json"):
-        if not _SUSPECT.search(body):
+        nested = body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
+        if not nested and not _SUSPECT.search(body):
             return None
         try:
-            return _unstorable(json.loads(body))
-        except (ValueError, RecursionError):
+            parsed = json.loads(body)
+        except RecursionError:
+            return TOO_DEEP
+        except ValueError:
             return None  # not JSON: the route answers 400
+        if nested and _depth(parsed) > MAX_JSON_DEPTH:
+            # Stored, it could not be sent back: serialisers stop at a few hundred levels.
+            return TOO_DEEP
+        return _unstorable(parsed)
     if content_type.startswith("application/x-www-form-urlencoded") and (
         b"%00" in body or b"\x00" in body
     ):
@@ -59,7 +80,7 @@ def body_problem(body: bytes, content_type: str) -> str | None:
 
 class RequestGuardMiddleware:
     """413 for bodies over ``max_body_bytes``; 400 for a NUL character in the URL; 422 for a
-    NUL character or a non-finite number in a JSON or form body."""
+    NUL character, a non-finite number or too deep nesting in a JSON or form body."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app

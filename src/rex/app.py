@@ -14,18 +14,26 @@ from fastapi.responses import JSONResponse
 from rex._version import __version__
 from rex.api.client_ip import ProxyTrust
 from rex.api.errors import install_error_handlers
+from rex.api.idempotency import IdempotencyMiddleware
+from rex.api.limits import RequestGuardMiddleware
+from rex.api.openapi import install_openapi
 from rex.capture.ratelimit import RateLimiter
 from rex.capture.router import router as capture_router
 from rex.contacts.router import router as contacts_router
 from rex.db import outbox
 from rex.db.engine import Database
+from rex.deals.router import router as deals_router
 from rex.delivery.router import router as deliveries_router
 from rex.delivery.ssrf import DestinationPolicy
 from rex.delivery.transport import AiohttpTransport, Transport
 from rex.delivery.worker import DeliveryWorker
+from rex.events.router import router as events_router
+from rex.events.webhooks import register_webhooks
 from rex.listen.router import router as listen_router
 from rex.listen.stream import ListenHub, expire_sessions
+from rex.pipelines.router import router as pipelines_router
 from rex.settings import Settings
+from rex.tasks.router import router as tasks_router
 from rex.webhooks.router import router as webhooks_router
 from rex.workspaces import service as workspaces
 from rex.workspaces.router import router as workspace_router
@@ -36,6 +44,25 @@ def destination_policy(settings: Settings) -> DestinationPolicy:
         allow_private=settings.allow_private_destinations,
         allowed_networks=settings.allowed_networks,
     )
+
+
+API_DESCRIPTION = """\
+Rex captures leads, keeps contacts, deals and tasks, and tells your systems about every change
+through signed, retried webhooks (see **Webhooks** below for every payload).
+
+**Authentication.** Every endpoint but `POST /capture` and `/healthz` takes an API key as
+`X-Api-Key: <key>` or `Authorization: Bearer <key>` (`rex keys create` makes one). A key sees
+only its own workspace: another workspace's objects answer 404, exactly like missing ones.
+
+**Envelope.** One object is `{"data": {...}}`; a list is `{"data": [...], "next_cursor": ...}`
+(newest first; pass `next_cursor` back as `cursor`, `null` on the last page).
+
+**Errors.** Any non-2xx carries `{"error": {"type", "message", "field"}}`. Bad input is a 4xx
+and writes nothing.
+
+**Idempotency.** Every authenticated `POST` accepts `Idempotency-Key`: a repeat with the same
+key and body within 24 hours returns the first response without writing again.
+"""
 
 
 def create_app(
@@ -96,14 +123,33 @@ def create_app(
     # to shut down (see `rex serve`), so open streams do not hold the shutdown up.
     app.state.listen_hub = ListenHub()
     install_error_handlers(app)
+    # Outermost first: the guard bounds and checks the body before idempotency buffers it.
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_request_bytes)
     app.include_router(capture_router)
     app.include_router(contacts_router)
+    app.include_router(deals_router)
+    app.include_router(pipelines_router)
+    app.include_router(tasks_router)
+    app.include_router(events_router)
     app.include_router(webhooks_router)
     app.include_router(workspace_router)
     app.include_router(listen_router)
     app.include_router(deliveries_router)
+    register_webhooks(app)
+    install_openapi(app, description=API_DESCRIPTION)
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        responses={
+            200: {"content": {"application/json": {"example": {"status": "ok"}}}},
+            503: {
+                "description": "The database does not answer",
+                "content": {"application/json": {"example": {"status": "unavailable"}}},
+            },
+        },
+    )
     async def healthz() -> Any:
         """200 when the database answers, 503 otherwise."""
         try:

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     base_domain: str | None = None
     max_body_bytes: int = 64 * 1024
+    # Every request's body (the authenticated API's limit; /capture has its own, smaller one).
+    max_request_bytes: int = 1024 * 1024
     log_level: str = "info"
     log_json: bool = False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -63,3 +64,12 @@ async def _authenticate(
 
 
 AuthDep = Annotated[Auth, Depends(_authenticate)]
+
+
+def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents, the way ``AuthDep`` reads it."""
+    key = headers.get("x-api-key")
+    if not key:
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        key = credentials if scheme.lower() == "bearer" else None
+    return key.strip() if key else None

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -69,12 +69,36 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+_ERROR_EXAMPLES: dict[int, tuple[str, str, str | None]] = {
+    400: ("invalid_request", "cursor is not a cursor this API returned.", "cursor"),
+    401: ("authentication_failed", "Invalid or revoked API key.", None),
+    404: ("not_found", "No deal with id 'deal_01HQ3Z8W6X9Y2V4T5R7P8N0M1K'.", None),
+    409: ("conflict", "This Idempotency-Key was used with a different request.", None),
+    413: ("payload_too_large", "Request body is larger than 1048576 bytes.", None),
+    422: ("invalid_request", "amount: Input should be greater than or equal to 0", "amount"),
+    503: ("service_unavailable", "The database is unavailable; nothing was written.", None),
+}
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorEnvelope, "description": description}
+    status: {
+        "model": ErrorEnvelope,
+        "description": description,
+        "content": {
+            "application/json": {
+                "example": {
+                    "error": dict(
+                        zip(("type", "message", "field"), _ERROR_EXAMPLES[status], strict=True)
+                    )
+                }
+            }
+        },
+    }
     for status, description in {
-        400: "Malformed request (bad JSON, bad cursor)",
+        400: "Malformed request (bad JSON, bad cursor, bad Idempotency-Key)",
         401: "Missing or invalid API key",
         404: "No such object in this workspace",
+        409: "Conflict: a duplicate, an object still in use, or an Idempotency-Key reused "
+        "with a different request (or still in flight)",
         413: "Request body too large",
         422: "Invalid input",
         503: "Database unavailable; retry after the Retry-After delay",
@@ -129,6 +153,18 @@ def _database_unavailable(exc: Exception) -> bool:
     return isinstance(exc, OSError | ConnectionError)
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method any operation on ``path`` accepts (FastAPI's own 405 may list only the
+    first matching route's)."""
+    from rex.api.routes import api_operations  # here: routes -> deps -> errors
+
+    methods: set[str] = set()
+    for operation in api_operations(app):
+        if operation.path_regex.match(path):
+            methods |= operation.methods
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -142,12 +178,25 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, message, field=field)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return error_response(exc.status_code, detail, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path))
+            detail = f"{request.method} is not allowed here; use {headers['Allow']}."
+        return error_response(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, IntegrityError):
+            # A constraint caught what a check-then-write lost to a concurrent request (two
+            # POST /contacts with one email at once): the transaction rolled back.
+            log.info("integrity_conflict", path=request.url.path, error=str(exc.orig)[:200])
+            return error_response(
+                409,
+                "This conflicts with a concurrent change (e.g. a duplicate); nothing was "
+                "written. Read the current state and retry.",
+            )
         if _database_unavailable(exc):
             log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
             return error_response(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -12,6 +13,9 @@ from fastapi import Query
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.api.errors import ApiError
+
+# What a cursor decodes to: the prefixed ULID of the last row of the previous page.
+_ID = re.compile(r"^[a-z]{2,8}_[0-9A-HJKMNP-TV-Z]{26}$")
 
 LimitQuery = Annotated[int, Query(ge=1, le=100, description="Page size (1-100).")]
 CursorQuery = Annotated[
@@ -29,7 +33,7 @@ def decode_cursor(cursor: str) -> str:
         value = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
     except (binascii.Error, UnicodeError, ValueError):
         value = ""
-    if "_" not in value or len(value) > 40:
+    if not _ID.match(value):
         raise ApiError(400, "cursor is not a cursor this API returned.", field="cursor")
     return value
 

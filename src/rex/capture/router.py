@@ -16,7 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.api.client_ip import ProxyTrust, rate_limit_key
 from rex.api.deps import DbDep, SettingsDep
-from rex.api.errors import ApiError, ErrorEnvelope, _describe_validation, error_response
+from rex.api.errors import (
+    ApiError,
+    ErrorEnvelope,
+    _describe_validation,
+    error_response,
+)
 from rex.capture import service
 from rex.capture.body import (
     BodyKind,

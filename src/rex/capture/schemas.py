@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from rex.contacts.schemas import Email, Name
 
@@ -26,7 +26,7 @@ Attribution = Annotated[str, StringConstraints(strip_whitespace=True, max_length
 class ConsentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    granted: bool
+    granted: StrictBool
     text: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 

@@ -37,7 +37,20 @@ class Consent(BaseModel):
 
 
 class ContactCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "jane@example.com",
+                    "first_name": "Jane",
+                    "last_name": "Doe",
+                    "company": "Acme",
+                    "source": "sales-call",
+                }
+            ]
+        },
+    )
 
     email: Email
     first_name: Name | None = None
@@ -52,7 +65,10 @@ class ContactCreate(BaseModel):
 class ContactUpdate(BaseModel):
     """Only the fields sent are changed. ``metadata`` is merged; a key set to null is removed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"stage": "customer", "metadata": {"plan": "team"}}]},
+    )
 
     email: Email | None = None
     first_name: Name | None = None
@@ -65,6 +81,39 @@ class ContactUpdate(BaseModel):
 
 
 class Contact(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "cont_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                    "email": "jane@example.com",
+                    "first_name": "Jane",
+                    "last_name": "Doe",
+                    "phone": None,
+                    "company": None,
+                    "stage": "lead",
+                    "source": "organic",
+                    "first_touch": {
+                        "utm_source": "google",
+                        "utm_campaign": "spring-launch",
+                        "landing_page": "/pricing",
+                        "at": "2026-03-16T12:00:00Z",
+                    },
+                    "last_touch": {
+                        "utm_source": "google",
+                        "utm_campaign": "spring-launch",
+                        "landing_page": "/pricing",
+                        "at": "2026-03-16T12:00:00Z",
+                    },
+                    "consent": None,
+                    "metadata": {},
+                    "created_at": "2026-03-16T12:00:00Z",
+                    "updated_at": "2026-03-16T12:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: str = Field(examples=["cont_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"])
     email: str = Field(examples=["jane@example.com"])
     first_name: str | None

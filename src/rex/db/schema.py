@@ -96,6 +96,15 @@ pipelines = sa.Table(
     sa.Column("stages", JSONType, nullable=False),
     *_timestamps(),
     sa.Index(None, "workspace_id", "id"),
+    # At most one default pipeline per workspace: concurrent "create the default pipeline if
+    # missing" (several API processes) insert with ON CONFLICT DO NOTHING against this index.
+    sa.Index(
+        "uq_pipelines_default",
+        "workspace_id",
+        unique=True,
+        postgresql_where=sa.text("is_default"),
+        sqlite_where=sa.text("is_default"),
+    ),
 )
 
 deals = sa.Table(
@@ -278,4 +287,6 @@ idempotency_keys = sa.Table(
     sa.Column("response_body", sa.Text(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint("workspace_id", "key"),
+    # Expired keys (older than 24 h) are purged per workspace by range.
+    sa.Index(None, "workspace_id", "created_at"),
 )

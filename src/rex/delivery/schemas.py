@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Attempt(BaseModel):
@@ -16,6 +16,23 @@ class Attempt(BaseModel):
 
 
 class Delivery(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "dlv_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                    "endpoint_id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                    "event_id": "evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                    "event": "contact.created",
+                    "status": "delivered",
+                    "attempt_count": 1,
+                    "next_attempt_at": None,
+                    "created_at": "2026-03-16T12:00:01Z",
+                }
+            ]
+        }
+    )
+
     id: str = Field(examples=["dlv_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"])
     endpoint_id: str
     event_id: str

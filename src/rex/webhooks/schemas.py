@@ -60,7 +60,10 @@ class EndpointCreate(BaseModel):
 
 
 class EndpointUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"events": ["contact.created", "deal.updated"]}]},
+    )
 
     url: Url | None = None
     events: list[str] | str | None = None
@@ -75,6 +78,22 @@ class EndpointUpdate(BaseModel):
 
 
 class Endpoint(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                    "url": "https://your-server.com/webhooks/rex",
+                    "events": ["contact.created"],
+                    "description": None,
+                    "enabled": True,
+                    "disabled_reason": None,
+                    "created_at": "2026-03-16T12:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: str = Field(examples=["wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"])
     url: str
     events: list[str]

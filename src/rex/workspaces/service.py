@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.api.errors import ApiError
 from rex.db.schema import api_keys, workspaces
 from rex.ids import new_id, rfc3339, utcnow
+from rex.pipelines import service as pipelines
 from rex.workspaces.origins import safe_redirect
 
 DEFAULT_SLUG = "default"
@@ -140,6 +141,7 @@ async def create_workspace(conn: AsyncConnection, slug: str, name: str | None = 
             updated_at=workspace.created_at,
         )
     )
+    await pipelines.ensure_default(conn, workspace.id, workspace.created_at)
     return workspace
 
 

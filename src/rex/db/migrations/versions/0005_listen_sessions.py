@@ -1,7 +1,7 @@
 """listen sessions: `rex listen` endpoints resumable by API key and local URL
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-24 10:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import rex.db.types
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

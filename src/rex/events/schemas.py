@@ -1,0 +1,226 @@
+"""Response shapes for the events API, and the payloads Rex POSTs to webhook endpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rex.contacts.schemas import Contact
+from rex.deals.schemas import Deal
+from rex.delivery.schemas import Delivery
+from rex.events.catalogue import EventType
+from rex.tasks.schemas import Task
+
+_EVENT_EXAMPLE: dict[str, Any] = {
+    "id": "evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+    "event": "deal.updated",
+    "timestamp": "2026-03-16T12:00:01Z",
+    "data": {
+        "id": "deal_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+        "name": "Acme - 50 seats",
+        "amount": 1500000,
+        "currency": "USD",
+        "stage": "proposal",
+        "status": "open",
+    },
+    "previous_attributes": {"amount": 1200000, "stage": "qualified"},
+}
+
+
+class Event(BaseModel):
+    """An event exactly as it was (or will be) POSTed to subscribed endpoints."""
+
+    model_config = ConfigDict(
+        populate_by_name=True, json_schema_extra={"examples": [_EVENT_EXAMPLE]}
+    )
+
+    id: str = Field(
+        examples=["evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"],
+        description="The deduplication key: retries of one event reuse it.",
+    )
+    event: EventType
+    timestamp: str = Field(examples=["2026-03-16T12:00:01Z"])
+    data: dict[str, Any] = Field(description="The object as the API returns it.")
+    previous_attributes: dict[str, Any] | None = Field(
+        None, description="`*.updated` only: old values of exactly the fields that changed."
+    )
+    from_: str | None = Field(
+        None, alias="from", description="`deal.stage_changed` only: the stage left."
+    )
+    to: str | None = Field(None, description="`deal.stage_changed` only: the stage entered.")
+
+
+class EventWithDeliveries(Event):
+    deliveries: list[Delivery] = Field(description="One per endpoint the event was sent to.")
+
+
+class EventEnvelope(BaseModel):
+    data: EventWithDeliveries
+
+
+class EventList(BaseModel):
+    data: list[Event]
+    next_cursor: str | None
+
+
+# --- Webhook payloads (documented as OpenAPI `webhooks`) -------------------------------------
+
+
+class _Payload(BaseModel):
+    id: str = Field(
+        examples=["evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"],
+        description="Deduplicate on this: a retried delivery carries the same id.",
+    )
+    timestamp: str = Field(examples=["2026-03-16T12:00:01Z"])
+
+
+_CONTACT: dict[str, Any] = {
+    "id": "cont_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+    "email": "jane@example.com",
+    "first_name": "Jane",
+    "last_name": "Doe",
+    "phone": None,
+    "company": None,
+    "stage": "lead",
+    "source": "organic",
+    "first_touch": None,
+    "last_touch": None,
+    "consent": None,
+    "metadata": {},
+    "created_at": "2026-03-16T12:00:00Z",
+    "updated_at": "2026-03-16T12:00:00Z",
+}
+_DEAL: dict[str, Any] = {
+    "id": "deal_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+    "name": "Acme - 50 seats",
+    "amount": 1500000,
+    "currency": "USD",
+    "pipeline_id": "pipe_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+    "stage": "proposal",
+    "status": "open",
+    "expected_close_date": "2026-06-30",
+    "contact_id": "cont_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+    "metadata": {},
+    "created_at": "2026-03-16T12:00:00Z",
+    "updated_at": "2026-03-17T09:30:00Z",
+}
+_TASK: dict[str, Any] = {
+    "id": "task_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+    "title": "Call Jane about pricing",
+    "body": None,
+    "due_at": "2026-03-18T09:00:00Z",
+    "status": "done",
+    "completed_at": "2026-03-18T08:45:00Z",
+    "contact_id": "cont_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+    "deal_id": None,
+    "created_at": "2026-03-16T12:00:00Z",
+    "updated_at": "2026-03-18T08:45:00Z",
+}
+_EVT = {"id": "evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1K", "timestamp": "2026-03-17T09:30:00Z"}
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(
+        populate_by_name=True, json_schema_extra={"examples": [dict(e) for e in examples]}
+    )
+
+
+class ContactEventPayload(_Payload):
+    model_config = _examples(
+        {**_EVT, "event": "contact.created", "data": _CONTACT},
+        {
+            **_EVT,
+            "event": "contact.updated",
+            "data": {**_CONTACT, "company": "Acme"},
+            "previous_attributes": {"company": None},
+        },
+    )
+
+    event: Literal["contact.created", "contact.updated", "contact.deleted"]
+    data: Contact
+    previous_attributes: dict[str, Any] | None = Field(
+        None, description="contact.updated only: old values of the changed fields."
+    )
+
+
+class DealEventPayload(_Payload):
+    model_config = _examples(
+        {
+            **_EVT,
+            "event": "deal.updated",
+            "data": _DEAL,
+            "previous_attributes": {"amount": 1200000, "stage": "qualified"},
+        }
+    )
+
+    event: Literal["deal.created", "deal.updated", "deal.deleted"]
+    data: Deal
+    previous_attributes: dict[str, Any] | None = Field(
+        None, description="deal.updated only: old values of the changed fields."
+    )
+
+
+class DealStageChangedPayload(_Payload):
+    model_config = _examples(
+        {
+            **_EVT,
+            "event": "deal.stage_changed",
+            "data": _DEAL,
+            "from": "qualified",
+            "to": "proposal",
+        }
+    )
+
+    event: Literal["deal.stage_changed"]
+    data: Deal
+    from_: str = Field(alias="from", examples=["qualified"])
+    to: str = Field(examples=["proposal"])
+
+
+class TaskEventPayload(_Payload):
+    model_config = _examples({**_EVT, "event": "task.completed", "data": _TASK})
+
+    event: Literal["task.created", "task.updated", "task.completed", "task.deleted"]
+    data: Task
+    previous_attributes: dict[str, Any] | None = Field(
+        None, description="task.updated only: old values of the changed fields."
+    )
+
+
+class WebhookTestData(BaseModel):
+    endpoint_id: str
+    message: str
+
+
+class WebhookTestPayload(_Payload):
+    model_config = _examples(
+        {
+            **_EVT,
+            "event": "webhook.test",
+            "data": {
+                "endpoint_id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                "message": "This is a test event from Rex. Your endpoint received it.",
+            },
+        }
+    )
+
+    event: Literal["webhook.test"]
+    data: WebhookTestData
+
+
+class EndpointDisabledPayload(_Payload):
+    model_config = _examples(
+        {
+            **_EVT,
+            "event": "endpoint.disabled",
+            "data": {
+                "id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                "url": "https://your-server.com/webhooks/rex",
+                "disabled_reason": "No successful delivery for 5 days.",
+            },
+        }
+    )
+
+    event: Literal["endpoint.disabled"]
+    data: dict[str, Any] = Field(description="The endpoint, and why it was disabled.")

@@ -1,0 +1,65 @@
+"""Events as stored by the outbox: list and read them, with their deliveries."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rex.api.errors import not_found
+from rex.api.pagination import fetch_page
+from rex.db.schema import deliveries, events
+from rex.delivery.service import serialize as serialize_delivery
+
+
+def serialize(row: Any) -> dict[str, Any]:
+    """The envelope exactly as delivered (the stored payload)."""
+    envelope: dict[str, Any] = json.loads(row.payload)
+    return envelope
+
+
+async def list_page(
+    conn: AsyncConnection,
+    workspace_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    type: str | None = None,
+    object_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    query = sa.select(events.c.id, events.c.payload).where(events.c.workspace_id == workspace_id)
+    if type is not None:
+        query = query.where(events.c.type == type)
+    if object_id is not None:
+        query = query.where(events.c.object_id == object_id)
+    if since is not None:
+        query = query.where(events.c.created_at >= since)
+    if until is not None:
+        query = query.where(events.c.created_at < until)
+    rows, next_cursor = await fetch_page(conn, query, events.c.id, limit=limit, cursor=cursor)
+    return [serialize(row) for row in rows], next_cursor
+
+
+async def get(conn: AsyncConnection, workspace_id: str, event_id: str) -> dict[str, Any]:
+    row = (
+        await conn.execute(
+            sa.select(events.c.payload).where(
+                events.c.workspace_id == workspace_id, events.c.id == event_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise not_found("event", event_id)
+    event = serialize(row)
+    rows = await conn.execute(
+        sa.select(deliveries)
+        .where(deliveries.c.workspace_id == workspace_id, deliveries.c.event_id == event_id)
+        .order_by(deliveries.c.id)
+    )
+    event["deliveries"] = [serialize_delivery(delivery) for delivery in rows]
+    return event

@@ -1,0 +1,1 @@
+"""Tasks: follow-ups on contacts and deals."""

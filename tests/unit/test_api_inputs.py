@@ -1,0 +1,95 @@
+"""Pure input handling: cursors, request fingerprints, storable values, times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from rex.api.errors import ApiError
+from rex.api.idempotency import request_fingerprint
+from rex.api.limits import body_problem
+from rex.api.pagination import decode_cursor, encode_cursor
+from rex.api.validation import IsoDate, Metadata, UtcTime
+
+
+def test_cursor_round_trip_and_refusals() -> None:
+    row_id = "deal_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"
+    assert decode_cursor(encode_cursor(row_id)) == row_id
+    for bad in ("", "!!", encode_cursor("evt_"), encode_cursor("x" * 30), "ZGVhbF8=" * 10):
+        with pytest.raises(ApiError) as caught:
+            decode_cursor(bad)
+        assert caught.value.status == 400
+
+
+def _scope(path: str = "/deals", query: bytes = b"") -> dict[str, object]:
+    return {"method": "POST", "path": path, "query_string": query}
+
+
+def test_fingerprint_compares_json_parsed_and_everything_else_exactly() -> None:
+    json_type = "application/json"
+    base = request_fingerprint(_scope(), b'{"a": 1, "b": [1, 2]}', json_type)
+    assert request_fingerprint(_scope(), b'{"b":[1,2],"a":1}', json_type) == base
+    assert request_fingerprint(_scope(), b'{"a": 2, "b": [1, 2]}', json_type) != base
+    assert request_fingerprint(_scope("/tasks"), b'{"a": 1, "b": [1, 2]}', json_type) != base
+    assert request_fingerprint(_scope(query=b"x=1"), b'{"a": 1, "b": [1, 2]}', json_type) != base
+    # Not JSON: byte for byte.
+    assert request_fingerprint(_scope(), b"a=1", "text/plain") != request_fingerprint(
+        _scope(), b"a=1 ", "text/plain"
+    )
+
+
+def test_unstorable_bodies() -> None:
+    json_type = "application/json"
+    assert body_problem(b'{"a": "x\\u0000"}', json_type)
+    assert body_problem(b'{"x\\u0000": 1}', json_type)
+    assert body_problem(b'{"a": [1e400]}', json_type) == "Numbers must be finite."
+    assert body_problem(b'{"a": -1E+999}', json_type)
+    assert body_problem(b'{"a": NaN}', json_type)
+    assert body_problem(b'{"a": {"b": Infinity}}', json_type)
+    assert body_problem(b'{"a": "\\\\u0000 is text"}', json_type) is None
+    assert body_problem(b'{"a": "banana", "b": 1e100, "c": "Infinity"}', json_type) is None
+    assert body_problem(b'{"a": ', json_type) is None  # the route answers 400
+    assert body_problem(b"a=%00", "application/x-www-form-urlencoded")
+    deep = b'{"a": ' + b"[" * 33 + b"]" * 33 + b"}"
+    assert body_problem(deep, json_type) == "JSON is nested more than 32 levels deep."
+    very_deep = b"[" * 100_000 + b"]" * 100_000
+    assert body_problem(very_deep, json_type) == "JSON is nested more than 32 levels deep."
+    wide = b"[" + b",".join([b"[1]"] * 1000) + b"]"
+    assert body_problem(wide, json_type) is None
+
+
+def test_metadata_must_be_storable() -> None:
+    adapter = TypeAdapter(Metadata)
+    assert adapter.validate_python({"a": [1, {"b": "c"}]}) == {"a": [1, {"b": "c"}]}
+    for bad in ({"a": float("inf")}, {"a": ["x\x00"]}, {"k\x00": 1}):
+        with pytest.raises(ValidationError):
+            adapter.validate_python(bad)
+
+
+def test_times_and_dates() -> None:
+    times = TypeAdapter(UtcTime)
+    assert times.validate_python("2026-03-16T13:00:00+01:00") == datetime(
+        2026, 3, 16, 12, tzinfo=UTC
+    )
+    for bad in ("2026-03-16T12:00:00", "1773662400", 1773662400, "0001-01-01T00:00:00+01:00"):
+        with pytest.raises(ValidationError):
+            times.validate_python(bad)
+    dates = TypeAdapter(IsoDate)
+    assert dates.validate_python("2026-06-30").isoformat() == "2026-06-30"
+    for bad in ("30/06/2026", 0, "2026-06-31"):
+        with pytest.raises(ValidationError):
+            dates.validate_python(bad)
+
+
+def test_documented_webhook_examples_are_valid_payloads() -> None:
+    from rex.events.catalogue import EventType
+    from rex.events.webhooks import payload_model
+
+    for event_type in EventType:
+        model = payload_model(event_type)
+        examples = model.model_json_schema()["examples"]
+        assert examples, event_type
+        for example in examples:
+            model.model_validate(example)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from rex.delivery.ssrf import DestinationPolicy
 from rex.delivery.transport import AiohttpTransport
@@ -153,31 +152,31 @@ def test_each_attempt_resolves_again_and_allowed_networks_open_a_range(
     assert not [r for r in receiver.requests if r.path == "/mixed.test"]
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "ftp://example.com/hook",
-        "file:///etc/passwd",
-        "gopher://example.com:70/_x",
-        "javascript:alert(1)",
-        "https://user:password@example.com/hook",
-        "https://user@example.com/hook",
-        "https://:password@example.com/hook",
-        "http://[::1]:8080/hook",
-        "http://169.254.169.254/latest/meta-data/",
-        "http://2130706433/hook",
-        "not a url",
-    ],
-)
+REFUSED_URLS = [
+    "ftp://example.com/hook",
+    "file:///etc/passwd",
+    "gopher://example.com:70/_x",
+    "javascript:alert(1)",
+    "https://user:password@example.com/hook",
+    "https://user@example.com/hook",
+    "https://:password@example.com/hook",
+    "http://[::1]:8080/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://2130706433/hook",
+    "not a url",
+]
+
+
 def test_webhook_urls_with_credentials_bad_schemes_or_refused_addresses_are_422(
-    database_url: str, url: str
+    database_url: str,
 ) -> None:
     with serve_rex(make_settings(database_url, **STRICT)) as rex, rex.client() as client:
-        created = client.post("/webhooks", json={"url": url, "events": ["*"]})
-        assert created.status_code == 422, created.text
-        assert created.json()["error"]["field"] == "url"
         ok = client.post("/webhooks", json={"url": "https://example.com/h", "events": "*"})
-        patched = client.patch(f"/webhooks/{ok.json()['data']['id']}", json={"url": url})
-        assert patched.status_code == 422, patched.text
+        for url in REFUSED_URLS:
+            created = client.post("/webhooks", json={"url": url, "events": ["*"]})
+            assert created.status_code == 422, (url, created.text)
+            assert created.json()["error"]["field"] == "url"
+            patched = client.patch(f"/webhooks/{ok.json()['data']['id']}", json={"url": url})
+            assert patched.status_code == 422, (url, patched.text)
         [row] = sql(rex.database_url, "SELECT url FROM endpoints")
     assert row.url == "https://example.com/h"

@@ -195,7 +195,10 @@ def _in_flight(endpoint_id: sa.ColumnElement[str], now: datetime) -> sa.ScalarSe
     )
 
 
-def _earliest(endpoint_id: sa.ColumnElement[str], condition: sa.ColumnElement[bool]) -> Any:
+def _earliest(
+    endpoint_id: sa.ColumnElement[str], condition: sa.ColumnElement[bool]
+) -> sa.ScalarSelect[datetime]:
+    """The earliest ``next_attempt_at`` of the endpoint's pending rows meeting ``condition``."""
     return (
         sa.select(sa.func.min(deliveries.c.next_attempt_at))
         .where(
@@ -354,7 +357,8 @@ async def claim_due_deliveries(
                 payload=row.payload.encode("utf-8"),
             )
         )
-    claimed.sort(key=lambda c: chosen.index(c.id))
+    position = {delivery_id: i for i, delivery_id in enumerate(chosen)}
+    claimed.sort(key=lambda c: position[c.id])
     return claimed
 
 

@@ -136,6 +136,8 @@ def test_openapi_document_is_complete(rex: RexServer) -> None:
             content = operation.get("requestBody", {}).get("content", {})
             if "application/json" in content:
                 schema = content["application/json"]["schema"]
+                # An optional body is anyOf [the model, null].
+                schema = next((s for s in schema.get("anyOf", []) if "$ref" in s), schema)
                 name = schema["$ref"].rsplit("/", 1)[-1]
                 assert schemas[name].get("examples"), f"{where}: request body has no example"
             authenticated = bool(operation.get("security"))

@@ -37,6 +37,7 @@ class Samples:
     endpoint: str
     event: str
     delivery: str
+    session: str
 
     def all_ids(self) -> list[str]:
         return list(vars(self).values())
@@ -52,6 +53,7 @@ SAMPLE_IDS: dict[str, Callable[[Samples], str]] = {
     "webhook_id": lambda s: s.endpoint,
     "event_id": lambda s: s.event,
     "delivery_id": lambda s: s.delivery,
+    "session_id": lambda s: s.session,
 }
 
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
@@ -74,6 +76,9 @@ def _make_samples(client: httpx.Client, receiver: Receiver) -> Samples:
         task=task["id"],
         pipeline=pipeline["id"],
         endpoint=endpoint["id"],
+        session=data(
+            client.post("/listen/sessions", json={"forward_to": "http://127.0.0.1:9/hook"})
+        )["id"],
         event=delivery["event_id"],
         delivery=delivery["id"],
     )
@@ -87,6 +92,8 @@ def _example_body(openapi: dict[str, Any], path: str, method: str) -> Any:
     if "example" in content:
         return content["example"]
     schema = content["schema"]
+    # An optional body is anyOf [the model, null].
+    schema = next((s for s in schema.get("anyOf", []) if "$ref" in s), schema)
     if "$ref" in schema:
         schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
     examples = schema.get("examples")

@@ -16,7 +16,8 @@ def openapi() -> dict[str, Any]:
 
 
 def test_capture_documents_json_and_form_bodies() -> None:
-    capture = openapi()["paths"]["/capture"]["post"]
+    document = openapi()
+    capture = document["paths"]["/capture"]["post"]
 
     content = capture["requestBody"]["content"]
     assert set(content) == {
@@ -24,7 +25,8 @@ def test_capture_documents_json_and_form_bodies() -> None:
         "application/x-www-form-urlencoded",
         "multipart/form-data",
     }
-    assert "email" in content["application/json"]["schema"]["required"]
+    ref = content["application/json"]["schema"]["$ref"]
+    assert "email" in document["components"]["schemas"][ref.rsplit("/", 1)[-1]]["required"]
     form = content["application/x-www-form-urlencoded"]["schema"]
     assert {"email", "_next", "_gotcha", "consent"} <= set(form["properties"])
     assert {"201", "200", "303", "413", "422", "429"} <= set(capture["responses"])

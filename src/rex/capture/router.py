@@ -22,6 +22,7 @@ from rex.api.errors import (
     _describe_validation,
     error_response,
 )
+from rex.api.openapi import component_ref
 from rex.capture import service
 from rex.capture.body import (
     BodyKind,
@@ -43,7 +44,7 @@ from rex.capture.responses import (
     wants_html,
     wants_json,
 )
-from rex.capture.schemas import CAPTURE_FORM_SCHEMA, CaptureIn, capture_json_schema
+from rex.capture.schemas import CAPTURE_FORM_SCHEMA, CaptureIn
 from rex.contacts.schemas import ContactEnvelope
 from rex.ids import utcnow
 from rex.settings import Settings
@@ -57,8 +58,14 @@ router = APIRouter(tags=["capture"])
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def _error(description: str, **extra: Any) -> dict[str, Any]:
-    return {"model": ErrorEnvelope, "description": description, **extra}
+def _error(description: str, example: tuple[str, str, str | None], **extra: Any) -> dict[str, Any]:
+    error = dict(zip(("type", "message", "field"), example, strict=True))
+    return {
+        "model": ErrorEnvelope,
+        "description": description,
+        "content": {"application/json": {"example": {"error": error}}},
+        **extra,
+    }
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -71,16 +78,35 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         ),
         "headers": {"Location": {"schema": {"type": "string"}}},
     },
-    400: _error("Malformed body (bad JSON, bad form encoding)"),
-    404: _error("No workspace for this host"),
-    413: _error("Body over the size limit (REX_MAX_BODY_BYTES, 64 KiB by default)"),
-    415: _error("Not JSON, urlencoded or multipart"),
-    422: _error("Invalid lead: bad email, too much metadata, ..."),
+    400: _error(
+        "Malformed body (bad JSON, bad form encoding)",
+        ("invalid_request", "Request body is not valid JSON.", None),
+    ),
+    404: _error(
+        "No workspace for this host",
+        ("not_found", "No workspace for host 'nope.rexgtm.com'.", None),
+    ),
+    413: _error(
+        "Body over the size limit (REX_MAX_BODY_BYTES, 64 KiB by default)",
+        ("payload_too_large", "Request body is larger than 65536 bytes.", None),
+    ),
+    415: _error(
+        "Not JSON, urlencoded or multipart",
+        ("unsupported_media_type", "Send the lead as JSON or as a form post.", None),
+    ),
+    422: _error(
+        "Invalid lead: bad email, too much metadata, ...",
+        ("invalid_request", "'jane@' is not a valid email address.", "email"),
+    ),
     429: _error(
         "Rate limited (per client IP or per workspace)",
+        ("rate_limited", "Too many captures from this address; retry in 1 s.", None),
         headers={"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}},
     ),
-    503: _error("Database unavailable; retry after the Retry-After delay"),
+    503: _error(
+        "Database unavailable; retry after the Retry-After delay",
+        ("service_unavailable", "The database is unavailable; nothing was written.", None),
+    ),
 }
 
 
@@ -190,7 +216,7 @@ def _redirect_location(request: Request, parsed: ParsedCapture, workspace: Works
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": capture_json_schema()},
+                "application/json": {"schema": component_ref(CaptureIn)},
                 **{media: {"schema": CAPTURE_FORM_SCHEMA} for media in _FORM_TYPES},
             },
         }

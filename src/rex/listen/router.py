@@ -29,7 +29,12 @@ router = APIRouter(prefix="/listen/sessions", tags=["listen"])
 _STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
     status_code: {
         "description": ERROR_RESPONSES[status_code]["description"],
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/ErrorEnvelope"},
+                "example": ERROR_RESPONSES[status_code]["content"]["application/json"]["example"],
+            }
+        },
     }
     for status_code in (401, 404, 422, 503)
 }

@@ -100,7 +100,20 @@ class SessionList(BaseModel):
 class AttemptReport(BaseModel):
     """What happened when the CLI posted one delivery to the local URL."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "delivery_id": "dlv_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                    "lease": "listen:01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                    "status_code": 200,
+                    "latency_ms": 12,
+                    "response_excerpt": "ok",
+                }
+            ]
+        },
+    )
 
     delivery_id: str = Field(max_length=40)
     lease: str = Field(max_length=100, description="The `lease` of the streamed delivery.")

@@ -124,7 +124,9 @@ class EndpointList(BaseModel):
 
 
 class SecretRotation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{}, {"secret": "whsec_my_new_secret"}]}
+    )
 
     secret: Secret | None = Field(
         None, description="The new secret; one of the form whsec_... is generated when absent."

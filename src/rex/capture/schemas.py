@@ -127,8 +127,7 @@ CAPTURE_FORM_SCHEMA: dict[str, Any] = {
         "_next": _text(
             "Where to send the browser afterwards (303). Followed only when its origin is in "
             "the workspace's allowed_origins; otherwise the workspace's redirect_url or Rex's "
-            "thank-you page.",
-            format="uri",
+            "thank-you page. May be relative to the page that posted the form.",
         ),
         "_gotcha": _text(
             "Honeypot: leave it hidden and empty. When filled, the post is answered like a "

@@ -118,7 +118,24 @@ async def delete_session(session_id: str, auth: AuthDep, db: DbDep) -> dict[str,
     status_code=status.HTTP_200_OK,
     response_class=EventStream,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+        200: {
+            "content": {
+                "text/event-stream": {
+                    # One Server-Sent Event: `ready`, then a `delivery` per queued delivery
+                    # (`data` is its JSON), with comments as keep-alives.
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "event": {"type": "string", "enum": ["ready", "delivery"]},
+                            "data": {"type": "string"},
+                            "id": {"type": "string"},
+                            "retry": {"type": "integer"},
+                        },
+                    }
+                }
+            },
+            "description": "The event stream",
+        },
         **_STREAM_ERRORS,
     },
 )

@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -22,7 +22,7 @@ from rex.db import outbox
 from rex.db.engine import Database, asyncpg_dsn
 from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus
 from rex.delivery.retention import prune_expired
-from rex.delivery.retry import next_delay
+from rex.delivery.retry import next_state
 from rex.delivery.transport import DeliveryFailed, Transport
 from rex.ids import utcnow
 from rex.settings import Settings
@@ -209,21 +209,12 @@ class DeliveryWorker:
         retry_after: float | None,
     ) -> AttemptOutcome:
         disable = None
-        if status_code is not None and 200 <= status_code < 300:
-            status, next_at = DeliveryStatus.DELIVERED, None
-        elif status_code == 410:
+        if status_code == 410:
             status, next_at, disable = DeliveryStatus.FAILED, None, GONE_REASON
         else:
-            delay = next_delay(
-                delivery.attempt_count + 1,
-                self.settings.retry_schedule,
-                jitter=self.settings.retry_jitter,
-                retry_after=retry_after,
+            status, next_at = next_state(
+                self.settings, delivery.attempt_count + 1, at, status_code, retry_after
             )
-            if delay is None:
-                status, next_at = DeliveryStatus.FAILED, None
-            else:
-                status, next_at = DeliveryStatus.PENDING, at + timedelta(seconds=delay)
         return AttemptOutcome(
             at=at,
             status_code=status_code,

@@ -19,7 +19,7 @@ from rex.api.pagination import fetch_page
 from rex.db import outbox
 from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus, EndpointKind
 from rex.db.schema import deliveries, endpoints, events, listen_sessions
-from rex.delivery.retry import next_delay
+from rex.delivery.retry import next_state
 from rex.delivery.service import get_delivery
 from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339
@@ -234,19 +234,7 @@ def attempt_outcome(
     """The same rules as the delivery worker: 2xx is success, anything else is retried on
     ``REX_RETRY_SCHEDULE`` (honouring a bounded Retry-After on 429/503) until it fails."""
     status_code = report.status_code
-    if status_code is not None and 200 <= status_code < 300:
-        status, next_at = DeliveryStatus.DELIVERED, None
-    else:
-        delay = next_delay(
-            attempts_made,
-            settings.retry_schedule,
-            jitter=settings.retry_jitter,
-            retry_after=report.retry_after if status_code in (429, 503) else None,
-        )
-        if delay is None:
-            status, next_at = DeliveryStatus.FAILED, None
-        else:
-            status, next_at = DeliveryStatus.PENDING, at + timedelta(seconds=delay)
+    status, next_at = next_state(settings, attempts_made, at, status_code, report.retry_after)
     excerpt = report.response_excerpt
     return AttemptOutcome(
         at=at,

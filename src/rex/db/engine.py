@@ -7,23 +7,26 @@ service functions).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from rex.db import sqlite_driver
+from rex.db.group_commit import Committer
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises `rex migrate` / `rex serve` start-ups racing on one PostgreSQL database.
 _MIGRATION_LOCK_ID = 0x5245584D  # "REXM"
 # Set on a connection by the outbox when a transaction queued deliveries (see outbox._notify).
 QUEUED_FLAG = "rex_deliveries_queued"
+
+T = TypeVar("T")
 
 
 def async_url(url: str) -> sa.URL:
@@ -53,8 +56,14 @@ class Database:
             database = target.database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+            path = database or ":memory:"
             self.engine: AsyncEngine = create_async_engine(
-                target, pool_size=pool_size, max_overflow=0, pool_timeout=60
+                target,
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_timeout=60,
+                # The standard sqlite3 module, inline on the event loop (see sqlite_driver).
+                async_creator=lambda: sqlite_driver.connect(path),
             )
             _configure_sqlite(self.engine)
         else:
@@ -65,11 +74,14 @@ class Database:
                 pool_pre_ping=True,
                 pool_timeout=30,
             )
-        # SQLite allows one writer at a time. Queueing writers here, in the event loop, is
-        # cheaper and fairer than letting them spin on SQLITE_BUSY in driver threads; other
-        # processes (the CLI) are still handled by busy_timeout.
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._queued_callbacks: list[Callable[[], None]] = []
+        # SQLite allows one writer at a time: this process's writers share transactions
+        # (group commit) instead of queueing for the lock one commit at a time.
+        self._committer = (
+            Committer(self.engine, after_commit=self._after_group_commit)
+            if self.is_sqlite
+            else None
+        )
 
     @property
     def dialect(self) -> str:
@@ -80,19 +92,47 @@ class Database:
         self._queued_callbacks.append(callback)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: committed when the block exits normally, rolled back otherwise."""
-        async with self._write_lock or contextlib.nullcontext(), self.engine.connect() as conn:
-            if self.is_sqlite:
-                conn = await conn.execution_options(rex_immediate=True)
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: committed when the block exits normally, rolled back otherwise.
+
+        Returns only once the work is durable. On SQLite the work may share its commit with
+        other requests of this process (see ``group_commit``), each one isolated by a
+        savepoint, so its outcome is exactly as if it had committed alone; ``urgent`` work
+        goes before the requests waiting there (the delivery worker's).
+        """
+        if self._committer is not None:
+            async with self._committer.unit(urgent=urgent) as conn:
+                yield conn
+            return
+        async with self.engine.connect() as conn:
             try:
                 async with conn.begin():
                     yield conn
             finally:
                 queued = conn.info.pop(QUEUED_FLAG, False)
         if queued:
-            for callback in self._queued_callbacks:
-                callback()
+            self._deliveries_queued()
+
+    async def run_in_transaction(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, urgent: bool = False
+    ) -> T:
+        """``work(conn)`` in a write transaction; its result once committed.
+
+        The same guarantees as ``transaction()``; on SQLite the committer calls ``work``
+        itself, which is the cheapest way into a shared commit (the hot paths use it).
+        """
+        if self._committer is not None:
+            return await self._committer.run(work, urgent=urgent)
+        async with self.transaction() as conn:
+            return await work(conn)
+
+    def _after_group_commit(self, conn: AsyncConnection, committed: bool) -> None:
+        if conn.info.pop(QUEUED_FLAG, False) and committed:
+            self._deliveries_queued()
+
+    def _deliveries_queued(self) -> None:
+        for callback in self._queued_callbacks:
+            callback()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -114,6 +154,8 @@ class Database:
                     await conn.commit()
 
     async def close(self) -> None:
+        if self._committer is not None:
+            await self._committer.close()
         await self.engine.dispose()
 
 

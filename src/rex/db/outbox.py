@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -82,7 +83,20 @@ class AttemptOutcome:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:  # integers beyond 64 bits: the standard library has no such limit
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# The statements every write runs, built once (values are bound parameters, so each is
+# compiled once per dialect and cached).
+_INSERT_EVENT = sa.insert(events)
+_INSERT_DELIVERY = sa.insert(deliveries)
+_ENABLED_ENDPOINTS = sa.select(endpoints.c.id, endpoints.c.events).where(
+    endpoints.c.workspace_id == sa.bindparam("workspace_id"), endpoints.c.enabled.is_(True)
+)
+_ENABLED_ENDPOINT = _ENABLED_ENDPOINTS.where(endpoints.c.id == sa.bindparam("endpoint_id"))
 
 
 async def record_event(
@@ -115,28 +129,28 @@ async def record_event(
     if extra:
         envelope.update(extra)
     await conn.execute(
-        sa.insert(events).values(
-            id=event_id,
-            workspace_id=workspace_id,
-            type=event_type,
-            object_id=object_id,
-            payload=_dumps(envelope),
-            created_at=now,
+        _INSERT_EVENT,
+        {
+            "id": event_id,
+            "workspace_id": workspace_id,
+            "type": event_type,
+            "object_id": object_id,
+            "payload": _dumps(envelope),
+            "created_at": now,
+        },
+    )
+    if only_endpoint_id is None:
+        rows = await conn.execute(_ENABLED_ENDPOINTS, {"workspace_id": workspace_id})
+    else:
+        rows = await conn.execute(
+            _ENABLED_ENDPOINT, {"workspace_id": workspace_id, "endpoint_id": only_endpoint_id}
         )
-    )
-    query = sa.select(endpoints.c.id, endpoints.c.events).where(
-        endpoints.c.workspace_id == workspace_id, endpoints.c.enabled.is_(True)
-    )
-    if only_endpoint_id is not None:
-        query = query.where(endpoints.c.id == only_endpoint_id)
     targets = [
-        row.id
-        for row in await conn.execute(query)
-        if only_endpoint_id is not None or matches(row.events, event_type)
+        row.id for row in rows if only_endpoint_id is not None or matches(row.events, event_type)
     ]
     if targets:
         await conn.execute(
-            sa.insert(deliveries),
+            _INSERT_DELIVERY,
             [
                 {
                     "id": new_id("dlv"),
@@ -198,14 +212,22 @@ def _in_flight(endpoint_id: sa.ColumnElement[str], now: datetime) -> sa.ScalarSe
 def _earliest(
     endpoint_id: sa.ColumnElement[str], condition: sa.ColumnElement[bool]
 ) -> sa.ScalarSelect[datetime]:
-    """The earliest ``next_attempt_at`` of the endpoint's pending rows meeting ``condition``."""
+    """The earliest ``next_attempt_at`` of the endpoint's pending rows meeting ``condition``.
+
+    ``ORDER BY .. LIMIT 1`` rather than ``min()``: both databases then walk the endpoint's
+    due index in order and stop at the first row that meets ``condition``, where ``min()``
+    with a condition outside the index reads every pending row of the endpoint (a backlog
+    of thousands made each claim several milliseconds slower).
+    """
     return (
-        sa.select(sa.func.min(deliveries.c.next_attempt_at))
+        sa.select(deliveries.c.next_attempt_at)
         .where(
             deliveries.c.endpoint_id == endpoint_id,
             deliveries.c.status == DeliveryStatus.PENDING.value,
             condition,
         )
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(1)
         .scalar_subquery()
     )
 
@@ -290,7 +312,8 @@ async def claim_due_deliveries(
     per_endpoint = [
         sa.select(deliveries.c.id, deliveries.c.endpoint_id, deliveries.c.next_attempt_at)
         .where(deliveries.c.endpoint_id == endpoint_id, _due_clause(now))
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        # In index order only (no tie-break on id), so the scan stops after `slots` rows.
+        .order_by(deliveries.c.next_attempt_at)
         .limit(slots)
         .subquery()
         for endpoint_id, slots in room.items()

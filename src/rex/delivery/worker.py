@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex._signing import is_standard_webhooks_secret, sign, sign_standard_webhooks
 from rex._version import __version__
@@ -60,7 +61,14 @@ def signed_headers(delivery: ClaimedDelivery, timestamp: int) -> dict[str, str]:
 
 
 class DeliveryWorker:
-    """Runs until ``stop`` is set, then finishes the attempts in flight and returns."""
+    """Runs until ``stop`` is set, then finishes the attempts in flight and returns.
+
+    Each cycle is one transaction that records the attempts finished since the last cycle
+    and claims what is due for the slots they freed; attempts are sent outside any
+    transaction. Under load that is one commit for many attempts (and, on SQLite, it shares
+    the commit of the requests being served), instead of one commit per attempt and per
+    claim.
+    """
 
     def __init__(
         self,
@@ -78,6 +86,8 @@ class DeliveryWorker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._kick = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Attempts sent whose outcome is not stored yet (their rows are still leased).
+        self._finished: list[tuple[ClaimedDelivery, AttemptOutcome]] = []
         db.on_deliveries_queued(self.wake)
 
     def wake(self) -> None:
@@ -112,35 +122,74 @@ class DeliveryWorker:
                 # SIGTERM: let attempts in flight finish (each is bounded by the timeout), so
                 # their outcome is recorded instead of waiting for the lease to expire.
                 await asyncio.wait(self._in_flight, timeout=self.settings.delivery_timeout + 5)
+            await self._cycle(claim=False)
             log.info("worker_stopped", worker=self.worker_id)
 
     async def _claim_and_dispatch(self) -> float:
-        """Claim what fits, start sending it; return how long to idle before looking again."""
-        free = self.concurrency - len(self._in_flight)
-        if free <= 0:
+        """One cycle; return how long to idle before the next (a finishing attempt or a
+        commit that queued deliveries wakes the worker sooner)."""
+        return await self._cycle(claim=True)
+
+    async def _cycle(self, *, claim: bool) -> float:
+        """Record the finished attempts, claim what fits and start sending it."""
+        free = self.concurrency - len(self._in_flight) if claim else 0
+        finished, self._finished = self._finished, []
+        if free <= 0 and not finished:
             return self.settings.delivery_poll_interval  # a finishing attempt kicks us
         now = utcnow()
-        try:
-            async with self.db.transaction() as conn:
-                claimed = await outbox.claim_due_deliveries(
+
+        async def record_and_claim(
+            conn: AsyncConnection,
+        ) -> tuple[list[str], list[ClaimedDelivery], datetime | None]:
+            disabled: list[str] = []
+            if finished:
+                # First, so that the slots these attempts held are free for the claim.
+                recorded = await outbox.record_attempts(
                     conn,
                     worker_id=self.worker_id,
-                    now=now,
-                    lease=self.settings.delivery_lease,
-                    limit=free,
+                    results=finished,
+                    disable_after=self.settings.endpoint_disable_after or None,
                 )
-                # After a short claim, what is left is either not due yet, or waiting for an
-                # endpoint at its concurrency limit (left out: one of our attempts finishing
-                # kicks us, other workers' are found by polling), so this does not spin.
-                next_due = None if len(claimed) == free else await outbox.next_due_at(conn, now)
+                disabled = recorded.disabled_endpoints
+                for endpoint_id in disabled:
+                    at = max(o.at for d, o in finished if d.endpoint_id == endpoint_id)
+                    await webhooks.emit_endpoint_disabled(conn, endpoint_id, now=at)
+            if free <= 0:
+                return disabled, [], None
+            claimed = await outbox.claim_due_deliveries(
+                conn,
+                worker_id=self.worker_id,
+                now=now,
+                lease=self.settings.delivery_lease,
+                limit=free,
+            )
+            # After a short claim, what is left is either not due yet, or waiting for an
+            # endpoint at its concurrency limit (left out: one of our attempts finishing
+            # kicks us, other workers' are found by polling), so this does not spin.
+            next_due = await outbox.next_due_at(conn, now) if len(claimed) < free else None
+            return disabled, claimed, next_due
+
+        try:
+            # Urgent: on SQLite it goes before the requests waiting for the shared commit,
+            # so that a flood of captures cannot starve their deliveries.
+            disabled, claimed, next_due = await self.db.run_in_transaction(
+                record_and_claim, urgent=True
+            )
         except Exception as exc:  # the database is down or locked: polling will retry
-            log.warning("claim_failed", error=str(exc)[:200])
+            # Outcomes not stored are kept for the next cycle; if the leases expire first,
+            # the deliveries are sent again (at-least-once).
+            self._finished[:0] = finished
+            log.warning("worker_cycle_failed", error=str(exc)[:200], unrecorded=len(finished))
             return self.settings.delivery_poll_interval
+        for endpoint_id in disabled:
+            log.warning("endpoint_disabled", endpoint=endpoint_id)
+        if not claim:
+            return 0.0
         for delivery in claimed:
             task = asyncio.create_task(self._deliver(delivery))
             self._in_flight.add(task)
             task.add_done_callback(self._attempt_done)
-        if len(claimed) == free:
+        if len(claimed) == free or self._finished:
             return 0.0
         if next_due is None:
             return self.settings.delivery_poll_interval
@@ -182,21 +231,7 @@ class DeliveryWorker:
             latency_ms=latency_ms,
             result=outcome.status.value,
         )
-        try:
-            async with self.db.transaction() as conn:
-                recorded = await outbox.record_attempts(
-                    conn,
-                    worker_id=self.worker_id,
-                    results=[(delivery, outcome)],
-                    disable_after=self.settings.endpoint_disable_after or None,
-                )
-                for endpoint_id in recorded.disabled_endpoints:
-                    await webhooks.emit_endpoint_disabled(conn, endpoint_id, now=outcome.at)
-            for endpoint_id in recorded.disabled_endpoints:
-                log.warning("endpoint_disabled", endpoint=endpoint_id, status_code=status_code)
-        except Exception as exc:
-            # The lease will expire and the delivery will be sent again: at-least-once.
-            log.warning("record_attempt_failed", delivery=delivery.id, error=str(exc)[:200])
+        self._finished.append((delivery, outcome))
 
     def _outcome(
         self,

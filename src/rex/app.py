@@ -119,6 +119,7 @@ def create_app(
     app.state.destination_policy = destination_policy(settings)
     app.state.proxy_trust = ProxyTrust(settings.trusted_proxies)
     app.state.capture_limiter = RateLimiter()
+    app.state.workspace_cache = workspaces.WorkspaceCache()
     # `rex listen` streams of this process; servers call close_threadsafe() when they begin
     # to shut down (see `rex serve`), so open streams do not hold the shutdown up.
     app.state.listen_hub = ListenHub()

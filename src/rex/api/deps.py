@@ -21,12 +21,14 @@ _api_key_header = APIKeyHeader(
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
 
 
-def _settings(request: Request) -> Settings:
+# Async on purpose: FastAPI runs a plain `def` dependency on a worker thread, which cost
+# more than the whole database work of a capture.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _db(request: Request) -> Database:
+async def _db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 

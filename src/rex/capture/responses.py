@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import orjson
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from rex.api.errors import error_response
@@ -137,4 +138,8 @@ def error_answer(
 
 
 def json_answer(contact: dict[str, Any], status: int, headers: dict[str, str]) -> Response:
-    return JSONResponse({"data": contact}, status_code=status, headers=headers)
+    try:
+        body = orjson.dumps({"data": contact})
+    except TypeError:  # integers beyond 64 bits
+        return JSONResponse({"data": contact}, status_code=status, headers=headers)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")

@@ -46,6 +46,7 @@ from rex.capture.responses import (
 )
 from rex.capture.schemas import CAPTURE_FORM_SCHEMA, CaptureIn
 from rex.contacts.schemas import ContactEnvelope
+from rex.db.engine import Database
 from rex.ids import utcnow
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
@@ -122,6 +123,16 @@ def _host_slug(host: str | None, settings: Settings) -> str | None:
         slug = hostname[: -len(base) - 1]
         return None if "." in slug else slug
     return ""
+
+
+async def cached_workspace(request: Request, db: Database, settings: Settings) -> Workspace | None:
+    """``find_workspace`` through the app's ``WorkspaceCache`` (the hot path of a capture)."""
+    host = request.headers.get("host")
+    slug = _host_slug(host, settings)
+    if slug is None:
+        return None
+    cache: workspaces.WorkspaceCache = request.app.state.workspace_cache
+    return await cache.get(db.read, slug or workspaces.DEFAULT_SLUG)
 
 
 async def find_workspace(
@@ -241,8 +252,7 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
     browser = media in _FORM_TYPES and wants_html(accept)
     workspace: Workspace | None = None
     try:
-        async with db.read() as conn:
-            workspace = await find_workspace(conn, request.headers.get("host"), settings)
+        workspace = await cached_workspace(request, db, settings)
         # Per-IP first, before anything costs more than a dictionary lookup.
         _check_rate_limits(request, settings, workspace, rate_limit_key(address))
         if workspace is None:
@@ -258,10 +268,10 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
             log.info("capture_honeypot", workspace=workspace.slug)
             contact, created = service.preview(lead, now=now, client_ip=client_ip), True
         else:
-            async with db.transaction() as conn:
-                contact, created = await service.capture(
-                    conn, workspace.id, lead, now=now, client_ip=client_ip
-                )
+            workspace_id = workspace.id
+            contact, created = await db.run_in_transaction(
+                lambda conn: service.capture(conn, workspace_id, lead, now=now, client_ip=client_ip)
+            )
     except ApiError as exc:
         return error_answer(
             exc.status,

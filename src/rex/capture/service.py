@@ -22,6 +22,15 @@ from rex.ids import new_id, rfc3339
 _FILL_ONLY = ("first_name", "last_name", "phone", "company", "source")
 
 
+# Built once: the values travel as bound parameters, so SQLAlchemy compiles this once too.
+_INSERT_NEW = {
+    name: insert(contacts)
+    .on_conflict_do_nothing(index_elements=["workspace_id", "email"])
+    .returning(contacts)
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
 def _split_lead(lead: CaptureIn, now: datetime, client_ip: str | None) -> dict[str, Any]:
     """Turn a capture into contact columns: attribution out of metadata into a touch."""
     metadata = dict(lead.metadata)
@@ -110,14 +119,7 @@ async def capture(
     # INSERT .. ON CONFLICT DO NOTHING: of many concurrent captures of one new address, one
     # inserts; on PostgreSQL the others wait on the unique index until it commits, then take
     # the update path below and lock the row (FOR UPDATE), so exactly one contact.created.
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(contacts)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "email"])
-        .returning(contacts)
-    )
-    row = (await conn.execute(statement)).first()
+    row = (await conn.execute(_INSERT_NEW[conn.dialect.name], values)).first()
     if row is not None:
         contact = contacts_service.serialize(row)
         await record_event(

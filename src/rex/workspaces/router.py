@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
@@ -24,7 +24,9 @@ async def get_workspace(auth: AuthDep, db: DbDep) -> dict[str, Any]:
 
 
 @router.patch("", response_model=WorkspaceEnvelope)
-async def update_workspace(body: WorkspaceUpdate, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def update_workspace(
+    body: WorkspaceUpdate, auth: AuthDep, db: DbDep, request: Request
+) -> dict[str, Any]:
     """Change the fields sent: `name`, `allowed_origins`, `redirect_url`, `capture_rate_limit`.
 
     Takes effect for the next capture.
@@ -33,4 +35,5 @@ async def update_workspace(body: WorkspaceUpdate, auth: AuthDep, db: DbDep) -> d
         workspace = await service.update_settings(
             conn, auth.workspace.id, body.model_dump(exclude_unset=True)
         )
+    request.app.state.workspace_cache.clear()
     return {"data": service.serialize(workspace)}

@@ -206,9 +206,13 @@ class Committer:
                 # so that it starts the next one: it waits for at most one batch.
                 urgent = current.urgent
                 current = None
-                if taken < self._max_batch and self._queue and not urgent:
-                    if not self._queue[0].urgent:
-                        current = self._queue.popleft()
+                if (
+                    taken < self._max_batch
+                    and self._queue
+                    and not urgent
+                    and not self._queue[0].urgent
+                ):
+                    current = self._queue.popleft()
             await conn.commit()
             self._after_commit(conn, True)
         except BaseException as exc:

@@ -13,7 +13,9 @@ calls) but runs statements inline, on the event loop, except the two that can wa
   (the CLI, a second tool);
 - ``COMMIT`` waits for the disk (``synchronous=FULL`` fsyncs the WAL).
 
-Those two run on a worker thread, so the event loop never blocks on a lock or on the disk.
+Those two run on a worker thread, so the event loop never blocks on a lock or on the disk
+(``BEGIN IMMEDIATE`` is first tried at once, without waiting: it only goes to the thread
+when another process holds the lock).
 Everything else is safe to run inline under Rex's rules: in WAL mode readers never wait for
 the writer, and a writer that holds the write lock (``BEGIN IMMEDIATE``) never waits for
 anyone. Rex serialises its own writers (see ``Database``), so at most one statement of a
@@ -23,11 +25,19 @@ process is ever waiting for SQLite's write lock.
 from __future__ import annotations
 
 import asyncio
+import enum
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 _BEGIN_WRITE = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+
+
+class _Wait(enum.Enum):
+    LOCK = "lock"
+    DISK = "disk"
+
+
 _COMMIT = ("COMMIT", "END")
 
 
@@ -45,7 +55,13 @@ class Cursor:
         await self.close()
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
-        if self._connection._may_wait(sql):
+        wait = self._connection._may_wait(sql)
+        if wait is _Wait.LOCK:
+            # Usually nobody else holds the write lock: try without waiting first, and
+            # only wait for it (busy_timeout) on a worker thread when someone does.
+            if not self._connection._try_at_once(self._cursor, sql):
+                await self._connection._in_thread(self._cursor.execute, sql, parameters or ())
+        elif wait is _Wait.DISK:
             await self._connection._in_thread(self._cursor.execute, sql, parameters or ())
         else:
             self._cursor.execute(sql, parameters or ())
@@ -124,18 +140,35 @@ class Connection:
     def _conn(self) -> sqlite3.Connection:
         return self._require()
 
-    def _may_wait(self, sql: str) -> bool:
-        """Whether ``sql`` can wait for a lock or for the disk: ``BEGIN IMMEDIATE``, and the
-        ``COMMIT`` of a transaction that wrote (committing a read snapshot does neither)."""
+    def _may_wait(self, sql: str) -> _Wait | None:
+        """What ``sql`` can wait for: the write lock (``BEGIN IMMEDIATE``), the disk (the
+        ``COMMIT`` of a transaction that wrote; committing a read snapshot does neither),
+        or nothing."""
         head = sql.lstrip()[:16].upper()
         connection = self._require()
         if head.startswith("BEGIN"):
             self._writer = head.startswith(_BEGIN_WRITE)
             self._changes_at_begin = connection.total_changes
-            return self._writer
-        if head.startswith(_COMMIT):
-            return self._writer or connection.total_changes != self._changes_at_begin
-        return False
+            return _Wait.LOCK if self._writer else None
+        wrote = self._writer or connection.total_changes != self._changes_at_begin
+        if head.startswith(_COMMIT) and wrote:
+            return _Wait.DISK
+        return None
+
+    def _try_at_once(self, cursor: sqlite3.Cursor, sql: str) -> bool:
+        """Run ``sql`` (a BEGIN) if it needs no waiting; False if the lock is taken."""
+        connection = self._require()
+        timeout = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        connection.execute("PRAGMA busy_timeout=0")
+        try:
+            cursor.execute(sql)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            return False
+        finally:
+            connection.execute(f"PRAGMA busy_timeout={int(timeout)}")
+        return True
 
     async def _in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(function, *args)

@@ -1,0 +1,193 @@
+"""Processes the harness starts (Rex as a user runs it, the receiver), and their memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+REX = str(Path(sys.executable).with_name("rex"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def _status_mib(pid: int, field_name: str) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The most memory the process has held (VmHWM)."""
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int) -> float | None:
+    """The memory the process holds now (VmRSS)."""
+    return _status_mib(pid, "VmRSS")
+
+
+class Processes:
+    """Everything the harness started, stopped (SIGTERM, then SIGKILL) by pid at the end."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.started.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@dataclass
+class Setup:
+    """A database, a receiver and Rex's processes for one benchmark."""
+
+    backend: str
+    postgres_url: str
+    work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rex-bench-")))
+    procs: Processes = field(default_factory=Processes)
+    env: dict[str, str] = field(default_factory=dict)
+    pg_name: str | None = None
+    receiver_url: str = ""
+    rex_url: str = ""
+    key: str = ""
+    rex: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.env = {
+            **os.environ,
+            "REX_ALLOW_PRIVATE_DESTINATIONS": "1",
+            "REX_CAPTURE_RATE_LIMIT": "off",
+            "REX_CAPTURE_WORKSPACE_RATE_LIMIT": "off",
+            "REX_LOG_LEVEL": "warning",
+        }
+        if self.backend == "sqlite":
+            self.env["REX_DATABASE_URL"] = f"sqlite:///{self.work}/bench.db"
+        else:
+            self.pg_name, self.env["REX_DATABASE_URL"] = create_postgres_database(self.postgres_url)
+
+    def start_receiver(self) -> None:
+        port = free_port()
+        receiver = self.procs.start(
+            [sys.executable, "-m", "bench.receiver", str(port)], self.env, self.work / "recv.log"
+        )
+        wait_for_port(port, receiver)
+        self.receiver_url = f"http://127.0.0.1:{port}"
+
+    def create_key(self) -> None:
+        result = subprocess.run(
+            [REX, "keys", "create", "--name", "bench"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        self.key = result.stdout.strip().splitlines()[-1]
+
+    def start_rex(self, *, workers: int, embedded_worker: bool) -> None:
+        """``rex serve`` (with its in-process worker when ``embedded_worker``), then
+        ``workers`` ``rex worker`` processes."""
+        port = free_port()
+        serve = [REX, "serve", "--port", str(port)]
+        if not embedded_worker:
+            serve.append("--no-worker")
+        self.rex["serve"] = self.procs.start(serve, self.env, self.work / "serve.log")
+        wait_for_port(port, self.rex["serve"])
+        self.rex_url = f"http://127.0.0.1:{port}"
+        for index in range(workers):
+            self.rex[f"worker{index + 1}"] = self.procs.start(
+                [REX, "worker"], self.env, self.work / f"worker{index + 1}.log"
+            )
+
+    async def subscribe(
+        self, count: int, *, max_concurrency: int | None = None, enabled: bool = True
+    ) -> list[str]:
+        """``count`` endpoints on the receiver, subscribed to ``contact.created`` (with
+        Rex's default per-endpoint concurrency unless ``max_concurrency`` is given)."""
+        ids = []
+        async with aiohttp.ClientSession(headers={"X-Api-Key": self.key}) as session:
+            for _ in range(count):
+                body: dict[str, object] = {
+                    "url": f"{self.receiver_url}/hook",
+                    "events": ["contact.created"],
+                }
+                if max_concurrency is not None:
+                    body["max_concurrency"] = max_concurrency
+                async with session.post(f"{self.rex_url}/webhooks", json=body) as response:
+                    assert response.status == 201, await response.text()
+                    endpoint = (await response.json())["data"]
+                ids.append(endpoint["id"])
+                if not enabled:
+                    url = f"{self.rex_url}/webhooks/{endpoint['id']}"
+                    async with session.patch(url, json={"enabled": False}) as response:
+                        assert response.status == 200, await response.text()
+        return ids
+
+    def close(self) -> None:
+        self.procs.stop_all()
+        if self.pg_name:
+            drop_postgres_database(self.postgres_url, self.pg_name)
+
+
+def create_postgres_database(admin_url: str) -> tuple[str, str]:
+    import sqlalchemy as sa
+
+    name = f"rex_bench_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["psql", admin_url, "-qc", f'CREATE DATABASE "{name}"'], check=True)
+    return name, sa.make_url(admin_url).set(database=name).render_as_string(False)
+
+
+def drop_postgres_database(admin_url: str, name: str) -> None:
+    subprocess.run(
+        ["psql", admin_url, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=False
+    )

@@ -8,32 +8,40 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_bench_runs_and_writes_results(tmp_path: Path) -> None:
+ROOT = Path(__file__).parents[2]
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
-            "--backend",
-            "sqlite",
-            "--duration",
-            "2",
-            "--rate",
-            "20",
-            "--skip-ceilings",
-            "--out",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "bench", *args],
         capture_output=True,
         text=True,
         timeout=180,
-        cwd=Path(__file__).parents[2],
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_bench_run_writes_figures_and_targets(tmp_path: Path) -> None:
+    result = _bench(
+        "run",
+        "--backend",
+        "sqlite",
+        "--duration",
+        "2",
+        "--rate",
+        "20",
+        "--skip-ceilings",
+        "--out",
+        str(tmp_path),
+    )
     assert "captures accepted/s" in result.stdout
+    assert "targets:" in result.stdout
     [path] = tmp_path.glob("sqlite-*.json")
+    assert path.with_suffix(".png").exists()
     report = json.loads(path.read_text())
     rex = report["rex"]
     assert rex["captures_accepted"] > 0
@@ -42,3 +50,38 @@ def test_bench_runs_and_writes_results(tmp_path: Path) -> None:
     assert rex["deliveries_total"] == rex["captures_accepted"]
     assert rex["latency_ms"]["p50"] is not None
     assert rex["peak_rss_mib"]["serve"] > 0
+    assert {t["target"].split(" ")[0] for t in report["targets"]} >= {"p99", "rex"}
+
+
+def test_bench_backlog_drains(tmp_path: Path) -> None:
+    result = _bench("backlog", "--backend", "sqlite", "--events", "300", "--out", str(tmp_path))
+    assert "deliveries/s" in result.stdout
+    [path] = tmp_path.glob("sqlite-backlog-*.json")
+    rex = json.loads(path.read_text())["rex"]
+    assert rex["delivered"] == 300
+    assert rex["left"] == 0
+    assert rex["peak_rss_mib"]["serve"] > 0
+
+
+@pytest.mark.postgres
+def test_bench_postgres_run(tmp_path: Path, postgres_url: str) -> None:
+    result = _bench(
+        "run",
+        "--backend",
+        "postgres",
+        "--workers",
+        "1",
+        "--duration",
+        "2",
+        "--rate",
+        "20",
+        "--skip-ceilings",
+        "--postgres-url",
+        postgres_url,
+        "--out",
+        str(tmp_path),
+    )
+    assert "captures accepted/s" in result.stdout
+    rex = json.loads(next(tmp_path.glob("postgres-*.json")).read_text())["rex"]
+    assert rex["deliveries_total"] == rex["captures_accepted"] > 0
+    assert set(rex["peak_rss_mib"]) == {"serve", "worker1"}

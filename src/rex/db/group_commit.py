@@ -61,9 +61,7 @@ class _Unit:
 
     def refuse(self, exc: BaseException) -> None:
         """Tell the unit its work will not run (the transaction could not start)."""
-        target = self.granted if self.granted is not None else self.committed
-        if not target.done():
-            target.set_exception(exc)
+        _fail_future(self.granted if self.granted is not None else self.committed, exc)
 
 
 class Committer:
@@ -83,6 +81,7 @@ class Committer:
         self._max_batch = max_batch
         self._queue: collections.deque[_Unit] = collections.deque()
         self._arrived = asyncio.Event()
+        self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.units = 0
@@ -124,7 +123,7 @@ class Committer:
         try:
             savepoint = await conn.begin_nested()
         except BaseException as exc:
-            unit.finished.set_exception(_as_error(exc))
+            _fail_future(unit.finished, _as_error(exc))
             raise
         try:
             yield conn
@@ -132,14 +131,14 @@ class Committer:
             try:
                 await savepoint.rollback()
             except BaseException as exc:  # the connection broke: the whole batch is lost
-                unit.finished.set_exception(_as_error(exc))
+                _fail_future(unit.finished, _as_error(exc))
             else:
                 unit.finished.set_result(False)
             raise
         try:
             await savepoint.commit()
         except BaseException as exc:
-            unit.finished.set_exception(_as_error(exc))
+            _fail_future(unit.finished, _as_error(exc))
             raise
         unit.finished.set_result(True)
         await asyncio.shield(unit.committed)
@@ -148,15 +147,22 @@ class Committer:
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._queue = collections.deque()
             self._arrived = asyncio.Event()
+            self._idle = asyncio.Event()
             self._task = loop.create_task(self._serve(), name="rex-group-commit")
         if urgent:
             self._queue.appendleft(unit)
         else:
             self._queue.append(unit)
+        self._idle.clear()
         self._arrived.set()
 
-    async def close(self) -> None:
+    async def close(self, *, timeout: float = 30.0) -> None:
+        """Stop once the work already queued is committed (so none of it is reported failed
+        while its commit is on its way to the disk), waiting at most ``timeout``."""
         if self._task is not None and not self._task.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._idle.wait()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -169,6 +175,7 @@ class Committer:
         while True:
             if not self._queue:
                 self._arrived.clear()
+                self._idle.set()
                 await self._arrived.wait()
                 continue
             first = self._queue.popleft()
@@ -219,8 +226,7 @@ class Committer:
             failure = exc if isinstance(exc, Exception) else ConnectionError("database closing")
             if current is not None and current not in kept:
                 current.refuse(failure)
-                if not current.committed.done():
-                    current.committed.set_exception(failure)
+                _fail_future(current.committed, failure)
             await self._fail(conn, kept, failure)
             raise
         finally:
@@ -243,7 +249,7 @@ class Committer:
             unit.result = await unit.work(conn)
         except Exception as exc:
             await savepoint.rollback()
-            unit.committed.set_exception(exc)  # nothing of it will be committed: answer now
+            _fail_future(unit.committed, exc)  # nothing of it will be committed: answer now
             return False
         await savepoint.commit()
         return True
@@ -253,8 +259,15 @@ class Committer:
             await conn.rollback()
         self._after_commit(conn, False)
         for unit in kept:
-            if not unit.committed.done():
-                unit.committed.set_exception(exc)
+            _fail_future(unit.committed, exc)
+
+
+def _fail_future(future: asyncio.Future[Any], exc: BaseException) -> None:
+    """Settle ``future`` with ``exc``, without a "never retrieved" warning when its caller
+    has already gone (a cancelled request, a block that raised its own error)."""
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()  # marks it retrieved; an awaiting caller still gets ``exc``
 
 
 def _as_error(exc: BaseException) -> Exception:

@@ -25,11 +25,13 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.db.engine import QUEUED_FLAG
 from rex.db.schema import attempts, deliveries, endpoints, events
-from rex.events.catalogue import matches
+from rex.db.types import UTCDateTime
+from rex.events.catalogue import EventType, matches
 from rex.ids import new_id, rfc3339
 
 NOTIFY_CHANNEL = "rex_deliveries"
@@ -128,17 +130,22 @@ async def record_event(
         envelope["previous_attributes"] = previous_attributes
     if extra:
         envelope.update(extra)
-    await conn.execute(
-        _INSERT_EVENT,
-        {
-            "id": event_id,
-            "workspace_id": workspace_id,
-            "type": event_type,
-            "object_id": object_id,
-            "payload": _dumps(envelope),
-            "created_at": now,
-        },
-    )
+    event_row = {
+        "id": event_id,
+        "workspace_id": workspace_id,
+        "type": event_type,
+        "object_id": object_id,
+        "payload": _dumps(envelope),
+        "created_at": now,
+    }
+    if conn.dialect.name == "postgresql" and only_endpoint_id is None:
+        queued = await _record_event_postgres(conn, event_row)
+        if queued is not None:
+            if queued:
+                conn.info[QUEUED_FLAG] = True
+            return event_id
+    else:
+        await conn.execute(_INSERT_EVENT, event_row)
     if only_endpoint_id is None:
         rows = await conn.execute(_ENABLED_ENDPOINTS, {"workspace_id": workspace_id})
     else:
@@ -169,6 +176,53 @@ async def record_event(
         )
         await _notify(conn)
     return event_id
+
+
+# PostgreSQL: the event, its deliveries and the wake-up in one round trip (the separate
+# statements cost four). Delivery ids are made here, in Python (ULIDs), and handed in as an
+# array; a workspace with more matching endpoints than ids takes the general path instead.
+_PRESET_IDS = 8
+_RECORD_EVENT_POSTGRES = sa.text(
+    f"""
+    WITH event AS (
+        INSERT INTO events (id, workspace_id, type, object_id, payload, created_at)
+        VALUES (:id, :workspace_id, :type, :object_id, :payload, :created_at)
+    ), targets AS (
+        SELECT id, row_number() OVER (ORDER BY id) AS n
+        FROM endpoints
+        WHERE workspace_id = :workspace_id AND enabled
+          AND (events ? :type OR events ? '*')
+    ), queued AS (
+        INSERT INTO deliveries (id, workspace_id, endpoint_id, event_id, event_type, status,
+                                attempt_count, next_attempt_at, created_at, updated_at)
+        SELECT (:delivery_ids)[n], :workspace_id, id, :id, :type, 'pending',
+               0, :created_at, :created_at, :created_at
+        FROM targets
+        WHERE (SELECT count(*) FROM targets) <= {_PRESET_IDS}
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM targets) AS targets,
+           (SELECT count(*) FROM queued) AS queued,
+           (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued LIMIT 1) IS NULL AS notified
+    """
+).bindparams(
+    sa.bindparam("created_at", type_=UTCDateTime()),
+    sa.bindparam("delivery_ids", type_=postgresql.ARRAY(sa.String())),
+)
+
+
+async def _record_event_postgres(conn: AsyncConnection, event_row: dict[str, Any]) -> int | None:
+    """Insert the event and queue its deliveries (one per enabled endpoint whose filter
+    matches) in one statement; returns how many were queued, or None if the workspace has
+    more matching endpoints than preset ids (the event is inserted; the caller queues)."""
+    if event_row["type"] == EventType.WEBHOOK_TEST:  # never matched by a filter
+        await conn.execute(_INSERT_EVENT, event_row)
+        return 0
+    ids = [new_id("dlv") for _ in range(_PRESET_IDS)]
+    row = (await conn.execute(_RECORD_EVENT_POSTGRES, {**event_row, "delivery_ids": ids})).one()
+    if row.targets > _PRESET_IDS:
+        return None
+    return int(row.queued)
 
 
 async def _notify(conn: AsyncConnection) -> None:
@@ -513,22 +567,39 @@ async def record_attempts(
             for delivery, outcome in results
         ],
     )
-    held = 0
-    for delivery, outcome in results:
-        updated = await conn.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.id == delivery.id, deliveries.c.leased_by == worker_id)
-            .values(
-                status=outcome.status.value,
-                attempt_count=deliveries.c.attempt_count + 1,
-                next_attempt_at=outcome.next_attempt_at,
-                last_attempt_at=outcome.at,
-                leased_by=None,
-                lease_expires_at=None,
-                updated_at=outcome.at,
-            )
+    # One UPDATE for the whole batch, joined to its outcomes (UPDATE .. FROM (VALUES ..)).
+    outcome_rows = sa.values(
+        sa.column("id", sa.String()),
+        sa.column("status", sa.String()),
+        sa.column("next_attempt_at", UTCDateTime()),
+        sa.column("at", UTCDateTime()),
+        name="outcome",
+    ).data(
+        [
+            (delivery.id, result.status.value, result.next_attempt_at, result.at)
+            for delivery, result in results
+        ]
+    )
+    # As a CTE (WITH outcome(id, ..) AS (VALUES ..)): SQLite has no column list on an alias.
+    outcome = outcome_rows.cte("outcome")
+    moved = await conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id == outcome.c.id, deliveries.c.leased_by == worker_id)
+        .values(
+            status=outcome.c.status,
+            attempt_count=deliveries.c.attempt_count + 1,
+            # PostgreSQL types a VALUES column that starts with NULL as text.
+            next_attempt_at=sa.cast(outcome.c.next_attempt_at, postgresql.TIMESTAMP(True))
+            if conn.dialect.name == "postgresql"
+            else outcome.c.next_attempt_at,
+            last_attempt_at=outcome.c.at,
+            leased_by=None,
+            lease_expires_at=None,
+            updated_at=outcome.c.at,
         )
-        held += updated.rowcount
+        .returning(deliveries.c.id)
+    )
+    held = len(moved.all())
     disabled = await _record_endpoint_health(conn, results, disable_after)
     return RecordedAttempts(held=held, disabled_endpoints=disabled)
 

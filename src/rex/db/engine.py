@@ -7,6 +7,7 @@ service functions).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from rex.db import sqlite_driver
@@ -71,9 +73,11 @@ class Database:
                 target,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
+                # Not a ping on every checkout (a round trip a transaction): see below.
+                pool_pre_ping=False,
                 pool_timeout=30,
             )
+            _ping_when_idle(self.engine)
         self._queued_callbacks: list[Callable[[], None]] = []
         # SQLite allows one writer at a time: this process's writers share transactions
         # (group commit) instead of queueing for the lock one commit at a time.
@@ -105,11 +109,11 @@ class Database:
                 yield conn
             return
         async with self.engine.connect() as conn:
-            try:
-                async with conn.begin():
-                    yield conn
-            finally:
-                queued = conn.info.pop(QUEUED_FLAG, False)
+            conn.info.pop(QUEUED_FLAG, None)  # left by a transaction that failed
+            async with conn.begin():
+                yield conn
+            # Not in a `finally`: reading `info` of a connection that broke reconnects.
+            queued = conn.info.pop(QUEUED_FLAG, False)
         if queued:
             self._deliveries_queued()
 
@@ -167,6 +171,36 @@ def _upgrade_head(connection: sa.Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+# A pooled connection unused for longer than this is pinged before it is lent again.
+_PING_AFTER_IDLE = 1.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling without a round trip per transaction.
+
+    SQLAlchemy's ``pool_pre_ping`` pings every connection it lends: under load that was one
+    extra round trip in five for a capture. Connections in steady use are alive; only one that
+    sat in the pool (through a server restart, say) is pinged, and a dead one is replaced
+    before anyone uses it (``DisconnectionError`` makes the pool try a fresh connection). A
+    connection that dies while in use fails that transaction (503), and SQLAlchemy then
+    discards every pooled connection opened before the failure.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["rex_last_used"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last_used = record.info.get("rex_last_used")
+        if last_used is None or time.monotonic() - last_used < _PING_AFTER_IDLE:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError(f"connection lost while idle: {exc}") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -74,21 +74,27 @@ class WorkspaceCache:
     reading it from the database each time cost about a tenth of a capture. A change made
     through this process (``PATCH /workspace``) clears the cache at once; one made through
     another API process is seen within ``ttl``. Misses are not kept, so a workspace created
-    a moment ago is found at once.
+    a moment ago is found at once. When an entry is due, one caller reads it again while the
+    others keep using the one they have (no stampede of reads every ``ttl``).
     """
 
     def __init__(self, ttl: float = 1.0) -> None:
         self.ttl = ttl
         self._entries: dict[str, tuple[float, Workspace]] = {}
+        self._refreshing: set[str] = set()
 
     async def get(self, conn_factory: Any, slug: str) -> Workspace | None:
         """The workspace ``slug``; ``conn_factory()`` opens a read when it must be fetched."""
         entry = self._entries.get(slug)
         now = time.monotonic()
-        if entry is not None and now - entry[0] < self.ttl:
+        if entry is not None and (now - entry[0] < self.ttl or slug in self._refreshing):
             return entry[1]
-        async with conn_factory() as conn:
-            workspace = await get_by_slug(conn, slug)
+        self._refreshing.add(slug)
+        try:
+            async with conn_factory() as conn:
+                workspace = await get_by_slug(conn, slug)
+        finally:
+            self._refreshing.discard(slug)
         if workspace is None:
             self._entries.pop(slug, None)
         else:

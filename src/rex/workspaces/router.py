@@ -29,7 +29,7 @@ async def update_workspace(
 ) -> dict[str, Any]:
     """Change the fields sent: `name`, `allowed_origins`, `redirect_url`, `capture_rate_limit`.
 
-    Takes effect for the next capture.
+    Takes effect for the next capture (through another API process: within a second).
     """
     async with db.transaction() as conn:
         workspace = await service.update_settings(

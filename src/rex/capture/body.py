@@ -142,11 +142,29 @@ def _urlencoded_pairs(body: bytes) -> list[tuple[str, str]]:
         ) from None
 
 
+class _StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser, but a text part that is not valid in its charset (UTF-8 unless the
+    Content-Type names another) is refused: Starlette would decode it as Latin-1 instead and
+    store mojibake (``\\xed\\xa0\\x80`` as ``"í\\xa0\\x80"``)."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset or "utf-8")
+            except (UnicodeDecodeError, LookupError):
+                name = part.field_name
+                raise MultiPartException(
+                    f"field {name!r} is not valid {self._charset or 'utf-8'} text."
+                ) from None
+        super().on_part_end()
+
+
 async def _multipart_pairs(body: bytes, headers: Headers) -> list[tuple[str, str]]:
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
-    parser = MultiPartParser(
+    parser = _StrictMultiPartParser(
         headers, stream(), max_files=MAX_FORM_FIELDS, max_fields=MAX_FORM_FIELDS
     )
     try:
@@ -163,6 +181,10 @@ async def _multipart_pairs(body: bytes, headers: Headers) -> list[tuple[str, str
                         422, f"/capture does not accept file uploads (field {name!r}).", field=name
                     )
                 continue
+            if "\x00" in name or "\x00" in value:
+                # PostgreSQL cannot store NUL characters (the request guard refuses them in
+                # JSON and urlencoded bodies, before any parsing).
+                raise ApiError(422, "Text fields cannot contain NUL characters.", field=name)
             pairs.append((name, value))
     finally:
         await form.close()

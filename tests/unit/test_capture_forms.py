@@ -203,3 +203,21 @@ async def test_multipart_nul_in_a_field_name_and_a_declared_charset() -> None:
     body, headers = _multipart((b"email", b"m@example.com"), (b"company", latin), charset="latin-1")
     parsed = await parse_capture(body, headers, BodyKind.FORM)
     assert parsed.fields["company"] == "Zoë"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\nm@example.com\r\n',
+        b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\nm@example.com\r\n--b\r\n'
+        b'Content-Disposition: form-data; name="cv"; filename="a.txt"\r\n\r\nabc',
+    ],
+)
+async def test_a_multipart_body_cut_before_its_closing_boundary_is_refused(body: bytes) -> None:
+    # It was taken as a complete form (a lead from half a submission), and the temporary file
+    # of a part cut short was never closed (a ResourceWarning from the server).
+    headers = Headers({"content-type": "multipart/form-data; boundary=b"})
+    with pytest.raises(ApiError) as refused:
+        await parse_capture(body, headers, BodyKind.FORM)
+    assert refused.value.status == 400
+    assert "closing boundary" in refused.value.message

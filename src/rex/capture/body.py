@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from fastapi import Request
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from rex.api.errors import ApiError
@@ -143,9 +143,17 @@ def _urlencoded_pairs(body: bytes) -> list[tuple[str, str]]:
 
 
 class _StrictMultiPartParser(MultiPartParser):
-    """Starlette's parser, but a text part that is not valid in its charset (UTF-8 unless the
-    Content-Type names another) is refused: Starlette would decode it as Latin-1 instead and
-    store mojibake (``\\xed\\xa0\\x80`` as ``"í\\xa0\\x80"``)."""
+    """Starlette's parser, stricter in two ways:
+
+    - a text part that is not valid in its charset (UTF-8 unless the Content-Type names
+      another) is refused: Starlette would decode it as Latin-1 and store mojibake
+      (``\\xff\\xfe`` as ``"ÿþ"``);
+    - a body that ends before its closing boundary (truncated) is refused: Starlette would
+      return the fields read so far as a whole form, and leave the temporary file of a part cut
+      short unclosed.
+    """
+
+    _complete = False
 
     def on_part_end(self) -> None:
         part = self._current_part
@@ -158,6 +166,18 @@ class _StrictMultiPartParser(MultiPartParser):
                     f"field {name!r} is not valid {self._charset or 'utf-8'} text."
                 ) from None
         super().on_part_end()
+
+    def on_end(self) -> None:
+        self._complete = True  # python-multipart calls it at the closing boundary only
+        super().on_end()
+
+    async def parse(self) -> FormData:
+        form = await super().parse()
+        if not self._complete:
+            for file in self._files_to_close_on_error:
+                file.close()
+            raise MultiPartException("the body ends before its closing boundary (truncated?).")
+        return form
 
 
 async def _multipart_pairs(body: bytes, headers: Headers) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ read back: every list of the API is read to its end afterwards.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -287,3 +288,60 @@ def test_fuzzed_captures_json_urlencoded_and_multipart(fuzz_rex: RexServer) -> N
     with fuzz_rex.client() as reader:
         _read_everything(reader)
     print(f"fuzzed captures: statuses {sorted(check.statuses.items())}")
+
+
+# -- bodies cut short on the wire -------------------------------------------------------------
+
+
+def _send_cut_short(url: str, head: bytes, sent: bytes) -> bytes:
+    """Send a request's head and part of its body, half-close, and read until the server
+    closes: the client is gone before its body is complete."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + sent)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_body_cut_short_by_a_disconnect_writes_nothing(fuzz_rex: RexServer) -> None:
+    """What arrives before the client disconnects may parse (a form's first fields, a JSON
+    document shorter than its Content-Length): it is still not the request, and it must not
+    be acted on."""
+    with fuzz_rex.client() as client:
+        contact = client.post("/contacts", json={"email": "kept@example.com"}).json()["data"]
+    key = f"X-Api-Key: {fuzz_rex.key}\r\n".encode()
+    json_type, form = b"application/json", b"application/x-www-form-urlencoded"
+    multipart = b"multipart/form-data; boundary=b"
+    part = b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\ncut4@example.com\r\n'
+    cases = [
+        (b"POST /capture", b"", json_type, b'{"email": "cut1@example.com"}'),
+        (b"POST /capture", b"", form, b"email=cut2%40example.com&first_name=Ad"),
+        (b"POST /capture", b"", multipart, part + b"--b--\r\n"),
+        (b"POST /contacts", key, json_type, b'{"email": "cut5@example.com"}'),
+        (b"PATCH /contacts/" + contact["id"].encode(), key, json_type, b'{"stage": "customer"}'),
+    ]
+    with snapshots(fuzz_rex.database_url) as snapshot:
+        before = snapshot.take()
+        for request_line, extra, content_type, body in cases:
+            common = request_line + b" HTTP/1.1\r\nHost: x\r\nContent-Type: " + content_type
+            common += b"\r\n" + extra
+            # Declared longer than sent...
+            declared = common + f"Content-Length: {len(body) + 50}\r\n\r\n".encode()
+            assert _send_cut_short(fuzz_rex.url, declared, body) == b""
+            # ...and chunked, without the last (empty) chunk.
+            chunked = common + b"Transfer-Encoding: chunked\r\n\r\n"
+            chunk = f"{len(body):x}\r\n".encode() + body + b"\r\n"
+            assert _send_cut_short(fuzz_rex.url, chunked, chunk) == b""
+        # A complete request after them, so that they were handled before it was.
+        sentinel = httpx.post(f"{fuzz_rex.url}/capture", json={"email": "after@example.com"})
+        assert sentinel.status_code == 201
+        after = snapshot.take()
+    changed = {table for table in after if after[table] != before[table]}
+    assert changed == {"contacts", "events"}  # the sentinel's contact and event only
+    emails = [r.email for r in sql(fuzz_rex.database_url, "SELECT email FROM contacts")]
+    assert sorted(emails) == ["after@example.com", "kept@example.com"]
+    [row] = sql(fuzz_rex.database_url, "SELECT stage FROM contacts WHERE id = :i", i=contact["id"])
+    assert row.stage == "lead"

@@ -129,7 +129,8 @@ def _json_problem(body: bytes) -> str | None:
 class RequestGuardMiddleware:
     """413 for bodies over ``max_body_bytes``; 400 for a NUL character in the URL or JSON that
     is not UTF-8; 422 for a NUL character, a lone surrogate, a non-finite number or too deep
-    nesting in a JSON or form body."""
+    nesting in a JSON or form body; nothing at all (the app never runs) for a request whose
+    client disconnected before sending its whole body."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -152,12 +153,14 @@ class RequestGuardMiddleware:
             return
         chunks: list[bytes] = []
         size = 0
-        passthrough: list[Message] = []
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                passthrough.append(message)  # a disconnect: hand it on
-                break
+                # The client left before its body was complete (fewer bytes than its
+                # Content-Length, a chunked body without its last chunk). What arrived is not
+                # the request: handing it on as whole would act on half a form or half a JSON
+                # document. Nobody is left to answer.
+                return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -183,8 +186,6 @@ class RequestGuardMiddleware:
             if not delivered:
                 delivered = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            if passthrough:
-                return passthrough.pop(0)
             return await receive()
 
         await self.app(scope, replay, send)

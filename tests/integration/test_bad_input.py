@@ -345,3 +345,42 @@ def test_a_body_cut_short_by_a_disconnect_writes_nothing(fuzz_rex: RexServer) ->
     assert sorted(emails) == ["after@example.com", "kept@example.com"]
     [row] = sql(fuzz_rex.database_url, "SELECT stage FROM contacts WHERE id = :i", i=contact["id"])
     assert row.stage == "lead"
+
+
+# -- headers and URLs -------------------------------------------------------------------------
+
+
+def test_odd_bytes_in_headers_and_urls_never_answer_5xx(fuzz_rex: RexServer) -> None:
+    """Header values are Latin-1 on the wire: any byte from 0x80 up may come, and percent-escapes
+    in a Referer or a query decode to anything, NUL included."""
+    key = fuzz_rex.key.encode()
+    body = b'{"email": "hdr@example.com"}'
+    cases: list[tuple[str, str, dict[str, bytes]]] = [
+        ("GET", "/contacts", {"X-Api-Key": b"rex_sk_\xff\xfe\xed\xa0\x80" + b"a" * 30}),
+        ("GET", "/contacts", {"Authorization": b"Bearer \xff\xff"}),
+        ("POST", "/contacts", {"X-Api-Key": key, "Idempotency-Key": b"\xff\xed\xa0\x80"}),
+        ("POST", "/contacts", {"X-Api-Key": key, "Idempotency-Key": b"k" * 5000}),
+        ("POST", "/capture", {"Host": b"\xff\xfe.example.test"}),
+        ("POST", "/capture", {"Host": b"a" * 300 + b".example.test"}),
+        ("POST", "/capture", {"Origin": b"https://\xff\xfe"}),
+        ("POST", "/capture", {"Referer": b"https://a.test/?utm_source=\xff%ff%00&utm_medium=%00"}),
+        ("POST", "/capture", {"Referer": b"http://[::1/?utm_source=x"}),
+        ("POST", "/capture", {"Accept": b"\xff/\xff", "Accept-Language": b"\xff"}),
+        ("GET", "/contacts?cursor=%ff%fe&limit=1e400", {"X-Api-Key": key}),
+        ("GET", "/contacts?limit=99999999999999999999999", {"X-Api-Key": key}),
+        ("GET", "/events?since=9999-99-99&until=%ff&type=%ed%a0%80", {"X-Api-Key": key}),
+        ("GET", "/events?object_id=%00", {"X-Api-Key": key}),
+        ("GET", "/contacts/cont_%ed%a0%80", {"X-Api-Key": key}),
+        ("GET", "/deals/" + "a" * 5000, {"X-Api-Key": key}),
+        ("GET", "/deliveries?endpoint=%ed%a0%80&failed=%ff", {"X-Api-Key": key}),
+    ]
+    with (
+        httpx.Client(base_url=fuzz_rex.url, timeout=30) as client,
+        snapshots(fuzz_rex.database_url) as snapshot,
+    ):
+        check = Checker(client, snapshot)
+        for method, url, headers in cases:
+            content = body if method == "POST" else b""
+            check.send(method, url, content, JSON, headers)  # type: ignore[arg-type]
+    rows = sql(fuzz_rex.database_url, "SELECT first_touch FROM contacts")
+    assert all("\\u0000" not in str(r.first_touch) for r in rows)

@@ -221,3 +221,10 @@ async def test_a_multipart_body_cut_before_its_closing_boundary_is_refused(body:
         await parse_capture(body, headers, BodyKind.FORM)
     assert refused.value.status == 400
     assert "closing boundary" in refused.value.message
+
+
+def test_referer_attribution_skips_values_with_nul() -> None:
+    # PostgreSQL refused the NUL in first_touch: a 500 for any page whose URL had %00.
+    fields: dict[str, Any] = {}
+    attribution_from_referer(fields, "https://a.test/p?utm_source=x%00y&utm_medium=%ff")
+    assert fields == {"utm_medium": "\ufffd", "landing_page": "https://a.test/p"}

@@ -337,7 +337,12 @@ def attribution_from_referer(fields: dict[str, Any], referer: str | None) -> Non
         query = dict(parse_qsl(parts.query, max_num_fields=MAX_FORM_FIELDS))
     except ValueError:
         return
-    campaign = {key: query[key].strip() for key in CAMPAIGN_KEYS if query.get(key, "").strip()}
+    # A NUL (``%00``) cannot be stored by PostgreSQL: such a value is not attribution.
+    campaign = {
+        key: value
+        for key in CAMPAIGN_KEYS
+        if (value := query.get(key, "").strip()) and "\x00" not in value
+    }
     if not campaign or parts.scheme not in ("http", "https"):
         return
     nested = fields.get("metadata") if isinstance(fields.get("metadata"), dict) else {}

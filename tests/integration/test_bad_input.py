@@ -42,6 +42,7 @@ from tests.integration.bad_input import (
     bad_json_bodies,
     bad_multipart_bodies,
     bad_urlencoded_bodies,
+    encode,
     fragment_bodies,
     fuzz,
     named_whole_bodies,
@@ -384,3 +385,60 @@ def test_odd_bytes_in_headers_and_urls_never_answer_5xx(fuzz_rex: RexServer) -> 
             check.send(method, url, content, JSON, headers)  # type: ignore[arg-type]
     rows = sql(fuzz_rex.database_url, "SELECT first_touch FROM contacts")
     assert all("\\u0000" not in str(r.first_touch) for r in rows)
+
+
+# -- odd but valid input ----------------------------------------------------------------------
+
+ODD_BUT_VALID = "\u202eevil\u202c e\u0301 \U0001f600 \U0010fffd \ufeff\uffff \u00a0\u2028 \u0000"[
+    :-2
+]
+
+
+def test_repeated_keys_last_one_wins_and_odd_valid_values_read_back_exactly(
+    fuzz_rex: RexServer,
+) -> None:
+    """A key repeated in a JSON object: the last one wins (as in JSON.parse, Python, orjson),
+    on /capture and on the API alike. Numbers beyond 64 bits and odd but valid Unicode in
+    free-form metadata are stored and read back exactly, on SQLite and PostgreSQL."""
+    numbers = {"big": 2**64, "small": -(2**63) - 1, "tiny": 5e-324, "huge": 1.7976931348623157e308}
+    metadata = encode({**numbers, "text": ODD_BUT_VALID, ODD_BUT_VALID: "key"}, ascii=False)
+    capture = (
+        b'{"email": "first@example.com", "first_name": "First", "email": "second@example.com",'
+        b' "first_name": ' + encode(ODD_BUT_VALID) + b', "metadata": ' + metadata + b"}"
+    )
+    with fuzz_rex.client() as client:
+        captured = client.post("/capture", content=capture, headers={"Content-Type": JSON})
+        assert captured.status_code == 201, captured.text
+        created = client.post(
+            "/contacts",
+            content=b'{"email": "a@example.com", "email": "b@example.com", "phone": "1",'
+            b' "phone": null}',
+            headers={"Content-Type": JSON},
+        )
+        assert created.status_code == 201, created.text
+        deal = client.post("/deals", json={"name": "x", "currency": "EUR"}).json()["data"]
+        patched = client.patch(
+            f"/deals/{deal['id']}",
+            content=b'{"name": "a", "amount": 5, "name": "b", "amount": 7}',
+            headers={"Content-Type": JSON},
+        )
+        assert patched.status_code == 200, patched.text
+        contact = client.get(f"/contacts/{captured.json()['data']['id']}").json()["data"]
+        other = client.get(f"/contacts/{created.json()['data']['id']}").json()["data"]
+        deal = client.get(f"/deals/{deal['id']}").json()["data"]
+        [event] = client.get("/events", params={"object_id": contact["id"]}).json()["data"]
+    assert contact["email"] == "second@example.com"
+    assert contact["first_name"] == ODD_BUT_VALID.strip()
+    stored = contact["metadata"]
+    assert {k: v for k, v in stored.items() if k not in numbers} == {
+        "text": ODD_BUT_VALID,
+        ODD_BUT_VALID: "key",
+    }
+    assert (stored["big"], stored["small"]) == (2**64, -(2**63) - 1)  # exact, not floats
+    # The same numbers; PostgreSQL's JSONB may write them out in full (1.79e308 as 179...0).
+    assert float(stored["tiny"]) == 5e-324 and float(stored["huge"]) == numbers["huge"]
+    assert event["data"]["metadata"] == stored
+    assert (other["email"], other["phone"]) == ("b@example.com", None)
+    assert (deal["name"], deal["amount"]) == ("b", 7)
+    emails = {r.email for r in sql(fuzz_rex.database_url, "SELECT email FROM contacts")}
+    assert emails == {"second@example.com", "b@example.com"}

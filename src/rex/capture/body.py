@@ -16,6 +16,7 @@ with ``enctype``); tools post JSON. All three end up as the same dict, validated
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -112,10 +113,18 @@ async def parse_capture(body: bytes, headers: Headers, kind: BodyKind) -> Parsed
     return fields_from_form(pairs)
 
 
+# An integer literal of 19 digits or more may not fit in 64 bits.
+_LONG_INTEGER = re.compile(rb"\d{19}")
+
+
 def _parse_json(body: bytes) -> ParsedCapture:
+    # orjson turns integers beyond 64 bits into floats, silently changing the value
+    # (2**64 + 1 comes back as 1.8446744073709552e19); the standard library keeps them
+    # exact, as the rest of the API does.
+    parse = json.loads if _LONG_INTEGER.search(body) else orjson.loads
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        data = parse(body)
+    except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
         raise ApiError(400, "Request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise ApiError(422, "The body must be a JSON object with at least an email.")

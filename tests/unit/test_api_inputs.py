@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from rex.api.errors import ApiError
 from rex.api.idempotency import request_fingerprint
-from rex.api.limits import body_problem
+from rex.api.limits import body_problem, json_not_utf8
 from rex.api.pagination import decode_cursor, encode_cursor
 from rex.api.validation import IsoDate, Metadata, UtcTime
 
@@ -58,6 +58,28 @@ def test_unstorable_bodies() -> None:
     assert body_problem(very_deep, json_type) == "JSON is nested more than 32 levels deep."
     wide = b"[" + b",".join([b"[1]"] * 1000) + b"]"
     assert body_problem(wide, json_type) is None
+
+
+def test_lone_surrogates_other_json_types_and_other_encodings_are_refused() -> None:
+    json_type = "application/json"
+    # A lone surrogate anywhere made the event or the response unencodable (a 500).
+    lone = "Text fields cannot contain lone surrogates (\\ud800-\\udfff): send valid Unicode."
+    assert body_problem(b'{"metadata": {"x": "\\ud800"}}', json_type) == lone
+    assert body_problem(b'{"\\uDFFF": 1}', json_type) == lone
+    assert body_problem(b'{"a": "\\ud83d\\ude00"}', json_type) is None  # a pair is fine
+    # FastAPI parses every application/*+json body, whatever its parameters.
+    for media in ("application/x+json; charset=utf-8", "Application/JSON ; x=1", ""):
+        assert body_problem(b'{"a": "x\\u0000"}', media), media
+    assert body_problem(b'{"a": "x\\u0000"}', "text/plain") is None  # not parsed as JSON
+    # Python would decode UTF-16 and UTF-32 JSON, where the byte-level checks see nothing.
+    text = '{"a": "x\\u0000"}'
+    for codec in ("utf-16", "utf-16-le", "utf-32"):
+        assert json_not_utf8(text.encode(codec), json_type), codec
+    assert json_not_utf8(b'{"a": "\xff"}', "application/json; charset=latin-1")
+    assert json_not_utf8(b'{"a": "\xed\xa0\x80"}', json_type)  # an encoded surrogate
+    assert not json_not_utf8(text.encode(), json_type)
+    assert not json_not_utf8(b"\xef\xbb\xbf{}", json_type)  # a UTF-8 BOM is still UTF-8
+    assert not json_not_utf8(text.encode("utf-16"), "text/plain")  # the route says 422
 
 
 def test_metadata_must_be_storable() -> None:

@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from starlette.datastructures import Headers
 
 from rex.api.errors import ApiError
-from rex.capture.body import BodyKind, attribution_from_referer, body_kind, fields_from_form
+from rex.capture.body import (
+    BodyKind,
+    attribution_from_referer,
+    body_kind,
+    fields_from_form,
+    parse_capture,
+)
 from rex.capture.limits import MAX_METADATA_KEYS, check_metadata
 
 
@@ -161,3 +168,63 @@ def test_metadata_limits() -> None:
     with pytest.raises(ApiError, match="plain strings") as caught:
         check_metadata({"utm_source": {"nested": "x"}}, {})
     assert caught.value.field == "metadata.utm_source"
+
+
+def _multipart(*parts: tuple[bytes, bytes], charset: str = "") -> tuple[bytes, Headers]:
+    body = b"".join(
+        b'--b\r\nContent-Disposition: form-data; name="' + name + b'"\r\n\r\n' + value + b"\r\n"
+        for name, value in parts
+    )
+    content_type = "multipart/form-data; boundary=b" + (f"; charset={charset}" if charset else "")
+    return body + b"--b--\r\n", Headers({"content-type": content_type})
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        (b"\xff\xfe", 400),  # Starlette would have stored it as Latin-1: "\xff\xfe"
+        (b"\xed\xa0\x80", 400),  # an encoded surrogate
+        (b"a\x00b", 422),  # PostgreSQL cannot store it (it answered 500)
+    ],
+)
+async def test_multipart_text_must_be_valid_text_without_nul(value: bytes, status: int) -> None:
+    body, headers = _multipart((b"email", b"m@example.com"), (b"company", value))
+    with pytest.raises(ApiError) as refused:
+        await parse_capture(body, headers, BodyKind.FORM)
+    assert refused.value.status == status
+
+
+async def test_multipart_nul_in_a_field_name_and_a_declared_charset() -> None:
+    body, headers = _multipart((b"email", b"m@example.com"), (b"meta\x00data[x]", b"1"))
+    with pytest.raises(ApiError) as refused:
+        await parse_capture(body, headers, BodyKind.FORM)
+    assert refused.value.status == 422
+    latin = "Zoë".encode("latin-1")
+    body, headers = _multipart((b"email", b"m@example.com"), (b"company", latin), charset="latin-1")
+    parsed = await parse_capture(body, headers, BodyKind.FORM)
+    assert parsed.fields["company"] == "Zoë"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\nm@example.com\r\n',
+        b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\nm@example.com\r\n--b\r\n'
+        b'Content-Disposition: form-data; name="cv"; filename="a.txt"\r\n\r\nabc',
+    ],
+)
+async def test_a_multipart_body_cut_before_its_closing_boundary_is_refused(body: bytes) -> None:
+    # It was taken as a complete form (a lead from half a submission), and the temporary file
+    # of a part cut short was never closed (a ResourceWarning from the server).
+    headers = Headers({"content-type": "multipart/form-data; boundary=b"})
+    with pytest.raises(ApiError) as refused:
+        await parse_capture(body, headers, BodyKind.FORM)
+    assert refused.value.status == 400
+    assert "closing boundary" in refused.value.message
+
+
+def test_referer_attribution_skips_values_with_nul() -> None:
+    # PostgreSQL refused the NUL in first_touch: a 500 for any page whose URL had %00.
+    fields: dict[str, Any] = {}
+    attribution_from_referer(fields, "https://a.test/p?utm_source=x%00y&utm_medium=%ff")
+    assert fields == {"utm_medium": "\ufffd", "landing_page": "https://a.test/p"}

@@ -16,6 +16,7 @@ with ``enctype``); tools post JSON. All three end up as the same dict, validated
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from fastapi import Request
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from rex.api.errors import ApiError
@@ -112,10 +113,18 @@ async def parse_capture(body: bytes, headers: Headers, kind: BodyKind) -> Parsed
     return fields_from_form(pairs)
 
 
+# An integer literal of 19 digits or more may not fit in 64 bits.
+_LONG_INTEGER = re.compile(rb"\d{19}")
+
+
 def _parse_json(body: bytes) -> ParsedCapture:
+    # orjson turns integers beyond 64 bits into floats, silently changing the value
+    # (2**64 + 1 comes back as 1.8446744073709552e19); the standard library keeps them
+    # exact, as the rest of the API does.
+    parse = json.loads if _LONG_INTEGER.search(body) else orjson.loads
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        data = parse(body)
+    except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
         raise ApiError(400, "Request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise ApiError(422, "The body must be a JSON object with at least an email.")
@@ -142,11 +151,49 @@ def _urlencoded_pairs(body: bytes) -> list[tuple[str, str]]:
         ) from None
 
 
+class _StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser, stricter in two ways:
+
+    - a text part that is not valid in its charset (UTF-8 unless the Content-Type names
+      another) is refused: Starlette would decode it as Latin-1 and store mojibake
+      (``\\xff\\xfe`` as ``"ÿþ"``);
+    - a body that ends before its closing boundary (truncated) is refused: Starlette would
+      return the fields read so far as a whole form, and leave the temporary file of a part cut
+      short unclosed.
+    """
+
+    _complete = False
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset or "utf-8")
+            except (UnicodeDecodeError, LookupError):
+                name = part.field_name
+                raise MultiPartException(
+                    f"field {name!r} is not valid {self._charset or 'utf-8'} text."
+                ) from None
+        super().on_part_end()
+
+    def on_end(self) -> None:
+        self._complete = True  # python-multipart calls it at the closing boundary only
+        super().on_end()
+
+    async def parse(self) -> FormData:
+        form = await super().parse()
+        if not self._complete:
+            for file in self._files_to_close_on_error:
+                file.close()
+            raise MultiPartException("the body ends before its closing boundary (truncated?).")
+        return form
+
+
 async def _multipart_pairs(body: bytes, headers: Headers) -> list[tuple[str, str]]:
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
-    parser = MultiPartParser(
+    parser = _StrictMultiPartParser(
         headers, stream(), max_files=MAX_FORM_FIELDS, max_fields=MAX_FORM_FIELDS
     )
     try:
@@ -163,6 +210,10 @@ async def _multipart_pairs(body: bytes, headers: Headers) -> list[tuple[str, str
                         422, f"/capture does not accept file uploads (field {name!r}).", field=name
                     )
                 continue
+            if "\x00" in name or "\x00" in value:
+                # PostgreSQL cannot store NUL characters (the request guard refuses them in
+                # JSON and urlencoded bodies, before any parsing).
+                raise ApiError(422, "Text fields cannot contain NUL characters.", field=name)
             pairs.append((name, value))
     finally:
         await form.close()
@@ -295,7 +346,12 @@ def attribution_from_referer(fields: dict[str, Any], referer: str | None) -> Non
         query = dict(parse_qsl(parts.query, max_num_fields=MAX_FORM_FIELDS))
     except ValueError:
         return
-    campaign = {key: query[key].strip() for key in CAMPAIGN_KEYS if query.get(key, "").strip()}
+    # A NUL (``%00``) cannot be stored by PostgreSQL: such a value is not attribution.
+    campaign = {
+        key: value
+        for key in CAMPAIGN_KEYS
+        if (value := query.get(key, "").strip()) and "\x00" not in value
+    }
     if not campaign or parts.scheme not in ("http", "https"):
         return
     nested = fields.get("metadata") if isinstance(fields.get("metadata"), dict) else {}

@@ -142,6 +142,26 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str | N
     return 422, f"{field}: {message}" if field else message, field
 
 
+# PostgreSQL error classes that mean "the server cannot serve us now", not "bad request":
+# 08 connection exception (08003: the connection was closed mid-operation), 53 insufficient
+# resources (too many connections), 57P operator intervention (shutting down, starting up).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc``, the driver error it wraps, and their causes (asyncpg's error hides behind
+    SQLAlchemy's ``DBAPIError.orig`` and that one's ``__cause__``)."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending and len(seen) < 10:
+        current = pending.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return seen
+
+
 def _database_unavailable(exc: Exception) -> bool:
     if isinstance(exc, PoolTimeoutError | InterfaceError):
         return True
@@ -149,8 +169,15 @@ def _database_unavailable(exc: Exception) -> bool:
         return True
     if isinstance(exc, OperationalError):
         text = str(exc).lower()
-        return "locked" in text or "busy" in text or "connect" in text
-    return isinstance(exc, OSError | ConnectionError)
+        if "locked" in text or "busy" in text or "connect" in text:
+            return True
+    for cause in _causes(exc):
+        if isinstance(cause, OSError | ConnectionError):
+            return True
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+    return False
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:

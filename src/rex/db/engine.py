@@ -89,7 +89,10 @@ class Database:
                 async with conn.begin():
                     yield conn
             finally:
-                queued = conn.info.pop(QUEUED_FLAG, False)
+                # An invalidated connection (the database went away mid-transaction) must not
+                # be touched: reading its .info would try to reconnect outside the greenlet
+                # and replace the original error (a 503) with MissingGreenlet (a 500).
+                queued = not conn.invalidated and conn.info.pop(QUEUED_FLAG, False)
         if queued:
             for callback in self._queued_callbacks:
                 callback()

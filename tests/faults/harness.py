@@ -272,6 +272,8 @@ class CaptureLoad:
                 for _ in range(self.retries + 1):
                     outcome = self._post(client, email)
                     self._record(outcome)
+                    if outcome.status is None:
+                        time.sleep(0.2)  # the server is down: do not spin through emails
                     if outcome.status != 503 or self._stop.is_set():
                         break
                     delay = min(float(outcome.retry_after or 1), 5.0)

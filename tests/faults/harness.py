@@ -212,7 +212,8 @@ class Outcome:
     error: str | None = None
     retry_after: str | None = None
     body: Any = None
-    at: float = 0.0
+    at: float = 0.0  # time.monotonic() when the request was sent
+    done: float = 0.0  # ... and when its answer (or error) came
 
 
 @dataclass
@@ -286,7 +287,7 @@ class CaptureLoad:
         try:
             response = client.post(f"{self.url}/capture", json={"email": email})
         except httpx.HTTPError as exc:
-            return Outcome(email, None, error=type(exc).__name__, at=at)
+            return Outcome(email, None, error=type(exc).__name__, at=at, done=time.monotonic())
         try:
             body = response.json()
         except ValueError:
@@ -297,6 +298,7 @@ class CaptureLoad:
             retry_after=response.headers.get("Retry-After"),
             body=body,
             at=at,
+            done=time.monotonic(),
         )
 
     # -- results

@@ -153,7 +153,7 @@ def backlog_scenario(database_url: str, tmp_path: Path, *, events: int, hour: fl
 
 
 def test_subscriber_down_for_an_hour_drains_its_backlog(tmp_path: Path) -> None:
-    backlog_scenario(f"sqlite:///{tmp_path}/rex.db", tmp_path, events=1000, hour=10)
+    backlog_scenario(f"sqlite:///{tmp_path}/rex.db", tmp_path, events=600, hour=10)
 
 
 @pytest.mark.long

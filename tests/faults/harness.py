@@ -375,6 +375,12 @@ def assert_lead_promise(
         "stored": len(stored),
         # Stored without an acknowledgement: cut off after the commit, before the answer.
         "stored_unacknowledged": len(set(stored) - acknowledged),
+        # Answered 503, yet committed: the retry found the contact (200, not 201). A COMMIT
+        # cut off by the outage has an unknown outcome; the 503 message says so.
+        "committed_behind_503": len(
+            {o.email for o in load.outcomes if o.status == 503}
+            & {o.email for o in load.outcomes if o.status == 200}
+        ),
         "delivered": len(received),
         "duplicates": sum(n - 1 for n in received.values()),
     }

@@ -76,7 +76,11 @@ _ERROR_EXAMPLES: dict[int, tuple[str, str, str | None]] = {
     409: ("conflict", "This Idempotency-Key was used with a different request.", None),
     413: ("payload_too_large", "Request body is larger than 1048576 bytes.", None),
     422: ("invalid_request", "amount: Input should be greater than or equal to 0", "amount"),
-    503: ("service_unavailable", "The database is unavailable; nothing was written.", None),
+    503: (
+        "service_unavailable",
+        "The database is unavailable; the request may not have been applied.",
+        None,
+    ),
 }
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -226,9 +230,12 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         if _database_unavailable(exc):
             log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+            # Not "nothing was written": a connection lost during COMMIT leaves the outcome
+            # unknown (the PostgreSQL restart fault test saw such a write committed).
             return error_response(
                 503,
-                "The database is unavailable; nothing was written. Retry shortly.",
+                "The database is unavailable; the request may not have been applied. Retry "
+                "after Retry-After (with the same Idempotency-Key, if you sent one).",
                 headers={"Retry-After": "2"},
             )
         log.exception("unhandled_error", path=request.url.path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.faults.harness import (
@@ -30,6 +31,31 @@ from tests.receiver import Receiver
 from tests.support import api_key, wait_until
 
 
+def outage_api_calls(url: str, key: str, idempotency_key: str) -> list[tuple[str, int, str | None]]:
+    """A read, an idempotent write and the health check, while the database is down."""
+    answers = []
+    with httpx.Client(base_url=url, headers={"X-Api-Key": key}, timeout=30) as client:
+        for method, path, kwargs in [
+            ("GET", "/contacts?limit=5", {}),
+            (
+                "POST",
+                "/contacts",
+                {
+                    "json": {"email": f"{idempotency_key}@example.com"},
+                    "headers": {"Idempotency-Key": idempotency_key},
+                },
+            ),
+            ("GET", "/healthz", {}),
+        ]:
+            response = client.request(method, path, **kwargs)
+            if response.status_code != 503 or path != "/healthz":
+                assert set(response.json()["error"]) >= {"type", "message"}, response.text
+            answers.append(
+                (f"{method} {path}", response.status_code, response.headers.get("Retry-After"))
+            )
+    return answers
+
+
 def postgres_restart_scenario(
     cluster: PrivatePostgres, tmp_path: Path, *, total: int, outages: int, outage_seconds: float
 ) -> None:
@@ -43,6 +69,7 @@ def postgres_restart_scenario(
         load = CaptureLoad(api.url, total=total, clients=4, max_seconds=60 + 30 * outages)
         load.start()
         api_recovery, delivery_recovery = [], []
+        api_answers: list[tuple[str, int, str | None]] = []
         try:
             for n in range(outages):
                 # Mid-load: part of the leads are in, the rest are still coming.
@@ -51,7 +78,9 @@ def postgres_restart_scenario(
                     timeout=60,
                 )
                 cluster.stop("immediate")
-                time.sleep(outage_seconds)
+                outage_ends = time.monotonic() + outage_seconds
+                api_answers += outage_api_calls(api.url, key, idempotency_key=f"outage-{n}")
+                time.sleep(max(0.0, outage_ends - time.monotonic()))
                 cluster.start()
                 started, started_wall = time.monotonic(), time.time()
                 ok_after = wait_until(
@@ -70,11 +99,25 @@ def postgres_restart_scenario(
                 delivery_recovery.append(round(min(delivered_after) - started_wall, 2))
         finally:
             load.join()
+        # The write refused during each outage, retried with its Idempotency-Key, applies once.
+        with httpx.Client(base_url=api.url, headers={"X-Api-Key": key}, timeout=30) as client:
+            for n in range(outages):
+                retried = client.post(
+                    "/contacts",
+                    json={"email": f"outage-{n}@example.com"},
+                    headers={"Idempotency-Key": f"outage-{n}"},
+                )
+                assert retried.status_code == 201, retried.text
         wait_all_delivered(cluster.url, timeout=90)
         assert api.alive() and worker.alive(), "a Rex process died with the database"
         requests = receiver.requests
 
     statuses = load.statuses()
+    # The authenticated API during the outage: 503 + Retry-After for reads and writes, and
+    # /healthz says unavailable.
+    for what, status, retry_after in api_answers:
+        assert status == 503, (what, status)
+        assert what == "GET /healthz" or retry_after is not None, what
     assert_clean_errors(load, allowed={503})
     no_answer = [o for o in load.outcomes if o.status is None]
     assert not no_answer, f"requests without an answer (hung or dropped): {no_answer[:5]}"
@@ -88,6 +131,7 @@ def postgres_restart_scenario(
         outage_s=outage_seconds,
         **figures,
         answers=dict(statuses),
+        api_during_outage=sorted({f"{w} {c}" for w, c, _ in api_answers}),
         api_recovery_s=api_recovery,
         delivery_recovery_s=delivery_recovery,
     )

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("rex.api")
 
@@ -219,24 +220,66 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, IntegrityError):
-            # A constraint caught what a check-then-write lost to a concurrent request (two
-            # POST /contacts with one email at once): the transaction rolled back.
-            log.info("integrity_conflict", path=request.url.path, error=str(exc.orig)[:200])
-            return error_response(
-                409,
-                "This conflicts with a concurrent change (e.g. a duplicate); nothing was "
-                "written. Read the current state and retry.",
-            )
-        if _database_unavailable(exc):
-            log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
-            # Not "nothing was written": a connection lost during COMMIT leaves the outcome
-            # unknown (the PostgreSQL restart fault test saw such a write committed).
-            return error_response(
-                503,
-                "The database is unavailable; the request may not have been applied. Retry "
-                "after Retry-After (with the same Idempotency-Key, if you sent one).",
-                headers={"Retry-After": "2"},
-            )
+        known = database_error_response(exc, request.url.path)
+        if known is not None:
+            return known
         log.exception("unhandled_error", path=request.url.path)
         return error_response(500, "Internal error; nothing was written.", type="internal_error")
+
+
+def database_error_response(exc: Exception, path: str) -> JSONResponse | None:
+    """The answer to a database error that is not a bug: a 409 for a constraint that caught a
+    concurrent change, a 503 for an unavailable database; None for anything else."""
+    if isinstance(exc, IntegrityError):
+        # A constraint caught what a check-then-write lost to a concurrent request (two
+        # POST /contacts with one email at once): the transaction rolled back.
+        log.info("integrity_conflict", path=path, error=str(exc.orig)[:200])
+        return error_response(
+            409,
+            "This conflicts with a concurrent change (e.g. a duplicate); nothing was "
+            "written. Read the current state and retry.",
+        )
+    if _database_unavailable(exc):
+        log.warning("database_unavailable", path=path, error=type(exc).__name__)
+        # Not "nothing was written": a connection lost during COMMIT leaves the outcome
+        # unknown (the PostgreSQL restart fault test saw such a write committed).
+        return error_response(
+            503,
+            "The database is unavailable; the request may not have been applied. Retry "
+            "after Retry-After (with the same Idempotency-Key, if you sent one).",
+            headers={"Retry-After": "2"},
+        )
+    return None
+
+
+class DatabaseErrorsMiddleware:
+    """Answers database outages and conflicts raised anywhere below it (routes and the
+    idempotency middleware alike) with ``database_error_response``.
+
+    Without it they reach the app-wide ``Exception`` handler, which Starlette runs in its
+    outermost ``ServerErrorMiddleware``: that one re-raises after answering, and uvicorn
+    then closes the connection, so a keep-alive client's next request on it is reset
+    (found by tests/faults/test_postgres_restart.py). It also keeps a traceback per 503
+    out of the logs during an outage."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as exc:
+            response = None if started else database_error_response(exc, scope["path"])
+            if response is None:
+                raise
+            await response(scope, receive, send)

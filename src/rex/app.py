@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from rex._version import __version__
 from rex.api.client_ip import ProxyTrust
-from rex.api.errors import install_error_handlers
+from rex.api.errors import DatabaseErrorsMiddleware, install_error_handlers
 from rex.api.idempotency import IdempotencyMiddleware
 from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
@@ -124,9 +124,10 @@ def create_app(
     # to shut down (see `rex serve`), so open streams do not hold the shutdown up.
     app.state.listen_hub = ListenHub()
     install_error_handlers(app)
-    # Outermost first: the guard bounds and checks the body before idempotency buffers it.
+    # Innermost first: the guard bounds and checks the body before idempotency buffers it.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(DatabaseErrorsMiddleware)  # answers outages without dropping connections
     app.include_router(capture_router)
     app.include_router(contacts_router)
     app.include_router(deals_router)

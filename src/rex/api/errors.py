@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("rex.api")
 
@@ -76,7 +77,11 @@ _ERROR_EXAMPLES: dict[int, tuple[str, str, str | None]] = {
     409: ("conflict", "This Idempotency-Key was used with a different request.", None),
     413: ("payload_too_large", "Request body is larger than 1048576 bytes.", None),
     422: ("invalid_request", "amount: Input should be greater than or equal to 0", "amount"),
-    503: ("service_unavailable", "The database is unavailable; nothing was written.", None),
+    503: (
+        "service_unavailable",
+        "The database is unavailable; the request may not have been applied.",
+        None,
+    ),
 }
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -142,6 +147,26 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str | N
     return 422, f"{field}: {message}" if field else message, field
 
 
+# PostgreSQL error classes that mean "the server cannot serve us now", not "bad request":
+# 08 connection exception (08003: the connection was closed mid-operation), 53 insufficient
+# resources (too many connections), 57P operator intervention (shutting down, starting up).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc``, the driver error it wraps, and their causes (asyncpg's error hides behind
+    SQLAlchemy's ``DBAPIError.orig`` and that one's ``__cause__``)."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending and len(seen) < 10:
+        current = pending.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return seen
+
+
 def _database_unavailable(exc: Exception) -> bool:
     if isinstance(exc, PoolTimeoutError | InterfaceError):
         return True
@@ -149,8 +174,15 @@ def _database_unavailable(exc: Exception) -> bool:
         return True
     if isinstance(exc, OperationalError):
         text = str(exc).lower()
-        return "locked" in text or "busy" in text or "connect" in text
-    return isinstance(exc, OSError | ConnectionError)
+        if "locked" in text or "busy" in text or "connect" in text:
+            return True
+    for cause in _causes(exc):
+        if isinstance(cause, OSError | ConnectionError):
+            return True
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+    return False
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -188,21 +220,66 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, IntegrityError):
-            # A constraint caught what a check-then-write lost to a concurrent request (two
-            # POST /contacts with one email at once): the transaction rolled back.
-            log.info("integrity_conflict", path=request.url.path, error=str(exc.orig)[:200])
-            return error_response(
-                409,
-                "This conflicts with a concurrent change (e.g. a duplicate); nothing was "
-                "written. Read the current state and retry.",
-            )
-        if _database_unavailable(exc):
-            log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
-            return error_response(
-                503,
-                "The database is unavailable; nothing was written. Retry shortly.",
-                headers={"Retry-After": "2"},
-            )
+        known = database_error_response(exc, request.url.path)
+        if known is not None:
+            return known
         log.exception("unhandled_error", path=request.url.path)
         return error_response(500, "Internal error; nothing was written.", type="internal_error")
+
+
+def database_error_response(exc: Exception, path: str) -> JSONResponse | None:
+    """The answer to a database error that is not a bug: a 409 for a constraint that caught a
+    concurrent change, a 503 for an unavailable database; None for anything else."""
+    if isinstance(exc, IntegrityError):
+        # A constraint caught what a check-then-write lost to a concurrent request (two
+        # POST /contacts with one email at once): the transaction rolled back.
+        log.info("integrity_conflict", path=path, error=str(exc.orig)[:200])
+        return error_response(
+            409,
+            "This conflicts with a concurrent change (e.g. a duplicate); nothing was "
+            "written. Read the current state and retry.",
+        )
+    if _database_unavailable(exc):
+        log.warning("database_unavailable", path=path, error=type(exc).__name__)
+        # Not "nothing was written": a connection lost during COMMIT leaves the outcome
+        # unknown (the PostgreSQL restart fault test saw such a write committed).
+        return error_response(
+            503,
+            "The database is unavailable; the request may not have been applied. Retry "
+            "after Retry-After (with the same Idempotency-Key, if you sent one).",
+            headers={"Retry-After": "2"},
+        )
+    return None
+
+
+class DatabaseErrorsMiddleware:
+    """Answers database outages and conflicts raised anywhere below it (routes and the
+    idempotency middleware alike) with ``database_error_response``.
+
+    Without it they reach the app-wide ``Exception`` handler, which Starlette runs in its
+    outermost ``ServerErrorMiddleware``: that one re-raises after answering, and uvicorn
+    then closes the connection, so a keep-alive client's next request on it is reset
+    (found by tests/faults/test_postgres_restart.py). It also keeps a traceback per 503
+    out of the logs during an outage."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as exc:
+            response = None if started else database_error_response(exc, scope["path"])
+            if response is None:
+                raise
+            await response(scope, receive, send)

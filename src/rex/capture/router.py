@@ -106,7 +106,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
     503: _error(
         "Database unavailable; retry after the Retry-After delay",
-        ("service_unavailable", "The database is unavailable; nothing was written.", None),
+        (
+            "service_unavailable",
+            "The database is unavailable; the request may not have been applied.",
+            None,
+        ),
     ),
 }
 

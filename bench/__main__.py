@@ -54,6 +54,7 @@ def _backlog(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
         "backend": args.backend,
         "events": args.events,
         "workers": args.workers,
+        "endpoint_concurrency": args.endpoint_concurrency,
         "drain_timeout": args.drain_timeout,
         "postgres_url": args.postgres_url,
     }
@@ -117,23 +118,25 @@ def main() -> None:
         command.add_argument("--drain-timeout", type=float, default=300.0)
         command.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
         command.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    for command in (run, every):
-        command.add_argument("--duration", type=float, default=20.0)
-        command.add_argument("--connections", type=int, default=64)
-        command.add_argument("--fanout", type=int, default=1, help="endpoints subscribed")
+    for command in (run, backlog, every):
         command.add_argument(
             "--endpoint-concurrency",
             type=int,
             default=None,
             help="max_concurrency of each endpoint (default: Rex's default)",
         )
+    for command in (run, every):
+        command.add_argument("--duration", type=float, default=20.0)
+        command.add_argument("--connections", type=int, default=64)
+        command.add_argument("--fanout", type=int, default=1, help="endpoints subscribed")
         command.add_argument("--skip-ceilings", action="store_true")
     group = run.add_mutually_exclusive_group()
     group.add_argument("--rate", type=float, default=None, help="open-loop captures per second")
     group.add_argument("--max", action="store_true", help="closed loop, as fast as it goes")
     every.add_argument("--rate", type=float, default=1000.0, help="rate of the latency run")
     every.set_defaults(max=False)
-    backlog.add_argument("--events", type=int, default=100_000)
+    for command in (backlog, every):
+        command.add_argument("--events", type=int, default=100_000, help="backlog size")
     args = parser.parse_args()
     if args.command == "run":
         if args.rate is None:

@@ -56,7 +56,13 @@ async def seed_backlog(database_url: str, endpoint_count: int, events: int) -> f
 
 
 async def run_backlog(
-    *, backend: str, events: int, workers: int, drain_timeout: float, postgres_url: str
+    *,
+    backend: str,
+    events: int,
+    workers: int,
+    endpoint_concurrency: int | None,
+    drain_timeout: float,
+    postgres_url: str,
 ) -> dict[str, Any]:
     setup = Setup(backend, postgres_url)
     report: dict[str, Any] = {
@@ -64,6 +70,7 @@ async def run_backlog(
         "backend": backend,
         "events": events,
         "workers": workers if backend == "postgres" else 0,
+        "endpoint_concurrency": endpoint_concurrency,
         "machine": os.uname().nodename,
         "cores": os.cpu_count(),
     }
@@ -72,7 +79,7 @@ async def run_backlog(
         setup.create_key()
         # An API process without a worker, for the subscription; nothing delivers yet.
         setup.start_rex(workers=0, embedded_worker=False)
-        await setup.subscribe(1)
+        await setup.subscribe(1, max_concurrency=endpoint_concurrency)
         setup.procs.stop(setup.rex.pop("serve"))
         seeded_in = await seed_backlog(setup.env["REX_DATABASE_URL"], 1, events)
         on_postgres = backend == "postgres"

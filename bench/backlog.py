@@ -4,11 +4,10 @@ reports how fast the backlog drains and whether memory grows while it does."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
-from bench.procs import Setup, peak_rss_mib
+from bench.procs import Setup
 from bench.run import receiver_stats, sample_rss
 
 SEED_BATCH = 1000
@@ -65,15 +64,12 @@ async def run_backlog(
     postgres_url: str,
 ) -> dict[str, Any]:
     setup = Setup(backend, postgres_url)
-    report: dict[str, Any] = {
-        "kind": "backlog",
-        "backend": backend,
-        "events": events,
-        "workers": workers if backend == "postgres" else 0,
-        "endpoint_concurrency": endpoint_concurrency,
-        "machine": os.uname().nodename,
-        "cores": os.cpu_count(),
-    }
+    report = setup.describe(
+        "backlog",
+        events=events,
+        workers=workers if backend == "postgres" else 0,
+        endpoint_concurrency=endpoint_concurrency,
+    )
     try:
         setup.start_receiver()
         setup.create_key()
@@ -110,9 +106,7 @@ async def run_backlog(
             "drain_seconds": round(drained_in, 1),
             "deliveries_per_s": round(count / max(drained_in, 1e-9), 1),
             "left": max(0, events - count),
-            "peak_rss_mib": {
-                name: round(peak_rss_mib(p.pid) or 0, 1) for name, p in setup.rex.items()
-            },
+            "peak_rss_mib": setup.peak_rss(),
             "rss_growth_mib": rss_growth,
         }
         report["series"] = {"progress": progress, "rss_mib": rss}

@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -172,6 +173,20 @@ class Setup:
                     async with session.patch(url, json={"enabled": False}) as response:
                         assert response.status == 200, await response.text()
         return ids
+
+    def describe(self, kind: str, **figures: Any) -> dict[str, Any]:
+        """The head of a report: what ran, where."""
+        return {
+            "kind": kind,
+            "backend": self.backend,
+            **figures,
+            "machine": os.uname().nodename,
+            "cores": os.cpu_count(),
+        }
+
+    def peak_rss(self) -> dict[str, float]:
+        """The most memory each Rex process has held, in MiB."""
+        return {name: round(peak_rss_mib(p.pid) or 0, 1) for name, p in self.rex.items()}
 
     def close(self) -> None:
         self.procs.stop_all()

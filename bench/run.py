@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ import aiohttp
 
 from bench.ceilings import measure_ceilings
 from bench.load import generate_load
-from bench.procs import Setup, peak_rss_mib, rss_mib
+from bench.procs import Setup, rss_mib
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -54,18 +53,15 @@ async def run_benchmark(
     postgres_url: str,
 ) -> dict[str, Any]:
     setup = Setup(backend, postgres_url)
-    report: dict[str, Any] = {
-        "kind": "load",
-        "backend": backend,
-        "duration": duration,
-        "rate": rate,
-        "connections": connections,
-        "workers": workers if backend == "postgres" else 0,
-        "fanout": fanout,
-        "endpoint_concurrency": endpoint_concurrency,
-        "machine": os.uname().nodename,
-        "cores": os.cpu_count(),
-    }
+    report = setup.describe(
+        "load",
+        duration=duration,
+        rate=rate,
+        connections=connections,
+        workers=workers if backend == "postgres" else 0,
+        fanout=fanout,
+        endpoint_concurrency=endpoint_concurrency,
+    )
     try:
         setup.start_receiver()
         setup.create_key()
@@ -118,9 +114,7 @@ async def run_benchmark(
             },
             "errors": load.errors,
             "statuses": load.statuses,
-            "peak_rss_mib": {
-                name: round(peak_rss_mib(p.pid) or 0, 1) for name, p in setup.rex.items()
-            },
+            "peak_rss_mib": setup.peak_rss(),
         }
         report["series"] = {
             "latencies_ms": latencies,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -173,6 +174,39 @@ class Setup:
                     async with session.patch(url, json={"enabled": False}) as response:
                         assert response.status == 200, await response.text()
         return ids
+
+    async def warm_up(self, workers: int, fanout: int, timeout: float = 60.0) -> int:
+        """Wait until Rex is ready to deliver: every ``rex worker`` listening (PostgreSQL),
+        then one capture delivered to every endpoint. Returns the receiver's count after it,
+        which the measured run subtracts."""
+        deadline = time.monotonic() + timeout
+        if workers:
+            query = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE 'LISTEN%'"
+            )
+            while time.monotonic() < deadline:
+                listening = subprocess.run(
+                    ["psql", self.env["REX_DATABASE_URL"], "-Atc", query],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.strip()
+                if int(listening or 0) >= workers:
+                    break
+                await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as session:
+            body = {"email": f"warm-up-{uuid.uuid4().hex[:8]}@example.com"}
+            async with session.post(f"{self.rex_url}/capture", json=body) as response:
+                assert response.status == 201, await response.text()
+            count = 0
+            while time.monotonic() < deadline:
+                async with session.get(f"{self.receiver_url}/count") as response:
+                    count = (await response.json(content_type=None))["count"]
+                if count >= fanout:
+                    return int(count)
+                await asyncio.sleep(0.05)
+        raise RuntimeError("Rex did not deliver the warm-up capture in time")
 
     def describe(self, kind: str, **figures: Any) -> dict[str, Any]:
         """The head of a report: what ran, where."""

@@ -68,6 +68,8 @@ async def run_benchmark(
         on_postgres = backend == "postgres"
         setup.start_rex(workers=workers if on_postgres else 0, embedded_worker=not on_postgres)
         await setup.subscribe(fanout, max_concurrency=endpoint_concurrency)
+        # Not timed: until Rex has delivered once (workers up, connections open).
+        baseline = await setup.warm_up(workers if on_postgres else 0, fanout)
         rss: dict[str, list[float]] = {}
         stop_sampling = asyncio.Event()
         sampler = asyncio.create_task(sample_rss(setup, rss, stop_sampling))
@@ -75,16 +77,18 @@ async def run_benchmark(
             f"{setup.rex_url}/capture", duration=duration, rate=rate, connections=connections
         )
         at_end = await receiver_stats(setup.receiver_url, "count")
+        at_end["count"] -= baseline
         expected = load.accepted * fanout
         drain_started = time.monotonic()
         count = at_end["count"]
         while count < expected and time.monotonic() - drain_started < drain_timeout:
             await asyncio.sleep(0.25)
-            count = (await receiver_stats(setup.receiver_url, "count"))["count"]
+            count = (await receiver_stats(setup.receiver_url, "count"))["count"] - baseline
         drained_in = time.monotonic() - drain_started
         stop_sampling.set()
         await sampler
         stats = await receiver_stats(setup.receiver_url)
+        stats["count"] -= baseline
         latencies = [
             (stats["arrivals"][email] - sent) * 1000
             for email, sent in load.sent.items()

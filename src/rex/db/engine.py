@@ -131,6 +131,8 @@ class Database:
             return await work(conn)
 
     def _after_group_commit(self, conn: AsyncConnection, committed: bool) -> None:
+        if conn.invalidated:  # its `info` would reconnect; nothing it queued was committed
+            return
         if conn.info.pop(QUEUED_FLAG, False) and committed:
             self._deliveries_queued()
 

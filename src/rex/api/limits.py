@@ -16,6 +16,7 @@ checks below cannot see into.
 from __future__ import annotations
 
 import email.message
+import functools
 import json
 import math
 import re
@@ -71,6 +72,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+@functools.lru_cache(maxsize=256)  # on every request: a handful of distinct values
 def _json_media(content_type: str) -> bool:
     """Whether FastAPI parses a body with this ``Content-Type`` as JSON (its own test)."""
     message = email.message.Message()

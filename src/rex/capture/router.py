@@ -12,7 +12,6 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.api.client_ip import ProxyTrust, rate_limit_key
 from rex.api.deps import DbDep, SettingsDep
@@ -129,38 +128,18 @@ def _host_slug(host: str | None, settings: Settings) -> str | None:
     return ""
 
 
-async def cached_workspace(request: Request, db: Database, settings: Settings) -> Workspace | None:
-    """``find_workspace`` through the app's ``WorkspaceCache`` (the hot path of a capture)."""
-    host = request.headers.get("host")
-    slug = _host_slug(host, settings)
+async def find_workspace(request: Request, db: Database, settings: Settings) -> Workspace | None:
+    """The workspace a capture on this request's host lands in, or ``None`` if there is none.
+
+    ``acme.<REX_BASE_DOMAIN>`` is workspace ``acme``; any other host is the default workspace
+    of a single-workspace install. Nothing in the body can choose another workspace. Read
+    through the app's ``WorkspaceCache``: every capture and preflight needs it first.
+    """
+    slug = _host_slug(request.headers.get("host"), settings)
     if slug is None:
         return None
     cache: workspaces.WorkspaceCache = request.app.state.workspace_cache
     return await cache.get(db.read, slug or workspaces.DEFAULT_SLUG)
-
-
-async def find_workspace(
-    conn: AsyncConnection, host: str | None, settings: Settings
-) -> Workspace | None:
-    """The workspace a capture on ``host`` lands in, or ``None`` if there is none.
-
-    ``acme.<REX_BASE_DOMAIN>`` is workspace ``acme``; any other host is the default workspace
-    of a single-workspace install. Nothing in the body can choose another workspace.
-    """
-    slug = _host_slug(host, settings)
-    if slug is None:
-        return None
-    return await workspaces.get_by_slug(conn, slug or workspaces.DEFAULT_SLUG)
-
-
-async def resolve_workspace(
-    conn: AsyncConnection, host: str | None, settings: Settings
-) -> Workspace:
-    """Like ``find_workspace``, but a 404 ``ApiError`` when there is none."""
-    workspace = await find_workspace(conn, host, settings)
-    if workspace is None:
-        raise _no_workspace(host)
-    return workspace
 
 
 def _no_workspace(host: str | None) -> ApiError:
@@ -256,7 +235,7 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
     browser = media in _FORM_TYPES and wants_html(accept)
     workspace: Workspace | None = None
     try:
-        workspace = await cached_workspace(request, db, settings)
+        workspace = await find_workspace(request, db, settings)
         # Per-IP first, before anything costs more than a dictionary lookup.
         _check_rate_limits(request, settings, workspace, rate_limit_key(address))
         if workspace is None:
@@ -297,8 +276,7 @@ async def capture_preflight(request: Request, db: DbDep, settings: SettingsDep) 
     """CORS preflight: allowed for the workspace's ``allowed_origins`` only."""
     origin = request.headers.get("origin")
     method = request.headers.get("access-control-request-method")
-    async with db.read() as conn:
-        workspace = await find_workspace(conn, request.headers.get("host"), settings)
+    workspace = await find_workspace(request, db, settings)
     if workspace is None:
         exc = _no_workspace(request.headers.get("host"))
         return error_response(exc.status, exc.message, headers={"Vary": "Origin"})

@@ -96,16 +96,15 @@ class Database:
         self._queued_callbacks.append(callback)
 
     @asynccontextmanager
-    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed when the block exits normally, rolled back otherwise.
 
         Returns only once the work is durable. On SQLite the work may share its commit with
         other requests of this process (see ``group_commit``), each one isolated by a
-        savepoint, so its outcome is exactly as if it had committed alone; ``urgent`` work
-        goes before the requests waiting there (the delivery worker's).
+        savepoint, so its outcome is exactly as if it had committed alone.
         """
         if self._committer is not None:
-            async with self._committer.unit(urgent=urgent) as conn:
+            async with self._committer.unit() as conn:
                 yield conn
             return
         async with self.engine.connect() as conn:
@@ -123,7 +122,8 @@ class Database:
         """``work(conn)`` in a write transaction; its result once committed.
 
         The same guarantees as ``transaction()``; on SQLite the committer calls ``work``
-        itself, which is the cheapest way into a shared commit (the hot paths use it).
+        itself, which is the cheapest way into a shared commit (the hot paths use it), and
+        ``urgent`` work goes before the requests waiting there (the delivery worker's).
         """
         if self._committer is not None:
             return await self._committer.run(work, urgent=urgent)

@@ -94,23 +94,22 @@ class Committer:
         """
         loop = asyncio.get_running_loop()
         unit = _Unit(committed=loop.create_future(), urgent=urgent, work=work)
-        self._enqueue(loop, unit, urgent)
+        self._enqueue(loop, unit)
         # Shielded: a caller that goes away does not undo work that is already in a batch.
         result: T = await asyncio.shield(unit.committed)
         return result
 
     @asynccontextmanager
-    async def unit(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def unit(self) -> AsyncIterator[AsyncConnection]:
         """A block of the caller's inside a shared transaction; exits once committed."""
         loop = asyncio.get_running_loop()
         unit = _Unit(
             committed=loop.create_future(),
-            urgent=urgent,
             granted=loop.create_future(),
             finished=loop.create_future(),
         )
         assert unit.granted is not None and unit.finished is not None
-        self._enqueue(loop, unit, urgent)
+        self._enqueue(loop, unit)
         try:
             conn = await unit.granted
         except asyncio.CancelledError:
@@ -143,13 +142,13 @@ class Committer:
         unit.finished.set_result(True)
         await asyncio.shield(unit.committed)
 
-    def _enqueue(self, loop: asyncio.AbstractEventLoop, unit: _Unit, urgent: bool) -> None:
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, unit: _Unit) -> None:
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._queue = collections.deque()
             self._arrived = asyncio.Event()
             self._idle = asyncio.Event()
             self._task = loop.create_task(self._serve(), name="rex-group-commit")
-        if urgent:
+        if unit.urgent:
             self._queue.appendleft(unit)
         else:
             self._queue.append(unit)

@@ -105,7 +105,7 @@ class DeliveryWorker:
         try:
             while not stop.is_set():
                 started = time.monotonic()
-                wait = await self._claim_and_dispatch()
+                wait = await self._cycle(claim=True)
                 # Wake-ups come with every commit that queues a delivery (hundreds a second
                 # under load, to every worker): gather what arrives within a few
                 # milliseconds into one cycle rather than run a cycle for each.
@@ -134,13 +134,10 @@ class DeliveryWorker:
             await self._cycle(claim=False)
             log.info("worker_stopped", worker=self.worker_id)
 
-    async def _claim_and_dispatch(self) -> float:
-        """One cycle; return how long to idle before the next (a finishing attempt or a
-        commit that queued deliveries wakes the worker sooner)."""
-        return await self._cycle(claim=True)
-
     async def _cycle(self, *, claim: bool) -> float:
-        """Record the finished attempts, claim what fits and start sending it."""
+        """Record the finished attempts, claim what fits and start sending it; return how
+        long to idle before the next cycle (a finishing attempt or a commit that queued
+        deliveries wakes the worker sooner)."""
         free = self.concurrency - len(self._in_flight) if claim else 0
         finished, self._finished = self._finished, []
         if free <= 0 and not finished:

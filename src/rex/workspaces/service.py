@@ -7,6 +7,8 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -83,7 +85,9 @@ class WorkspaceCache:
         self._entries: dict[str, tuple[float, Workspace]] = {}
         self._refreshing: set[str] = set()
 
-    async def get(self, conn_factory: Any, slug: str) -> Workspace | None:
+    async def get(
+        self, conn_factory: Callable[[], AbstractAsyncContextManager[AsyncConnection]], slug: str
+    ) -> Workspace | None:
         """The workspace ``slug``; ``conn_factory()`` opens a read when it must be fetched."""
         entry = self._entries.get(slug)
         now = time.monotonic()

@@ -236,6 +236,7 @@ class CaptureLoad:
     _next: int = 0
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _finish: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> CaptureLoad:
         self._deadline = time.monotonic() + self.max_seconds
@@ -249,6 +250,11 @@ class CaptureLoad:
         self._stop.set()
         self.join()
 
+    def finish(self) -> None:
+        """Take no new email, but let the clients finish (and retry) the ones they hold."""
+        self._finish.set()
+        self.join()
+
     def join(self) -> None:
         for thread in self._threads:
             thread.join(self.max_seconds + self.timeout + 5)
@@ -256,7 +262,9 @@ class CaptureLoad:
 
     def _take(self) -> str | None:
         with self._lock:
-            if self._stop.is_set() or time.monotonic() > self._deadline:
+            if self._stop.is_set() or self._finish.is_set():
+                return None
+            if time.monotonic() > self._deadline:
                 return None
             if self._next >= self.total:
                 return None

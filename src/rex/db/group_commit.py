@@ -120,7 +120,7 @@ class Committer:
                 unit.granted.cancel()
             raise
         try:
-            savepoint = await conn.begin_nested()
+            savepoint = await _Savepoint.open(conn)
         except BaseException as exc:
             _fail_future(unit.finished, _as_error(exc))
             raise
@@ -128,14 +128,14 @@ class Committer:
             yield conn
         except BaseException:
             try:
-                await savepoint.rollback()
+                savepoint.rollback()
             except BaseException as exc:  # the connection broke: the whole batch is lost
                 _fail_future(unit.finished, _as_error(exc))
             else:
                 unit.finished.set_result(False)
             raise
         try:
-            await savepoint.commit()
+            savepoint.release()
         except BaseException as exc:
             _fail_future(unit.finished, _as_error(exc))
             raise
@@ -243,14 +243,14 @@ class Committer:
             assert unit.granted is not None and unit.finished is not None
             unit.granted.set_result(conn)
             return await unit.finished
-        savepoint = await conn.begin_nested()
+        savepoint = await _Savepoint.open(conn)
         try:
             unit.result = await unit.work(conn)
         except Exception as exc:
-            await savepoint.rollback()
+            savepoint.rollback()
             _fail_future(unit.committed, exc)  # nothing of it will be committed: answer now
             return False
-        await savepoint.commit()
+        savepoint.release()
         return True
 
     async def _fail(self, conn: AsyncConnection, kept: list[_Unit], exc: Exception) -> None:
@@ -259,6 +259,33 @@ class Committer:
         self._after_commit(conn, False)
         for unit in kept:
             _fail_future(unit.committed, exc)
+
+
+class _Savepoint:
+    """The savepoint around one unit. Issued straight on the ``sqlite3`` connection: units
+    run one after another, so one constant name will do, and SQLAlchemy's ``begin_nested``
+    names each savepoint anew, which made it compile three statements per unit (about 5%
+    of the server's time in a capture load's profile). A unit may still nest its own."""
+
+    _NAME = "rex_unit"
+
+    def __init__(self, execute: Callable[[str], None]) -> None:
+        self._execute = execute
+
+    @classmethod
+    async def open(cls, conn: AsyncConnection) -> _Savepoint:
+        raw = await conn.get_raw_connection()
+        savepoint = cls(raw.driver_connection.execute_inline)  # type: ignore[union-attr]
+        savepoint._execute(f"SAVEPOINT {cls._NAME}")
+        return savepoint
+
+    def release(self) -> None:
+        self._execute(f"RELEASE SAVEPOINT {self._NAME}")
+
+    def rollback(self) -> None:
+        # ROLLBACK TO keeps the savepoint open; RELEASE then drops it (its work undone).
+        self._execute(f"ROLLBACK TO SAVEPOINT {self._NAME}")
+        self._execute(f"RELEASE SAVEPOINT {self._NAME}")
 
 
 def _fail_future(future: asyncio.Future[Any], exc: BaseException) -> None:

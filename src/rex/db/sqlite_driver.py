@@ -176,6 +176,12 @@ class Connection:
     def cursor(self) -> Cursor:
         return Cursor(self)
 
+    def execute_inline(self, sql: str) -> None:
+        """Run a statement that never waits (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``
+        inside a transaction that already holds the write lock) directly, without SQLAlchemy
+        around it (see ``group_commit``)."""
+        self._require().execute(sql)
+
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
         cursor = Cursor(self)
         return await cursor.execute(sql, parameters)

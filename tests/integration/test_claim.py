@@ -266,3 +266,73 @@ def test_a_claim_cannot_miss_a_concurrent_claims_leases(postgres_url: str) -> No
     # A skipped the endpoint B was claiming for (it did not wait for it either).
     assert results["A"] == []
     assert len(results["B"]) == 4 and {c.endpoint_id for c in results["B"]} == {hook}
+
+
+async def test_a_batch_of_outcomes_is_recorded_exactly_and_only_by_the_lease_holder(
+    db: Database,
+) -> None:
+    """``record_attempts`` moves each delivery of a batch to its own outcome (one prebuilt
+    statement: JSON on SQLite, arrays on PostgreSQL); the times it stores compare with the
+    ones other statements store (a retry becomes due exactly when it should); a row whose
+    lease another worker took over keeps that worker's state."""
+    await make_endpoint(db, "created", max_concurrency=10)
+    t0 = utcnow()
+    await queue(db, "contact.created", 4, t0)
+    now = t0 + timedelta(seconds=1)
+    claimed = await claim(db, "w1", now)
+    assert len(claimed) == 4
+    retry_at = now + timedelta(seconds=10, microseconds=123457)
+
+    def outcome(status: DeliveryStatus, code: int, next_at: datetime | None) -> AttemptOutcome:
+        return AttemptOutcome(
+            at=now,
+            status_code=code,
+            error=None,
+            latency_ms=3,
+            response_excerpt="x",
+            status=status,
+            next_attempt_at=next_at,
+        )
+
+    delivered, retried, failed, stolen = claimed
+    async with db.transaction() as conn:  # another worker took over the last one
+        await conn.execute(
+            sa.text("UPDATE deliveries SET leased_by = 'w2' WHERE id = :id"), {"id": stolen.id}
+        )
+        recorded = await outbox.record_attempts(
+            conn,
+            worker_id="w1",
+            results=[
+                (delivered, outcome(DeliveryStatus.DELIVERED, 200, None)),
+                (retried, outcome(DeliveryStatus.PENDING, 500, retry_at)),
+                (failed, outcome(DeliveryStatus.FAILED, 400, None)),
+                (stolen, outcome(DeliveryStatus.DELIVERED, 200, None)),
+            ],
+        )
+    assert recorded.held == 3
+    async with db.read() as conn:
+        rows = {
+            row.id: row
+            for row in await conn.execute(
+                sa.select(outbox.deliveries).where(
+                    outbox.deliveries.c.id.in_([c.id for c in claimed])
+                )
+            )
+        }
+        attempts = (
+            await conn.execute(sa.select(sa.func.count()).select_from(outbox.attempts))
+        ).scalar()
+    assert attempts == 4  # every attempt happened, so every one is recorded
+    assert [rows[c.id].status for c in (delivered, retried, failed)] == [
+        "delivered",
+        "pending",
+        "failed",
+    ]
+    assert rows[retried.id].next_attempt_at == retry_at
+    assert rows[retried.id].last_attempt_at == now and rows[retried.id].updated_at == now
+    assert all(rows[c.id].attempt_count == 1 and rows[c.id].leased_by is None for c in claimed[:3])
+    assert rows[stolen.id].leased_by == "w2" and rows[stolen.id].attempt_count == 0
+    # Due exactly at retry_at, by the claim's comparison with the stored time.
+    assert await next_due(db, now) == retry_at
+    assert await claim(db, "w1", retry_at - timedelta(microseconds=1)) == []
+    assert [c.id for c in await claim(db, "w1", retry_at)] == [retried.id]

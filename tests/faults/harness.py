@@ -230,6 +230,7 @@ class CaptureLoad:
     retries: int = 15
     prefix: str = "lead"
     timeout: float = 30.0
+    rate: float | None = None  # leads started per second (None: as fast as answered)
     headers: dict[str, str] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -239,7 +240,8 @@ class CaptureLoad:
     _finish: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> CaptureLoad:
-        self._deadline = time.monotonic() + self.max_seconds
+        self._started = time.monotonic()
+        self._deadline = self._started + self.max_seconds
         for n in range(self.clients):
             thread = threading.Thread(target=self._client, name=f"load-{n}", daemon=True)
             thread.start()
@@ -269,7 +271,10 @@ class CaptureLoad:
             if self._next >= self.total:
                 return None
             self._next += 1
-            return f"{self.prefix}{self._next}@example.com"
+            n = self._next
+        if self.rate is not None:  # paced: lead n starts (n - 1) / rate after the start
+            time.sleep(max(0.0, self._started + (n - 1) / self.rate - time.monotonic()))
+        return f"{self.prefix}{n}@example.com"
 
     def _record(self, outcome: Outcome) -> None:
         with self._lock:

@@ -25,7 +25,11 @@ from tests.receiver import Receiver
 from tests.support import api_key, wait_until
 
 
-def api_sigkill_scenario(database_url: str, tmp_path: Path, *, total: int, kills: int) -> None:
+def api_sigkill_scenario(
+    database_url: str, tmp_path: Path, *, leads_between: int, kills: int
+) -> None:
+    """A SIGKILL after every ``leads_between`` acknowledged leads; the load goes on until
+    ``leads_between`` more are in after the last restart, then finishes the leads it holds."""
     env = fast_env(database_url)
     key = api_key(database_url)
     # `rex serve` with its in-process worker: killing it kills the worker too.
@@ -33,22 +37,22 @@ def api_sigkill_scenario(database_url: str, tmp_path: Path, *, total: int, kills
     with Receiver() as receiver, running(api):
         assert api.url is not None
         subscribe(api.url, key, receiver.url())
-        load = CaptureLoad(api.url, total=total, clients=4, max_seconds=60 + 20 * kills)
+        load = CaptureLoad(api.url, total=100_000, clients=4, max_seconds=60 + 20 * kills)
         load.start()
         downtime = []
         try:
             for n in range(kills):
                 wait_until(
-                    lambda n=n: len(load.acknowledged()) >= total * (n + 1) // (kills + 2),
-                    timeout=60,
+                    lambda n=n: len(load.acknowledged()) >= leads_between * (n + 1), timeout=60
                 )
                 api.kill()
                 killed = time.monotonic()
                 time.sleep(0.5)
                 api.start()  # same port: clients keep their URL
                 downtime.append(round(time.monotonic() - killed, 2))
+            wait_until(lambda: len(load.acknowledged()) >= leads_between * (kills + 1), 60)
         finally:
-            load.join()
+            load.finish()
         wait_all_delivered(database_url, timeout=90)
         requests = receiver.requests
 
@@ -66,9 +70,9 @@ def api_sigkill_scenario(database_url: str, tmp_path: Path, *, total: int, kills
 def test_api_sigkilled_mid_load_loses_no_acknowledged_capture(
     database_url: str, tmp_path: Path
 ) -> None:
-    api_sigkill_scenario(database_url, tmp_path, total=300, kills=1)
+    api_sigkill_scenario(database_url, tmp_path, leads_between=100, kills=1)
 
 
 @pytest.mark.long
 def test_api_sigkilled_repeatedly_over_a_long_load(database_url: str, tmp_path: Path) -> None:
-    api_sigkill_scenario(database_url, tmp_path, total=3000, kills=5)
+    api_sigkill_scenario(database_url, tmp_path, leads_between=500, kills=5)

@@ -99,7 +99,16 @@ def backlog_scenario(database_url: str, tmp_path: Path, *, events: int, hour: fl
         down_id = subscribe(api.url, key, down.url())
         subscribe(api.url, key, healthy.url())
         went_down = time.monotonic()
-        first = CaptureLoad(api.url, total=events, clients=4, max_seconds=300, prefix="down")
+        # Paced over the first half of the outage: a steady stream, as a site's leads are,
+        # that the worker can keep up with; a flood is another scenario (test_capture_flood).
+        first = CaptureLoad(
+            api.url,
+            total=events,
+            clients=4,
+            max_seconds=300,
+            prefix="down",
+            rate=events / (hour / 2),
+        )
         first.start()
         first.join()
         # The healthy endpoint gets everything while the other one is still down.
@@ -114,7 +123,12 @@ def backlog_scenario(database_url: str, tmp_path: Path, *, events: int, hour: fl
 
         # While the backlog drains, new leads keep reaching the healthy endpoint.
         second = CaptureLoad(
-            api.url, total=max(events // 10, 50), clients=2, max_seconds=120, prefix="drain"
+            api.url,
+            total=max(events // 10, 50),
+            clients=2,
+            max_seconds=120,
+            prefix="drain",
+            rate=events / (hour / 2),
         )
         second.start()
         second.join()

@@ -65,7 +65,7 @@ class Database:
                 max_overflow=0,
                 pool_timeout=60,
                 # The standard sqlite3 module, inline on the event loop (see sqlite_driver).
-                async_creator=lambda: sqlite_driver.connect(path),
+                async_creator=lambda: sqlite_driver.connect(path, init=_SQLITE_OPEN),
             )
             _configure_sqlite(self.engine)
         else:
@@ -205,13 +205,19 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             raise DisconnectionError(f"connection lost while idle: {exc}") from exc
 
 
+# Run on the thread that opens each SQLite connection: the busy timeout first, so that
+# switching to WAL (a database-wide change, which takes a lock) waits for another process's
+# lock instead of failing at once.
+_SQLITE_OPEN = ("PRAGMA busy_timeout=10000", "PRAGMA journal_mode=WAL")
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below decide how transactions start.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # journal_mode=WAL is set when the connection opens (_SQLITE_OPEN, off the loop).
         # FULL: an acknowledged capture survives power loss, not only a process crash.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")

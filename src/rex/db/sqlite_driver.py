@@ -223,17 +223,25 @@ class Connection:
             connection.close()
 
 
-async def connect(database: str, **kwargs: Any) -> Connection:
-    """Open ``database`` (a path, or a ``file:`` URI with ``uri=True``) like aiosqlite."""
+async def connect(database: str, *, init: Sequence[str] = (), **kwargs: Any) -> Connection:
+    """Open ``database`` (a path, or a ``file:`` URI with ``uri=True``) like aiosqlite, then
+    run the ``init`` statements (``PRAGMA journal_mode=WAL``: it may wait for a lock)."""
     kwargs.pop("check_same_thread", None)
 
     def open_connection() -> sqlite3.Connection:
         connection: sqlite3.Connection = sqlite3.connect(
             database, check_same_thread=False, **kwargs
         )
+        try:
+            for statement in init:
+                connection.execute(statement)
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
-    # Opening may run WAL recovery, which takes locks: off the event loop, like COMMIT.
+    # Opening may run WAL recovery, and switching to WAL takes a lock: off the event loop,
+    # like COMMIT (inline, a wait there would stall every request and delivery).
     connection = await asyncio.to_thread(open_connection)
     connection.isolation_level = None  # transactions are begun explicitly (see engine.py)
     return Connection(connection)

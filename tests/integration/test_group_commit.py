@@ -175,3 +175,46 @@ async def test_postgres_runs_each_unit_in_its_own_transaction(postgres_url: str)
 
 async def _scalar(conn: AsyncConnection, statement: str) -> Any:
     return (await conn.execute(sa.text(statement))).scalar()
+
+
+async def test_connections_open_in_wal_with_their_settings_even_behind_another_lock(
+    tmp_path: Path,
+) -> None:
+    """WAL is switched on where the connection is opened (off the event loop), after the
+    busy timeout is set: a connection opened while another process holds the write lock
+    comes up in WAL with Rex's settings, and the loop keeps turning meanwhile."""
+    path = tmp_path / "rex.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")  # as Rex leaves every database it opened
+    other.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t (id) VALUES (1)")
+    db = Database(f"sqlite:///{path}")
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0.01)
+
+    counter = asyncio.create_task(count_turns())
+    try:
+        conn = db.engine.connect()
+        opening = asyncio.create_task(conn.start())
+        await asyncio.sleep(0.3)
+        assert turns >= 10, turns  # the loop was never held up by the opening
+        other.execute("COMMIT")
+        await opening
+        try:
+            settings = [
+                (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "busy_timeout", "synchronous", "foreign_keys")
+            ]
+        finally:
+            await conn.close()
+        assert settings == ["wal", 10000, 2, 1]
+    finally:
+        counter.cancel()
+        other.close()
+        await db.close()

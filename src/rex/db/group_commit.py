@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy.engine.interfaces import PoolProxiedConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = structlog.get_logger("rex.db")
@@ -52,6 +53,7 @@ class _Unit:
     work: Work | None = None
     granted: asyncio.Future[AsyncConnection] | None = None
     finished: asyncio.Future[bool] | None = None
+    savepoint: _Savepoint | None = None  # a lent block's, handed over with the connection
     result: Any = None
 
     def abandoned(self) -> bool:
@@ -119,8 +121,10 @@ class Committer:
             else:
                 unit.granted.cancel()
             raise
+        savepoint = unit.savepoint
+        assert savepoint is not None
         try:
-            savepoint = await _Savepoint.open(conn)
+            savepoint.open()
         except BaseException as exc:
             _fail_future(unit.finished, _as_error(exc))
             raise
@@ -199,6 +203,8 @@ class Committer:
             try:
                 conn = await conn.execution_options(rex_immediate=True)
                 await conn.begin()
+                # One per batch: the statements go straight to sqlite3 (see _Savepoint).
+                savepoint = _Savepoint(await conn.get_raw_connection())
             except Exception as exc:
                 first.refuse(exc)
                 raise
@@ -206,7 +212,7 @@ class Committer:
             while current is not None:
                 if not current.abandoned():
                     taken += 1
-                    if await self._run_unit(conn, current):
+                    if await self._run_unit(conn, current, savepoint):
                         kept.append(current)
                 # An urgent unit is committed at once, and one waiting cuts the batch short
                 # so that it starts the next one: it waits for at most one batch.
@@ -236,14 +242,15 @@ class Committer:
             if not unit.committed.done():
                 unit.committed.set_result(unit.result)
 
-    async def _run_unit(self, conn: AsyncConnection, unit: _Unit) -> bool:
+    async def _run_unit(self, conn: AsyncConnection, unit: _Unit, savepoint: _Savepoint) -> bool:
         """Run one unit in a savepoint; True if its work is kept. Raises only when the
         transaction itself is no longer usable."""
         if unit.work is None:
             assert unit.granted is not None and unit.finished is not None
+            unit.savepoint = savepoint
             unit.granted.set_result(conn)
             return await unit.finished
-        savepoint = await _Savepoint.open(conn)
+        savepoint.open()
         try:
             unit.result = await unit.work(conn)
         except Exception as exc:
@@ -262,22 +269,19 @@ class Committer:
 
 
 class _Savepoint:
-    """The savepoint around one unit. Issued straight on the ``sqlite3`` connection: units
-    run one after another, so one constant name will do, and SQLAlchemy's ``begin_nested``
-    names each savepoint anew, which made it compile three statements per unit (about 5%
-    of the server's time in a capture load's profile). A unit may still nest its own."""
+    """The savepoint around each unit of a batch. Issued straight on the ``sqlite3``
+    connection: units run one after another, so one constant name will do, and SQLAlchemy's
+    ``begin_nested`` names each savepoint anew, which made it compile three statements per
+    unit (about 5% of the server's time in a capture load's profile). A unit may still nest
+    its own."""
 
     _NAME = "rex_unit"
 
-    def __init__(self, execute: Callable[[str], None]) -> None:
-        self._execute = execute
+    def __init__(self, raw: PoolProxiedConnection) -> None:
+        self._execute = raw.driver_connection.execute_inline  # type: ignore[union-attr]
 
-    @classmethod
-    async def open(cls, conn: AsyncConnection) -> _Savepoint:
-        raw = await conn.get_raw_connection()
-        savepoint = cls(raw.driver_connection.execute_inline)  # type: ignore[union-attr]
-        savepoint._execute(f"SAVEPOINT {cls._NAME}")
-        return savepoint
+    def open(self) -> None:
+        self._execute(f"SAVEPOINT {self._NAME}")
 
     def release(self) -> None:
         self._execute(f"RELEASE SAVEPOINT {self._NAME}")

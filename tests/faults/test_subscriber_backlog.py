@@ -83,6 +83,10 @@ def pending_for(database_url: str, endpoint_id: str) -> int:
 def backlog_scenario(database_url: str, tmp_path: Path, *, events: int, hour: float) -> None:
     """``hour``: real seconds standing for one hour of the default retry schedule."""
     scale = hour / 3600
+    # Leads paced over the first half of the outage (and at that pace while it drains): a
+    # steady stream, as a site's leads are, that the worker can keep up with; a flood is
+    # another scenario (test_capture_flood).
+    pace = events / (hour / 2)
     schedule = ",".join(f"{delay * scale:.3f}" for delay in DEFAULT_RETRY_SCHEDULE)
     env = fast_env(
         database_url,
@@ -99,15 +103,13 @@ def backlog_scenario(database_url: str, tmp_path: Path, *, events: int, hour: fl
         down_id = subscribe(api.url, key, down.url())
         subscribe(api.url, key, healthy.url())
         went_down = time.monotonic()
-        # Paced over the first half of the outage: a steady stream, as a site's leads are,
-        # that the worker can keep up with; a flood is another scenario (test_capture_flood).
         first = CaptureLoad(
             api.url,
             total=events,
             clients=4,
             max_seconds=300,
             prefix="down",
-            rate=events / (hour / 2),
+            rate=pace,
         )
         first.start()
         first.join()
@@ -128,7 +130,7 @@ def backlog_scenario(database_url: str, tmp_path: Path, *, events: int, hour: fl
             clients=2,
             max_seconds=120,
             prefix="drain",
-            rate=events / (hour / 2),
+            rate=pace,
         )
         second.start()
         second.join()

@@ -77,19 +77,27 @@ async def next_due(db: Database, now: datetime) -> datetime | None:
         return await outbox.next_due_at(conn, now)
 
 
-async def deliver(db: Database, worker: str, claimed: list[ClaimedDelivery], at: datetime) -> int:
-    outcome = AttemptOutcome(
+def attempt(
+    at: datetime,
+    status: DeliveryStatus = DeliveryStatus.DELIVERED,
+    code: int = 200,
+    next_at: datetime | None = None,
+) -> AttemptOutcome:
+    return AttemptOutcome(
         at=at,
-        status_code=200,
+        status_code=code,
         error=None,
         latency_ms=1,
         response_excerpt="",
-        status=DeliveryStatus.DELIVERED,
-        next_attempt_at=None,
+        status=status,
+        next_attempt_at=next_at,
     )
+
+
+async def deliver(db: Database, worker: str, claimed: list[ClaimedDelivery], at: datetime) -> int:
     async with db.transaction() as conn:
         recorded = await outbox.record_attempts(
-            conn, worker_id=worker, results=[(c, outcome) for c in claimed]
+            conn, worker_id=worker, results=[(c, attempt(at)) for c in claimed]
         )
     return recorded.held
 
@@ -283,17 +291,6 @@ async def test_a_batch_of_outcomes_is_recorded_exactly_and_only_by_the_lease_hol
     assert len(claimed) == 4
     retry_at = now + timedelta(seconds=10, microseconds=123457)
 
-    def outcome(status: DeliveryStatus, code: int, next_at: datetime | None) -> AttemptOutcome:
-        return AttemptOutcome(
-            at=now,
-            status_code=code,
-            error=None,
-            latency_ms=3,
-            response_excerpt="x",
-            status=status,
-            next_attempt_at=next_at,
-        )
-
     delivered, retried, failed, stolen = claimed
     async with db.transaction() as conn:  # another worker took over the last one
         await conn.execute(
@@ -303,10 +300,10 @@ async def test_a_batch_of_outcomes_is_recorded_exactly_and_only_by_the_lease_hol
             conn,
             worker_id="w1",
             results=[
-                (delivered, outcome(DeliveryStatus.DELIVERED, 200, None)),
-                (retried, outcome(DeliveryStatus.PENDING, 500, retry_at)),
-                (failed, outcome(DeliveryStatus.FAILED, 400, None)),
-                (stolen, outcome(DeliveryStatus.DELIVERED, 200, None)),
+                (delivered, attempt(now)),
+                (retried, attempt(now, DeliveryStatus.PENDING, 500, retry_at)),
+                (failed, attempt(now, DeliveryStatus.FAILED, 400)),
+                (stolen, attempt(now)),
             ],
         )
     assert recorded.held == 3

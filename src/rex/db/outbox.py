@@ -433,11 +433,11 @@ async def claim_due_deliveries(
         for row in await conn.execute(_LEASED_NOW, {"endpoint_ids": list(locked), "now": now})
     }
     room = {
-        endpoint_id: min(capacity - leased_now.get(endpoint_id, 0), limit)
+        endpoint_id: slots
         for endpoint_id, capacity in locked.items()
+        if (slots := min(capacity - leased_now.get(endpoint_id, 0), limit)) > 0
     }
     # Each endpoint's oldest due rows, at most its room, in one round trip.
-    room = {endpoint_id: slots for endpoint_id, slots in room.items() if slots > 0}
     if not room:
         return []
     parameters: dict[str, Any] = {"now": now}
@@ -630,7 +630,7 @@ async def record_attempts(
             },
         )
     else:
-        stored = _sqlite_datetime(conn)
+        stored = _stored_datetime(conn.dialect)
         moved = await conn.execute(
             _RECORD_OUTCOMES_SQLITE,
             {
@@ -697,13 +697,10 @@ _RECORD_OUTCOMES_POSTGRES = sa.text(
 )
 
 
-def _sqlite_datetime(conn: AsyncConnection) -> Any:
-    """How a UTC datetime is stored in a SQLite column (as ``UTCDateTime`` binds it)."""
-    return _stored_datetime(conn.dialect)
-
-
 @functools.cache
 def _stored_datetime(dialect: Dialect) -> Any:
+    """How a UTC datetime is stored in a column (as ``UTCDateTime`` binds it): on SQLite,
+    the text that the other statements' comparisons expect."""
     process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
     assert process is not None
     return process

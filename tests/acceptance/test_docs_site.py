@@ -1,0 +1,66 @@
+"""The docs site builds, offline, and the README stays a front door whose commands are the
+ones the docs and CI run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+MKDOCS = str(Path(sys.executable).with_name("mkdocs"))
+
+
+def _sh_blocks(text: str) -> list[str]:
+    return [block.strip() for block in re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)]
+
+
+def test_the_readme_opens_with_the_two_commands_the_docs_and_ci_run() -> None:
+    readme = README.read_text()
+    serve, test = _sh_blocks(readme)[:2]
+    assert serve == (
+        "python3 -m venv .venv && .venv/bin/pip install -q -e . && "
+        "REX_ALLOW_PRIVATE_DESTINATIONS=1 .venv/bin/rex serve"
+    )
+    assert (
+        test == "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/pytest"
+    )
+    assert readme.index(serve) < 800  # at the very top, before any other section
+    started = _sh_blocks((ROOT / "docs" / "getting-started.md").read_text())
+    assert serve in started and test in started
+    assert test in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_readme_is_a_front_door() -> None:
+    readme = README.read_text()
+    assert len(readme.splitlines()) <= 200
+    for target in re.findall(r"\]\(((?!https?:)[^)#]+)", readme):
+        assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+
+
+def test_the_site_builds_offline_and_strict(tmp_path: Path) -> None:
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert re.search(r"^theme:\n(  .*\n)*  font: false$", config, flags=re.M)  # no Google Fonts
+    # Nothing that fetches at build or view time (social cards, privacy, external assets).
+    [plugins] = re.findall(r"^plugins:\n((?:  .*\n)*)", config, flags=re.M)
+    assert plugins.split() == ["-", "search"]
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run(
+        [MKDOCS, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    pages = list((tmp_path / "site").rglob("*.html"))
+    assert len(pages) > 20
+    for page in pages:
+        html = page.read_text()
+        assert "fonts.googleapis.com" not in html and "fonts.gstatic.com" not in html, page
+    receiving = (tmp_path / "site" / "receiving" / "index.html").read_text()
+    assert "verifySignature" in receiving and "verify_signature" in receiving

@@ -1,17 +1,27 @@
-"""The docs site builds, offline, and the README stays a front door whose commands are the
-ones the docs and CI run."""
+"""The docs site builds, offline; the README stays a front door whose commands are the ones
+the docs and CI run; and the seeds' flow printed in the README and on the getting-started
+page runs as printed against a real Rex."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rex import verify_signature
+from tests.receiver import Receiver
+from tests.support import make_settings, serve_rex
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 MKDOCS = str(Path(sys.executable).with_name("mkdocs"))
+SEED_SECRET = "whsec_your_signing_secret"
 
 
 def _sh_blocks(text: str) -> list[str]:
@@ -64,3 +74,46 @@ def test_the_site_builds_offline_and_strict(tmp_path: Path) -> None:
         assert "fonts.googleapis.com" not in html and "fonts.gstatic.com" not in html, page
     receiving = (tmp_path / "site" / "receiving" / "index.html").read_text()
     assert "verifySignature" in receiving and "verify_signature" in receiving
+
+
+def _commands(block: str) -> list[str]:
+    """The ``curl`` commands of a shell block, each with its continuation lines."""
+    commands: list[str] = []
+    for line in block.splitlines():
+        if line.startswith("curl "):
+            commands.append(line)
+        elif commands and line and not line.startswith("#"):
+            commands[-1] += "\n" + line
+    return commands
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/getting-started.md"])
+def test_the_seeds_flow_runs_as_printed(page: str, tmp_path: Path) -> None:
+    """The three ``curl`` calls, run by bash against a real Rex with the two exported
+    variables; only the listener's address and the new endpoint's id are filled in."""
+    [block] = [b for b in _sh_blocks((ROOT / page).read_text()) if "/capture" in b]
+    capture, subscribe, test = _commands(block)
+    with Receiver() as listener, serve_rex(make_settings(f"sqlite:///{tmp_path}/r.db")) as rex:
+        env = {**os.environ, "REX_URL": rex.url, "REX_API_KEY": rex.key}
+
+        def bash(command: str) -> Any:
+            done = subprocess.run(
+                ["bash", "-c", command + " --silent --show-error --fail-with-body"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            return json.loads(done.stdout)
+
+        assert bash(capture)["data"]["email"] == "jane@example.com"
+        local = "http://127.0.0.1:3000/webhooks/rex"
+        assert local in subscribe and SEED_SECRET in subscribe
+        endpoint = bash(subscribe.replace(local, listener.url()))["data"]
+        assert endpoint["url"] == listener.url()
+        assert "wh_..." in test
+        bash(test.replace("wh_...", endpoint["id"]))
+        [delivery] = listener.wait_for(1, timeout=15)
+    assert delivery.headers["X-Rex-Event"] == "webhook.test"
+    verify_signature(delivery.body, delivery.headers["X-Rex-Signature"], SEED_SECRET)

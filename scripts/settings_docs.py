@@ -3,8 +3,8 @@
     python scripts/settings_docs.py           # regenerate docs/configuration.md
     python scripts/settings_docs.py --check   # exit 1 if it is out of date (CI, tests)
 
-One row per field of ``rex.settings.Settings``: its environment variable (``REX_`` + the
-field's name upper-cased), its type, its default and its ``description=``. The page is
+One section per field of ``rex.settings.Settings``: its environment variable (``REX_`` + the
+field's name upper-cased), its ``description=``, its type and its default. The page is
 generated, never edited by hand: change the field's description in ``src/rex/settings.py``,
 then run this again. ``tests/unit/test_settings_docs.py`` fails when the page is stale, and
 a field without a description is refused here.
@@ -105,11 +105,6 @@ def _constraints(field: FieldInfo) -> str:
     return f" Must be {' and '.join(said)}." if said else ""
 
 
-def _cell(text: str) -> str:
-    """Text fit for one Markdown table cell."""
-    return " ".join(text.split()).replace("|", "\\|")
-
-
 def render(model: type[BaseModel] | None = None) -> str:
     """The whole page. Raises ``ValueError`` naming every field that has no description."""
     if model is None:
@@ -123,22 +118,18 @@ def render(model: type[BaseModel] | None = None) -> str:
             f"settings without a description= (say what it does, its unit and default): "
             f"{', '.join(env_name(n) for n in missing)}"
         )
-    lines = [
-        "# Configuration",
-        "",
-        NOTICE,
-        "",
-        INTRO,
-        "| variable | type | default | what it does |",
-        "|---|---|---|---|",
-    ]
+    lines = ["# Configuration", "", NOTICE, "", INTRO]
     for name, field in fields.items():
         description = (field.description or "").strip() + _constraints(field)
-        lines.append(
-            f"| `{env_name(name)}` | {_cell(type_name(field.annotation))} "
-            f"| {_cell(default_of(field))} | {_cell(description)} |"
-        )
-    return "\n".join(lines) + "\n"
+        lines += [
+            f"## `{env_name(name)}`",
+            "",
+            " ".join(description.split()),
+            "",
+            f"Type: {type_name(field.annotation)}. Default: {default_of(field)}.",
+            "",
+        ]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def is_stale(text: str, out: Path = OUT) -> bool:

@@ -60,8 +60,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description=(
             "Comma-separated CIDRs (`10.1.0.0/16,fd00:1::/64`) that webhooks may reach even "
-            "though they are private, when `REX_ALLOW_PRIVATE_DESTINATIONS` is off. "
-            "Default: none."
+            "though they are private, when `REX_ALLOW_PRIVATE_DESTINATIONS` is off."
         ),
     )
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
@@ -154,7 +153,7 @@ class Settings(BaseSettings):
         description=(
             "Comma-separated IPs or CIDRs of your reverse proxies: only their "
             "`X-Forwarded-For` is believed (read from the right, through trusted hops). "
-            "Default: none, and the header is ignored."
+            "With none, the header is ignored."
         ),
     )
     base_domain: str | None = Field(

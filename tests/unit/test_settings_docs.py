@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,21 +36,26 @@ def test_docs_configuration_matches_the_settings_model() -> None:
     )
 
 
-def test_every_setting_has_a_row_with_its_environment_name_and_default(
+def _sections(page: str) -> dict[str, str]:
+    """Each setting's section, by environment variable."""
+    parts = re.split(r"^## `(REX_[A-Z_]+)`\n", page, flags=re.M)[1:]
+    return dict(zip(parts[::2], parts[1::2], strict=True))
+
+
+def test_every_setting_has_a_section_with_its_environment_name_and_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for variable in [v for v in os.environ if v.startswith("REX_")]:
         monkeypatch.delenv(variable)
-    page = _generator().render()
-    rows = [line for line in page.splitlines() if line.startswith("| `REX_")]
-    assert len(rows) == len(Settings.model_fields)
+    sections = _sections(_generator().render())
+    assert list(sections) == [f"REX_{name.upper()}" for name in Settings.model_fields]
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    for name in Settings.model_fields:
-        [row] = [r for r in rows if r.startswith(f"| `REX_{name.upper()}` |")]
-        assert Settings.model_fields[name].description in row
+    for name, field in Settings.model_fields.items():
+        section = sections[f"REX_{name.upper()}"]
+        assert " ".join((field.description or "").split()) in section
         value = getattr(defaults, name)
         if isinstance(value, int | str) and not isinstance(value, bool) and value != "":
-            assert f"`{value}`" in row, row
+            assert f"Default: `{value}`." in section, section
 
 
 def test_the_documented_names_are_the_ones_settings_reads(
@@ -64,7 +70,7 @@ def test_the_documented_names_are_the_ones_settings_reads(
     assert settings.allowed_networks == ["10.1.0.0/16", "fd00:1::/64"]
     page = _generator().render()
     for variable in ("REX_DELIVERY_TIMEOUT", "REX_RETRY_SCHEDULE", "REX_ALLOWED_NETWORKS"):
-        assert f"| `{variable}` |" in page
+        assert f"## `{variable}`\n" in page
 
 
 def test_a_setting_without_a_description_is_refused() -> None:
@@ -86,11 +92,13 @@ def test_types_defaults_and_constraints_are_rendered() -> None:
         domain: str | None = Field(None, description="A domain.")
         flag: bool = Field(False, description="A flag.")
 
-    page = _generator().render(Sample)
-    assert "| `REX_GRACE` | number | `600` | Seconds. Must be greater than 0. |" in page
-    assert "| `REX_HOSTS` | comma-separated list of string | (empty) | Hosts. |" in page
-    assert "| `REX_DOMAIN` | string (optional) | (unset) | A domain. |" in page
-    assert "| `REX_FLAG` | boolean | `false` | A flag. |" in page
+    sections = _sections(_generator().render(Sample))
+    assert sections["REX_GRACE"] == (
+        "\nSeconds. Must be greater than 0.\n\nType: number. Default: `600`.\n\n"
+    )
+    assert "Type: comma-separated list of string. Default: (empty)." in sections["REX_HOSTS"]
+    assert "Type: string (optional). Default: (unset)." in sections["REX_DOMAIN"]
+    assert "Type: boolean. Default: `false`." in sections["REX_FLAG"]
 
 
 def test_check_mode_is_one_command() -> None:

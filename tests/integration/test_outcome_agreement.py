@@ -5,6 +5,7 @@ whether the worker got it or a ``rex listen`` CLI reported it. On SQLite and Pos
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -30,17 +31,16 @@ def _endpoint(rex: RexServer, endpoint_id: str) -> Any:
     return row
 
 
-def _streamed_delivery(client: httpx.Client, session_id: str) -> dict[str, Any]:
-    """The first delivery the session's stream hands out (the stream is closed after it)."""
+def _deliveries_streamed(client: httpx.Client, session_id: str) -> Iterator[dict[str, Any]]:
+    """The deliveries the session's stream hands out, while it stays open (it holds their
+    leases: a report made then moves the delivery on)."""
     with client.stream("GET", f"/listen/sessions/{session_id}/stream") as response:
         event = None
         for line in response.iter_lines():
             if line.startswith("event: "):
                 event = line.removeprefix("event: ")
             elif line.startswith("data: ") and event == "delivery":
-                delivery: dict[str, Any] = json.loads(line.removeprefix("data: "))
-                return delivery
-    raise AssertionError("the stream ended without a delivery")
+                yield json.loads(line.removeprefix("data: "))
 
 
 def test_410_fails_and_disables_alike_for_the_worker_and_rex_listen(
@@ -63,15 +63,18 @@ def test_410_fails_and_disables_alike_for_the_worker_and_rex_listen(
 
         # The worker's attempt: the receiver answers 410.
         wait_until(lambda: [r[1:] for r in _deliveries(rex, hook["id"])] == [("failed", 1)])
-        # The same answer, reported by `rex listen`.
-        delivery = _streamed_delivery(client, session["id"])
+        # The same answer, reported by `rex listen` while its stream holds the lease.
+        stream = _deliveries_streamed(client, session["id"])
+        delivery = next(stream)
         report = {
             "delivery_id": delivery["id"],
             "lease": delivery["lease"],
             "status_code": 410,
             "latency_ms": 4,
         }
-        reported = client.post(f"/listen/sessions/{session['id']}/results", json=report)
+        with rex.client() as cli:
+            reported = cli.post(f"/listen/sessions/{session['id']}/results", json=report)
+        stream.close()
         assert reported.status_code == 200, reported.text
         assert reported.json()["data"]["status"] == "failed"
         assert reported.json()["data"]["attempt_count"] == 1  # no retry after a 410
@@ -87,7 +90,11 @@ def test_410_fails_and_disables_alike_for_the_worker_and_rex_listen(
         assert announced == {hook["id"], session["id"]}
         assert {n.json()["event"] for n in notices} == {"endpoint.disabled"}
 
-        # A new `rex listen` for the same URL resumes the session, enabled again (the way
+        # Disabled, the session cannot be tested (as a disabled endpoint cannot)...
+        refused = client.post(f"/listen/sessions/{session['id']}/test")
+        assert refused.status_code == 409, refused.text
+        assert "410" in refused.json()["error"]["message"]
+        # ...until a new `rex listen` for the same URL resumes it, enabled again (the way
         # PATCH enabled=true re-enables a webhook endpoint).
         resumed = client.post(
             "/listen/sessions", json={"forward_to": forward_to, "events": ["contact.created"]}
@@ -96,3 +103,5 @@ def test_410_fails_and_disables_alike_for_the_worker_and_rex_listen(
         assert resumed.json()["data"]["id"] == session["id"]
         again = _endpoint(rex, session["id"])
         assert (bool(again.enabled), again.disabled_reason) == (True, None)
+        tested = client.post(f"/listen/sessions/{session['id']}/test")
+        assert tested.status_code == 202, tested.text

@@ -36,6 +36,8 @@ _COLUMNS = (
     endpoints.c.events,
     endpoints.c.secret,
     endpoints.c.max_concurrency,
+    endpoints.c.enabled,
+    endpoints.c.disabled_reason,
     listen_sessions.c.forward_to,
     listen_sessions.c.api_key_id,
     listen_sessions.c.connection_id,
@@ -221,7 +223,13 @@ async def send_test(
     conn: AsyncConnection, workspace_id: str, session_id: str, now: datetime
 ) -> dict[str, Any]:
     """Queue a ``webhook.test`` event for this session alone; returns its delivery."""
-    await fetch_row(conn, workspace_id, session_id)
+    session = ListenSession.from_row(await fetch_row(conn, workspace_id, session_id))
+    if not session.enabled:
+        raise ApiError(
+            409,
+            f"This listen session is disabled ({session.disabled_reason}); run rex listen "
+            "again to resume it, enabled, before testing.",
+        )
     event_id = await record_event(
         conn,
         workspace_id=workspace_id,

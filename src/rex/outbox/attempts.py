@@ -34,7 +34,9 @@ async def record_attempts(
 
     An endpoint is disabled when an outcome says so (``disable_endpoint``: 410 Gone), or,
     with ``disable_after`` (seconds), when it has been failing without a single success for
-    at least that long.
+    at least that long; each one disabled is announced (``endpoint.disabled``) in the same
+    transaction. Used by the delivery workers and for the attempts ``rex listen`` reports
+    (``worker_id`` is then the stream's lease token).
     """
     if not results:
         return RecordedAttempts(held=0, disabled_endpoints=[])

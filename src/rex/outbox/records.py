@@ -213,6 +213,9 @@ class ListenSession:
     events: tuple[str, ...]
     secret: str
     max_concurrency: int
+    enabled: bool
+    """False once its local server answered 410 Gone; a new ``rex listen`` enables it."""
+    disabled_reason: str | None
     forward_to: str
     api_key_id: str
     connection_id: str | None
@@ -226,6 +229,8 @@ class ListenSession:
             events=tuple(row.events),
             secret=row.secret,
             max_concurrency=row.max_concurrency,
+            enabled=row.enabled,
+            disabled_reason=row.disabled_reason,
             forward_to=row.forward_to,
             api_key_id=row.api_key_id,
             connection_id=row.connection_id,

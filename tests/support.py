@@ -25,8 +25,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from rex.app import create_app
 from rex.db.engine import Database
 from rex.db.schema import metadata
-from rex.delivery.transport import Transport
 from rex.settings import Settings
+from rex.worker.transport import Transport
 from rex.workspaces import service as workspaces
 
 POSTGRES_URL = os.environ.get("REX_TEST_POSTGRES_URL")

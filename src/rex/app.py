@@ -20,21 +20,21 @@ from rex.api.openapi import install_openapi
 from rex.capture.ratelimit import RateLimiter
 from rex.capture.router import router as capture_router
 from rex.contacts.router import router as contacts_router
-from rex.db import outbox
 from rex.db.engine import Database
 from rex.deals.router import router as deals_router
 from rex.delivery.router import router as deliveries_router
-from rex.delivery.ssrf import DestinationPolicy
-from rex.delivery.transport import AiohttpTransport, Transport
-from rex.delivery.worker import DeliveryWorker
 from rex.events.router import router as events_router
 from rex.events.webhooks import register_webhooks
 from rex.listen.router import router as listen_router
 from rex.listen.stream import ListenHub, expire_sessions
+from rex.outbox import queue
 from rex.pipelines.router import router as pipelines_router
 from rex.settings import Settings
 from rex.tasks.router import router as tasks_router
 from rex.webhooks.router import router as webhooks_router
+from rex.worker.loop import DeliveryWorker
+from rex.worker.ssrf import DestinationPolicy
+from rex.worker.transport import AiohttpTransport, Transport
 from rex.workspaces import service as workspaces
 from rex.workspaces.router import router as workspace_router
 
@@ -89,14 +89,14 @@ def create_app(
         hub: ListenHub = app.state.listen_hub
         hub.bind(asyncio.get_running_loop())
         db.on_deliveries_queued(hub.wake)
-        expiry_task = asyncio.create_task(expire_sessions(db, settings, stop))
+        expiry_task = asyncio.create_task(expire_sessions(db, settings.listen, stop))
         sender = transport or AiohttpTransport(app.state.destination_policy)
         if embedded_worker:
             if db.is_sqlite:
                 # One worker per SQLite database: leases left by a previous run are stale.
                 async with db.transaction() as conn:
-                    await outbox.release_all_leases(conn)
-            worker = DeliveryWorker(db, settings, sender)
+                    await queue.release_all_leases(conn)
+            worker = DeliveryWorker(db, settings.delivery, sender)
             worker_task = asyncio.create_task(worker.run(stop))
         try:
             yield

@@ -106,8 +106,8 @@ def test_times_and_dates() -> None:
 
 
 def test_documented_webhook_examples_are_valid_payloads() -> None:
-    from rex.events.catalogue import EventType
     from rex.events.webhooks import payload_model
+    from rex.outbox.catalogue import EventType
 
     for event_type in EventType:
         model = payload_model(event_type)

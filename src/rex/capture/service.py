@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.capture.limits import MAX_STORED_METADATA_KEYS
 from rex.capture.schemas import ATTRIBUTION_KEYS, CaptureIn
 from rex.contacts import service as contacts_service
-from rex.db.outbox import record_event
 from rex.db.schema import contacts
-from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
 
 # Fields a capture may fill when they are empty; it never overwrites them.
 _FILL_ONLY = ("first_name", "last_name", "phone", "company", "source")

@@ -120,8 +120,8 @@ def worker(
 ) -> None:
     """Run a standalone delivery worker (PostgreSQL; run as many as you like)."""
     from rex.app import destination_policy
-    from rex.delivery.transport import AiohttpTransport
-    from rex.delivery.worker import DeliveryWorker
+    from rex.worker.loop import DeliveryWorker
+    from rex.worker.transport import AiohttpTransport
 
     settings = _settings()
 
@@ -134,7 +134,8 @@ def worker(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await DeliveryWorker(db, settings, transport, concurrency=concurrency).run(stop)
+            worker = DeliveryWorker(db, settings.delivery, transport, concurrency=concurrency)
+            await worker.run(stop)
         finally:
             await transport.close()
             await db.close()

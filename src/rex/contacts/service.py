@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.api.errors import ApiError, not_found
 from rex.api.pagination import fetch_page
 from rex.contacts.schemas import ContactCreate, ContactUpdate
-from rex.db.outbox import record_event
 from rex.db.schema import contacts
-from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339, utcnow
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
 
 # Fields whose change is reported in previous_attributes (everything but bookkeeping).
 _TRACKED = (

@@ -9,32 +9,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.api.errors import ApiError, not_found
 from rex.api.pagination import fetch_page
-from rex.db import outbox
 from rex.db.schema import attempts, deliveries, endpoints
-from rex.ids import rfc3339, utcnow
+from rex.ids import utcnow
+from rex.outbox import operator
+from rex.outbox.records import Attempt, Delivery
 
 
 def serialize(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "endpoint_id": row.endpoint_id,
-        "event_id": row.event_id,
-        "event": row.event_type,
-        "status": row.status,
-        "attempt_count": row.attempt_count,
-        "next_attempt_at": rfc3339(row.next_attempt_at),
-        "created_at": rfc3339(row.created_at),
-    }
+    return Delivery.from_row(row).public()
 
 
 def serialize_attempt(row: Any) -> dict[str, Any]:
-    return {
-        "at": rfc3339(row.at),
-        "status_code": row.status_code,
-        "error": row.error,
-        "latency_ms": row.latency_ms,
-        "response_excerpt": row.response_excerpt,
-    }
+    return Attempt.from_row(row).public()
 
 
 async def get_delivery(
@@ -94,7 +80,7 @@ async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> d
             "This delivery's endpoint is disabled; enable it (PATCH /webhooks/"
             f"{delivery['endpoint_id']} with enabled=true) before retrying.",
         )
-    requeued = await outbox.requeue_delivery(
+    requeued = await operator.requeue_delivery(
         conn, workspace_id=workspace_id, delivery_id=delivery_id, now=utcnow()
     )
     if not requeued:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rex.contacts.schemas import Contact
 from rex.deals.schemas import Deal
 from rex.delivery.schemas import Delivery
-from rex.events.catalogue import EventType
+from rex.outbox.catalogue import EventType
 from rex.tasks.schemas import Task
 
 _EVENT_EXAMPLE: dict[str, Any] = {

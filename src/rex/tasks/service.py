@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.api.errors import ApiError, not_found
 from rex.api.pagination import fetch_page
-from rex.db.outbox import record_event
 from rex.db.schema import tasks
 from rex.deals.service import require_contact, require_deal
-from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339, utcnow
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
 from rex.tasks.schemas import TaskCreate, TaskUpdate
 
 _TRACKED = (

@@ -11,7 +11,6 @@ from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
 from rex.api.schemas import Deleted
 from rex.delivery.schemas import DeliveryEnvelope, DeliveryList
-from rex.delivery.ssrf import DestinationPolicy
 from rex.webhooks import service
 from rex.webhooks.schemas import (
     EndpointCreate,
@@ -23,6 +22,7 @@ from rex.webhooks.schemas import (
     RecoveryEnvelope,
     SecretRotation,
 )
+from rex.worker.ssrf import DestinationPolicy
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
 

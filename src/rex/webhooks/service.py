@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,33 +11,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex._signing import generate_secret
 from rex.api.errors import ApiError, not_found
 from rex.api.pagination import fetch_page
-from rex.db import outbox
-from rex.db.outbox import EndpointKind, record_event
 from rex.db.schema import deliveries, endpoints
 from rex.delivery import service as delivery_service
-from rex.delivery.ssrf import DestinationPolicy, validate_endpoint_url
-from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339, utcnow
+from rex.outbox import operator
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
+from rex.outbox.records import Endpoint, EndpointKind
 from rex.webhooks.schemas import EndpointCreate, EndpointUpdate, Recovery, SecretRotation
+from rex.worker.ssrf import DestinationPolicy, validate_endpoint_url
 
 ROTATION_OVERLAP = timedelta(hours=24)
 """How long the previous secret keeps signing after a rotation."""
 
 
 def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
-    endpoint = {
-        "id": row.id,
-        "url": row.url,
-        "events": list(row.events),
-        "description": row.description,
-        "enabled": row.enabled,
-        "disabled_reason": row.disabled_reason,
-        "max_concurrency": row.max_concurrency,
-        "created_at": rfc3339(row.created_at),
-    }
-    if with_secret:
-        endpoint["secret"] = row.secret
-    return endpoint
+    return Endpoint.from_row(row).public(with_secret=with_secret)
 
 
 def _check_url(url: str, policy: DestinationPolicy) -> None:
@@ -129,8 +118,7 @@ async def update(
 
 async def delete(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> None:
     await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
-    await conn.execute(sa.delete(deliveries).where(deliveries.c.endpoint_id == endpoint_id))
-    await conn.execute(sa.delete(endpoints).where(endpoints.c.id == endpoint_id))
+    await operator.delete_endpoints(conn, [endpoint_id])
 
 
 async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> dict[str, Any]:
@@ -215,22 +203,7 @@ async def recover(
             "its failed deliveries.",
         )
     now = utcnow()
-    requeued = await outbox.requeue_failed_since(
+    requeued = await operator.requeue_failed_since(
         conn, endpoint_id=endpoint_id, since=body.since, now=now
     )
     return {"endpoint_id": endpoint_id, "since": rfc3339(body.since), "requeued": requeued}
-
-
-async def emit_endpoint_disabled(conn: AsyncConnection, endpoint_id: str, *, now: datetime) -> str:
-    """Tell the workspace's other endpoints subscribed to ``endpoint.disabled`` that Rex
-    disabled this one (it is disabled already, so it is not among them). Returns the event
-    id."""
-    row = (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).one()
-    return await record_event(
-        conn,
-        workspace_id=row.workspace_id,
-        event_type=EventType.ENDPOINT_DISABLED,
-        data=serialize(row),
-        object_id=endpoint_id,
-        now=now,
-    )

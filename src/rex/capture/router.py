@@ -18,7 +18,7 @@ from rex.api.deps import DbDep, SettingsDep
 from rex.api.errors import (
     ApiError,
     ErrorEnvelope,
-    _describe_validation,
+    describe_validation,
     error_response,
 )
 from rex.api.openapi import component_ref
@@ -150,7 +150,7 @@ def _validate_lead(parsed: ParsedCapture) -> CaptureIn:
     try:
         lead = CaptureIn.model_validate(parsed.fields)
     except ValidationError as exc:
-        status, message, field = _describe_validation(
+        status, message, field = describe_validation(
             RequestValidationError(exc.errors(include_url=False))
         )
         raise ApiError(status, message, field=field) from None

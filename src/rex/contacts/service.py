@@ -7,11 +7,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
 from rex.contacts.schemas import ContactCreate, ContactUpdate
 from rex.db.outbox import record_event
+from rex.db.pagination import fetch_page
 from rex.db.schema import contacts
+from rex.errors import Conflict, Invalid, NotFound
 from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339, utcnow
 
@@ -61,7 +61,7 @@ async def _fetch_row(
 async def get(conn: AsyncConnection, workspace_id: str, contact_id: str) -> dict[str, Any]:
     row = await _fetch_row(conn, workspace_id, contact_id)
     if row is None:
-        raise not_found("contact", contact_id)
+        raise NotFound("contact", contact_id)
     return serialize(row)
 
 
@@ -100,8 +100,7 @@ async def _email_taken(conn: AsyncConnection, workspace_id: str, email: str) -> 
 async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) -> dict[str, Any]:
     existing = await _email_taken(conn, workspace_id, body.email)
     if existing:
-        raise ApiError(
-            409,
+        raise Conflict(
             f"A contact with email {body.email!r} already exists ({existing}); "
             "update it with PATCH /contacts/{id}, or use POST /capture to upsert.",
             field="email",
@@ -135,17 +134,17 @@ async def update(
 ) -> dict[str, Any]:
     row = await _fetch_row(conn, workspace_id, contact_id, for_update=True)
     if row is None:
-        raise not_found("contact", contact_id)
+        raise NotFound("contact", contact_id)
     before = serialize(row)
     changes = body.model_dump(exclude_unset=True)
     if "email" in changes:
         if changes["email"] is None:
-            raise ApiError(422, "email cannot be null.", field="email")
+            raise Invalid("email", "email cannot be null.")
         owner = await _email_taken(conn, workspace_id, changes["email"])
         if owner and owner != contact_id:
-            raise ApiError(409, f"Another contact ({owner}) has that email.", field="email")
+            raise Conflict(f"Another contact ({owner}) has that email.", field="email")
     if "stage" in changes and changes["stage"] is None:
-        raise ApiError(422, "stage cannot be null.", field="stage")
+        raise Invalid("stage", "stage cannot be null.")
     if "metadata" in changes:
         merged = dict(before["metadata"])
         for key, value in (changes["metadata"] or {}).items():
@@ -190,7 +189,7 @@ async def apply_changes(
 async def delete(conn: AsyncConnection, workspace_id: str, contact_id: str) -> dict[str, Any]:
     row = await _fetch_row(conn, workspace_id, contact_id, for_update=True)
     if row is None:
-        raise not_found("contact", contact_id)
+        raise NotFound("contact", contact_id)
     contact = serialize(row)
     await conn.execute(sa.delete(contacts).where(contacts.c.id == contact_id))
     await record_event(

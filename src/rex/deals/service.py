@@ -7,11 +7,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
 from rex.db.outbox import record_event
+from rex.db.pagination import fetch_page
 from rex.db.schema import contacts, deals, pipelines
 from rex.deals.schemas import DealCreate, DealUpdate
+from rex.errors import Invalid, NotFound
 from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339, utcnow
 from rex.pipelines import service as pipelines_service
@@ -59,7 +59,7 @@ async def require_contact(conn: AsyncConnection, workspace_id: str, contact_id: 
         .with_for_update(read=True)
     )
     if (await conn.execute(query)).first() is None:
-        raise ApiError(422, f"No contact with id {contact_id!r}.", field="contact_id")
+        raise Invalid("contact_id", f"No contact with id {contact_id!r}.")
 
 
 async def require_deal(conn: AsyncConnection, workspace_id: str, deal_id: str) -> None:
@@ -70,7 +70,7 @@ async def require_deal(conn: AsyncConnection, workspace_id: str, deal_id: str) -
         .with_for_update(read=True)
     )
     if (await conn.execute(query)).first() is None:
-        raise ApiError(422, f"No deal with id {deal_id!r}.", field="deal_id")
+        raise Invalid("deal_id", f"No deal with id {deal_id!r}.")
 
 
 async def _pipeline(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> dict[str, Any]:
@@ -83,7 +83,7 @@ async def _pipeline(conn: AsyncConnection, workspace_id: str, pipeline_id: str) 
     )
     row = (await conn.execute(query)).first()
     if row is None:
-        raise ApiError(422, f"No pipeline with id {pipeline_id!r}.", field="pipeline_id")
+        raise Invalid("pipeline_id", f"No pipeline with id {pipeline_id!r}.")
     return pipelines_service.serialize(row)
 
 
@@ -91,17 +91,16 @@ def _status_of(pipeline: dict[str, Any], stage: str) -> str:
     status = pipelines_service.stage_status(pipeline, stage)
     if status is None:
         names = ", ".join(s["name"] for s in pipeline["stages"])
-        raise ApiError(
-            422,
+        raise Invalid(
+            "stage",
             f"{stage!r} is not a stage of pipeline {pipeline['name']!r} (stages: {names}).",
-            field="stage",
         )
     return status
 
 
 def _check_amount(deal: dict[str, Any]) -> None:
     if deal["amount"] is not None and deal["currency"] is None:
-        raise ApiError(422, "currency is required when amount is set.", field="currency")
+        raise Invalid("currency", "currency is required when amount is set.")
 
 
 async def _fetch_row(
@@ -112,7 +111,7 @@ async def _fetch_row(
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("deal", deal_id)
+        raise NotFound("deal", deal_id)
     return row
 
 
@@ -192,7 +191,7 @@ async def update(
     changes = body.model_dump(exclude_unset=True)
     for field in ("name", "pipeline_id", "stage"):
         if field in changes and changes[field] is None:
-            raise ApiError(422, f"{field} cannot be null.", field=field)
+            raise Invalid(field, f"{field} cannot be null.")
     if "expected_close_date" in changes and changes["expected_close_date"] is not None:
         changes["expected_close_date"] = changes["expected_close_date"].isoformat()
     if "metadata" in changes:

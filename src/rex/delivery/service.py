@@ -7,10 +7,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
 from rex.db import outbox
+from rex.db.pagination import fetch_page
 from rex.db.schema import attempts, deliveries, endpoints
+from rex.errors import Conflict, NotFound
 from rex.ids import rfc3339, utcnow
 
 
@@ -48,7 +48,7 @@ async def get_delivery(
         )
     ).first()
     if row is None:
-        raise not_found("delivery", delivery_id)
+        raise NotFound("delivery", delivery_id)
     delivery = serialize(row)
     if with_attempts:
         rows = await conn.execute(
@@ -89,8 +89,7 @@ async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> d
         )
     ).scalar_one()
     if not enabled:
-        raise ApiError(
-            409,
+        raise Conflict(
             "This delivery's endpoint is disabled; enable it (PATCH /webhooks/"
             f"{delivery['endpoint_id']} with enabled=true) before retrying.",
         )
@@ -98,8 +97,7 @@ async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> d
         conn, workspace_id=workspace_id, delivery_id=delivery_id, now=utcnow()
     )
     if not requeued:
-        raise ApiError(
-            409,
+        raise Conflict(
             "An attempt of this delivery is in flight; its outcome will be recorded within "
             "the delivery timeout. Retry after that if it failed.",
         )

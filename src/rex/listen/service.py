@@ -14,13 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex._signing import generate_secret
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
 from rex.db import outbox
 from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus, EndpointKind
+from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, endpoints, events, listen_sessions
 from rex.delivery.retry import next_state
 from rex.delivery.service import get_delivery
+from rex.errors import NotFound
 from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339
 from rex.listen.schemas import AttemptReport, SessionOpen
@@ -80,7 +80,7 @@ async def fetch_row(
         query = query.with_for_update(of=listen_sessions)
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("listen session", session_id)
+        raise NotFound("listen session", session_id)
     return row
 
 
@@ -275,10 +275,10 @@ async def record_report(
         )
     ).first()
     if row is None:
-        raise ApiError(
-            404,
-            f"No delivery with id {report.delivery_id!r} in this session.",
-            type="not_found",
+        raise NotFound(
+            "delivery",
+            report.delivery_id,
+            message=f"No delivery with id {report.delivery_id!r} in this session.",
             field="delivery_id",
         )
     if row.status == DeliveryStatus.PENDING.value:

@@ -11,9 +11,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
+from rex.db.pagination import fetch_page
 from rex.db.schema import deals, pipelines
+from rex.errors import Conflict, Invalid, NotFound
 from rex.ids import new_id, rfc3339, utcnow
 from rex.pipelines.schemas import PipelineCreate, PipelineUpdate
 
@@ -94,7 +94,7 @@ async def _fetch_row(
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("pipeline", pipeline_id)
+        raise NotFound("pipeline", pipeline_id)
     return row
 
 
@@ -156,20 +156,18 @@ async def update(
         changes["stages"] = [stage.model_dump() for stage in body.stages]
     for field in ("name", "stages"):
         if field in changes and changes[field] is None:
-            raise ApiError(422, f"{field} cannot be null.", field=field)
+            raise Invalid(field, f"{field} cannot be null.")
     if "stages" in changes:
         new = {stage["name"]: stage["status"] for stage in changes["stages"]}
         for stage, count in (await _deals_per_stage(conn, pipeline_id)).items():
             if stage not in new:
-                raise ApiError(
-                    409,
+                raise Conflict(
                     f"{count} deal(s) are in stage {stage!r}; move them to another stage "
                     "before removing it.",
                     field="stages",
                 )
             if new[stage] != stage_status(before, stage):
-                raise ApiError(
-                    409,
+                raise Conflict(
                     f"{count} deal(s) are in stage {stage!r}; its status cannot change while "
                     "deals are in it (it would silently change theirs).",
                     field="stages",
@@ -191,8 +189,8 @@ async def update(
 async def delete(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> None:
     row = await _fetch_row(conn, workspace_id, pipeline_id, for_update=True)
     if row.is_default:
-        raise ApiError(409, "The default pipeline cannot be deleted.")
+        raise Conflict("The default pipeline cannot be deleted.")
     in_use = sum((await _deals_per_stage(conn, pipeline_id)).values())
     if in_use:
-        raise ApiError(409, f"{in_use} deal(s) are in this pipeline; move or delete them first.")
+        raise Conflict(f"{in_use} deal(s) are in this pipeline; move or delete them first.")
     await conn.execute(sa.delete(pipelines).where(pipelines.c.id == pipeline_id))

@@ -8,11 +8,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
 from rex.db.outbox import record_event
+from rex.db.pagination import fetch_page
 from rex.db.schema import tasks
 from rex.deals.service import require_contact, require_deal
+from rex.errors import Invalid, NotFound
 from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339, utcnow
 from rex.tasks.schemas import TaskCreate, TaskUpdate
@@ -47,7 +47,7 @@ async def _fetch_row(
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("task", task_id)
+        raise NotFound("task", task_id)
     return row
 
 
@@ -114,7 +114,7 @@ async def update(
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     for field in ("title", "status"):
         if field in changes and changes[field] is None:
-            raise ApiError(422, f"{field} cannot be null.", field=field)
+            raise Invalid(field, f"{field} cannot be null.")
     now = utcnow()
     if "status" in changes and changes["status"] != before["status"]:
         changes["completed_at"] = now if changes["status"] == DONE else None

@@ -12,6 +12,7 @@ from rex.api.pagination import CursorQuery, LimitQuery
 from rex.api.schemas import Deleted
 from rex.delivery.schemas import DeliveryEnvelope, DeliveryList
 from rex.delivery.ssrf import DestinationPolicy
+from rex.runtime import runtime_of
 from rex.webhooks import service
 from rex.webhooks.schemas import (
     EndpointCreate,
@@ -28,8 +29,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=ERROR_RESPON
 
 
 def _policy(request: Request) -> DestinationPolicy:
-    policy: DestinationPolicy = request.app.state.destination_policy
-    return policy
+    return runtime_of(request.app).destination_policy
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointCreatedEnvelope)

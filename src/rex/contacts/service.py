@@ -7,44 +7,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.contacts.schemas import ContactCreate, ContactUpdate
+from rex.contacts.schemas import TRACKED, Contact, ContactCreate, ContactUpdate
 from rex.db.outbox import record_event
 from rex.db.pagination import fetch_page
 from rex.db.schema import contacts
 from rex.errors import Conflict, Invalid, NotFound
 from rex.events.catalogue import EventType
-from rex.ids import new_id, rfc3339, utcnow
-
-# Fields whose change is reported in previous_attributes (everything but bookkeeping).
-_TRACKED = (
-    "email", "first_name", "last_name", "phone", "company", "stage", "source",
-    "first_touch", "last_touch", "consent", "metadata",
-)  # fmt: skip
+from rex.ids import new_id, utcnow
 
 
-def serialize(row: Any) -> dict[str, Any]:
-    """A contact as the API returns it (and as events carry it)."""
-    return {
-        "id": row.id,
-        "email": row.email,
-        "first_name": row.first_name,
-        "last_name": row.last_name,
-        "phone": row.phone,
-        "company": row.company,
-        "stage": row.stage,
-        "source": row.source,
-        "first_touch": row.first_touch,
-        "last_touch": row.last_touch,
-        "consent": row.consent,
-        "metadata": row.metadata or {},
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    }
+def serialize(row: sa.Row[Any]) -> dict[str, Any]:
+    """A stored contact in its one shape (``Contact.data``)."""
+    return Contact.from_row(row).data()
 
 
 def changed_attributes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """Old values of exactly the tracked fields that differ."""
-    return {key: before[key] for key in _TRACKED if before.get(key) != after.get(key)}
+    return {key: before[key] for key in TRACKED if before.get(key) != after.get(key)}
 
 
 async def _fetch_row(

@@ -11,7 +11,8 @@ from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
 from rex.api.schemas import Deleted
 from rex.deals import service
-from rex.deals.schemas import DealCreate, DealEnvelope, DealList, DealStatus, DealUpdate
+from rex.deals.schemas import DealCreate, DealEnvelope, DealList, DealUpdate
+from rex.states import DealStatusName
 
 router = APIRouter(prefix="/deals", tags=["deals"], responses=ERROR_RESPONSES)
 
@@ -31,7 +32,7 @@ async def list_deals(
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
     stage: Annotated[str | None, Query(max_length=64)] = None,
-    status: DealStatus | None = None,
+    status: DealStatusName | None = None,
     contact_id: Annotated[str | None, Query(max_length=40)] = None,
     pipeline_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict[str, Any]:

@@ -10,41 +10,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.db.outbox import record_event
 from rex.db.pagination import fetch_page
 from rex.db.schema import contacts, deals, pipelines
-from rex.deals.schemas import DealCreate, DealUpdate
+from rex.deals.schemas import TRACKED, Deal, DealCreate, DealUpdate
 from rex.errors import Invalid, NotFound
 from rex.events.catalogue import EventType
-from rex.ids import new_id, rfc3339, utcnow
+from rex.ids import new_id, utcnow
 from rex.pipelines import service as pipelines_service
 
-# Fields whose change is reported in previous_attributes (everything but bookkeeping).
-_TRACKED = (
-    "name", "amount", "currency", "pipeline_id", "stage", "status", "expected_close_date",
-    "contact_id", "metadata",
-)  # fmt: skip
 
-
-def serialize(row: Any) -> dict[str, Any]:
-    """A deal as the API returns it (and as events carry it)."""
-    return {
-        "id": row.id,
-        "name": row.name,
-        "amount": row.amount,
-        "currency": row.currency,
-        "pipeline_id": row.pipeline_id,
-        "stage": row.stage,
-        "status": row.status,
-        "expected_close_date": (
-            row.expected_close_date.isoformat() if row.expected_close_date else None
-        ),
-        "contact_id": row.contact_id,
-        "metadata": row.metadata or {},
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    }
+def serialize(row: sa.Row[Any]) -> dict[str, Any]:
+    """A stored deal in its one shape (``Deal.data``)."""
+    return Deal.from_row(row).data()
 
 
 def changed_attributes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    return {key: before[key] for key in _TRACKED if before.get(key) != after.get(key)}
+    return {key: before[key] for key in TRACKED if before.get(key) != after.get(key)}
 
 
 async def require_contact(conn: AsyncConnection, workspace_id: str, contact_id: str) -> None:

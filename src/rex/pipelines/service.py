@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.db.pagination import fetch_page
 from rex.db.schema import deals, pipelines
 from rex.errors import Conflict, Invalid, NotFound
-from rex.ids import new_id, rfc3339, utcnow
-from rex.pipelines.schemas import PipelineCreate, PipelineUpdate
+from rex.ids import new_id, utcnow
+from rex.pipelines.schemas import Pipeline, PipelineCreate, PipelineUpdate
 
 DEFAULT_NAME = "Sales"
 DEFAULT_STAGES: tuple[dict[str, str], ...] = (
@@ -28,15 +28,9 @@ DEFAULT_STAGES: tuple[dict[str, str], ...] = (
 )
 
 
-def serialize(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "is_default": bool(row.is_default),
-        "stages": [{"name": s["name"], "status": s["status"]} for s in row.stages],
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    }
+def serialize(row: sa.Row[Any]) -> dict[str, Any]:
+    """A stored pipeline in its one shape (``Pipeline.data``)."""
+    return Pipeline.from_row(row).data()
 
 
 def stage_status(pipeline: dict[str, Any], stage: str) -> str | None:

@@ -11,8 +11,9 @@ from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
 from rex.api.schemas import Deleted
 from rex.api.validation import UtcTime
+from rex.states import TaskStatusName
 from rex.tasks import service
-from rex.tasks.schemas import TaskCreate, TaskEnvelope, TaskList, TaskStatus, TaskUpdate
+from rex.tasks.schemas import TaskCreate, TaskEnvelope, TaskList, TaskUpdate
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 
@@ -31,7 +32,7 @@ async def list_tasks(
     db: DbDep,
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
-    status: TaskStatus | None = None,
+    status: TaskStatusName | None = None,
     due_before: Annotated[
         UtcTime | None, Query(description="Only tasks due strictly before this time.")
     ] = None,

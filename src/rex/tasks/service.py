@@ -15,28 +15,13 @@ from rex.deals.service import require_contact, require_deal
 from rex.errors import Invalid, NotFound
 from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339, utcnow
-from rex.tasks.schemas import TaskCreate, TaskUpdate
-
-_TRACKED = (
-    "title", "body", "due_at", "status", "completed_at", "contact_id", "deal_id",
-)  # fmt: skip
-DONE = "done"
+from rex.states import TaskStatus
+from rex.tasks.schemas import TRACKED, Task, TaskCreate, TaskUpdate
 
 
-def serialize(row: Any) -> dict[str, Any]:
-    """A task as the API returns it (and as events carry it)."""
-    return {
-        "id": row.id,
-        "title": row.title,
-        "body": row.body,
-        "due_at": rfc3339(row.due_at),
-        "status": row.status,
-        "completed_at": rfc3339(row.completed_at),
-        "contact_id": row.contact_id,
-        "deal_id": row.deal_id,
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    }
+def serialize(row: sa.Row[Any]) -> dict[str, Any]:
+    """A stored task in its one shape (``Task.data``)."""
+    return Task.from_row(row).data()
 
 
 async def _fetch_row(
@@ -89,7 +74,7 @@ async def create(conn: AsyncConnection, workspace_id: str, body: TaskCreate) -> 
         "id": new_id("task"),
         "workspace_id": workspace_id,
         **body.model_dump(),
-        "completed_at": now if body.status == DONE else None,
+        "completed_at": now if body.status == TaskStatus.DONE else None,
         "created_at": now,
         "updated_at": now,
     }
@@ -117,13 +102,13 @@ async def update(
             raise Invalid(field, f"{field} cannot be null.")
     now = utcnow()
     if "status" in changes and changes["status"] != before["status"]:
-        changes["completed_at"] = now if changes["status"] == DONE else None
+        changes["completed_at"] = now if changes["status"] == TaskStatus.DONE else None
     # Compare in the API's form (RFC 3339 strings), write as datetimes.
     times: dict[str, Any] = {
         key: changes[key] for key in ("due_at", "completed_at") if key in changes
     }
     after = {**before, **changes, **{key: rfc3339(value) for key, value in times.items()}}
-    previous = {key: before[key] for key in _TRACKED if before[key] != after[key]}
+    previous = {key: before[key] for key in TRACKED if before[key] != after[key]}
     if not previous:
         return before
     if "contact_id" in previous and after["contact_id"] is not None:
@@ -149,7 +134,7 @@ async def update(
         now=now,
         previous_attributes=previous,
     )
-    if "status" in previous and task["status"] == DONE:
+    if "status" in previous and task["status"] == TaskStatus.DONE:
         await record_event(
             conn,
             workspace_id=workspace_id,

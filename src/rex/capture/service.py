@@ -120,7 +120,7 @@ async def capture(
     # the update path below and lock the row (FOR UPDATE), so exactly one contact.created.
     row = (await conn.execute(_INSERT_NEW[conn.dialect.name], values)).first()
     if row is not None:
-        contact = contacts_service.serialize(row)
+        contact = Contact.from_row(row).data()
         await record_event(
             conn,
             workspace_id=workspace_id,
@@ -138,7 +138,8 @@ async def capture(
             .with_for_update()
         )
     ).one()
-    before = contacts_service.serialize(existing)
+    stored = Contact.from_row(existing)
+    before = stored.data()
     changes: dict[str, Any] = {
         key: fields[key] for key in _FILL_ONLY if not before[key] and fields[key]
     }
@@ -159,5 +160,5 @@ async def capture(
         != (fields["consent"]["granted"], fields["consent"]["text"])
     ):
         changes["consent"] = fields["consent"]
-    contact = await contacts_service.apply_changes(conn, workspace_id, before, changes)
-    return contact, False
+    updated = await contacts_service.apply_changes(conn, workspace_id, stored, changes)
+    return updated.data(), False

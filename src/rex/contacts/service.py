@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.contacts.schemas import TRACKED, Contact, ContactCreate, ContactUpdate
+from rex.contacts.schemas import TRACKED, Contact, ContactCreate, ContactUpdate, Metadata
 from rex.db.outbox import record_event
 from rex.db.pagination import fetch_page
 from rex.db.schema import contacts
@@ -15,20 +15,28 @@ from rex.errors import Conflict, Invalid, NotFound
 from rex.events.catalogue import EventType
 from rex.ids import new_id, utcnow
 
-
-def serialize(row: sa.Row[Any]) -> dict[str, Any]:
-    """A stored contact in its one shape (``Contact.data``)."""
-    return Contact.from_row(row).data()
+Changes = dict[str, Any]  # a partial contact, field -> new value (JSON values)
 
 
-def changed_attributes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+def changed_attributes(before: Changes, after: Changes) -> Changes:
     """Old values of exactly the tracked fields that differ."""
     return {key: before[key] for key in TRACKED if before.get(key) != after.get(key)}
 
 
+def merge_metadata(current: Metadata, patch: Metadata | None) -> Metadata:
+    """``current`` with ``patch`` applied: a key set to null is removed."""
+    merged = dict(current)
+    for key, value in (patch or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 async def _fetch_row(
     conn: AsyncConnection, workspace_id: str, contact_id: str, *, for_update: bool = False
-) -> Any:
+) -> sa.Row[Any] | None:
     query = sa.select(contacts).where(
         contacts.c.workspace_id == workspace_id, contacts.c.id == contact_id
     )
@@ -37,11 +45,11 @@ async def _fetch_row(
     return (await conn.execute(query)).first()
 
 
-async def get(conn: AsyncConnection, workspace_id: str, contact_id: str) -> dict[str, Any]:
+async def get(conn: AsyncConnection, workspace_id: str, contact_id: str) -> Contact:
     row = await _fetch_row(conn, workspace_id, contact_id)
     if row is None:
         raise NotFound("contact", contact_id)
-    return serialize(row)
+    return Contact.from_row(row)
 
 
 async def exists(conn: AsyncConnection, workspace_id: str, contact_id: str) -> bool:
@@ -59,14 +67,14 @@ async def list_page(
     cursor: str | None,
     email: str | None = None,
     stage: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[Contact], str | None]:
     query = sa.select(contacts).where(contacts.c.workspace_id == workspace_id)
     if email is not None:
         query = query.where(contacts.c.email == email.strip().lower())
     if stage is not None:
         query = query.where(contacts.c.stage == stage)
     rows, next_cursor = await fetch_page(conn, query, contacts.c.id, limit=limit, cursor=cursor)
-    return [serialize(row) for row in rows], next_cursor
+    return [Contact.from_row(row) for row in rows], next_cursor
 
 
 async def _email_taken(conn: AsyncConnection, workspace_id: str, email: str) -> str | None:
@@ -76,7 +84,7 @@ async def _email_taken(conn: AsyncConnection, workspace_id: str, email: str) -> 
     return (await conn.execute(query)).scalar()
 
 
-async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) -> dict[str, Any]:
+async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) -> Contact:
     existing = await _email_taken(conn, workspace_id, body.email)
     if existing:
         raise Conflict(
@@ -96,13 +104,13 @@ async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) 
         "updated_at": now,
     }
     row = (await conn.execute(sa.insert(contacts).values(values).returning(contacts))).one()
-    contact = serialize(row)
+    contact = Contact.from_row(row)
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.CONTACT_CREATED,
-        data=contact,
-        object_id=contact["id"],
+        data=contact.data(),
+        object_id=contact.id,
         now=now,
     )
     return contact
@@ -110,11 +118,11 @@ async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) 
 
 async def update(
     conn: AsyncConnection, workspace_id: str, contact_id: str, body: ContactUpdate
-) -> dict[str, Any]:
+) -> Contact:
     row = await _fetch_row(conn, workspace_id, contact_id, for_update=True)
     if row is None:
         raise NotFound("contact", contact_id)
-    before = serialize(row)
+    before = Contact.from_row(row)
     changes = body.model_dump(exclude_unset=True)
     if "email" in changes:
         if changes["email"] is None:
@@ -125,57 +133,52 @@ async def update(
     if "stage" in changes and changes["stage"] is None:
         raise Invalid("stage", "stage cannot be null.")
     if "metadata" in changes:
-        merged = dict(before["metadata"])
-        for key, value in (changes["metadata"] or {}).items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        changes["metadata"] = merged
+        changes["metadata"] = merge_metadata(before.metadata, changes["metadata"])
     return await apply_changes(conn, workspace_id, before, changes)
 
 
 async def apply_changes(
-    conn: AsyncConnection, workspace_id: str, before: dict[str, Any], changes: dict[str, Any]
-) -> dict[str, Any]:
+    conn: AsyncConnection, workspace_id: str, before: Contact, changes: Changes
+) -> Contact:
     """Write ``changes`` and emit ``contact.updated``; a no-op change writes and emits nothing."""
-    after = {**before, **changes}
-    previous = changed_attributes(before, after)
+    old = before.data()
+    after = {**old, **changes}
+    previous = changed_attributes(old, after)
     if not previous:
         return before
     now = utcnow()
     row = (
         await conn.execute(
             sa.update(contacts)
-            .where(contacts.c.id == before["id"])
+            .where(contacts.c.id == before.id)
             .values({**{key: after[key] for key in previous}, "updated_at": now})
             .returning(contacts)
         )
     ).one()
-    contact = serialize(row)
+    contact = Contact.from_row(row)
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.CONTACT_UPDATED,
-        data=contact,
-        object_id=contact["id"],
+        data=contact.data(),
+        object_id=contact.id,
         now=now,
         previous_attributes=previous,
     )
     return contact
 
 
-async def delete(conn: AsyncConnection, workspace_id: str, contact_id: str) -> dict[str, Any]:
+async def delete(conn: AsyncConnection, workspace_id: str, contact_id: str) -> Contact:
     row = await _fetch_row(conn, workspace_id, contact_id, for_update=True)
     if row is None:
         raise NotFound("contact", contact_id)
-    contact = serialize(row)
+    contact = Contact.from_row(row)
     await conn.execute(sa.delete(contacts).where(contacts.c.id == contact_id))
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.CONTACT_DELETED,
-        data=contact,
+        data=contact.data(),
         object_id=contact_id,
         now=utcnow(),
     )

@@ -16,6 +16,7 @@ from rex.db.schema import deals, pipelines
 from rex.errors import Conflict, Invalid, NotFound
 from rex.ids import new_id, utcnow
 from rex.pipelines.schemas import Pipeline, PipelineCreate, PipelineUpdate
+from rex.states import DealStatus
 
 DEFAULT_NAME = "Sales"
 DEFAULT_STAGES: tuple[dict[str, str], ...] = (
@@ -28,21 +29,16 @@ DEFAULT_STAGES: tuple[dict[str, str], ...] = (
 )
 
 
-def serialize(row: sa.Row[Any]) -> dict[str, Any]:
-    """A stored pipeline in its one shape (``Pipeline.data``)."""
-    return Pipeline.from_row(row).data()
-
-
-def stage_status(pipeline: dict[str, Any], stage: str) -> str | None:
+def stage_status(pipeline: Pipeline, stage: str) -> DealStatus | None:
     """The status (open/won/lost) of ``stage`` in ``pipeline``, or None if it has no such
     stage."""
-    for candidate in pipeline["stages"]:
-        if candidate["name"] == stage:
-            return str(candidate["status"])
+    for candidate in pipeline.stages:
+        if candidate.name == stage:
+            return DealStatus(candidate.status)
     return None
 
 
-async def ensure_default(conn: AsyncConnection, workspace_id: str, now: datetime) -> dict[str, Any]:
+async def ensure_default(conn: AsyncConnection, workspace_id: str, now: datetime) -> Pipeline:
     """The workspace's default pipeline, created if missing.
 
     Safe when several API processes do it at once: the partial unique index
@@ -52,7 +48,7 @@ async def ensure_default(conn: AsyncConnection, workspace_id: str, now: datetime
     """
     found = await _default_row(conn, workspace_id)
     if found is not None:
-        return serialize(found)
+        return Pipeline.from_row(found)
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
         insert(pipelines)
@@ -68,10 +64,11 @@ async def ensure_default(conn: AsyncConnection, workspace_id: str, now: datetime
         .on_conflict_do_nothing(index_elements=["workspace_id"], index_where=pipelines.c.is_default)
     )
     row = await _default_row(conn, workspace_id)
-    return serialize(row)
+    assert row is not None  # inserted above, or by a concurrent winner
+    return Pipeline.from_row(row)
 
 
-async def _default_row(conn: AsyncConnection, workspace_id: str) -> Any:
+async def _default_row(conn: AsyncConnection, workspace_id: str) -> sa.Row[Any] | None:
     query = sa.select(pipelines).where(
         pipelines.c.workspace_id == workspace_id, pipelines.c.is_default.is_(True)
     )
@@ -80,7 +77,7 @@ async def _default_row(conn: AsyncConnection, workspace_id: str) -> Any:
 
 async def _fetch_row(
     conn: AsyncConnection, workspace_id: str, pipeline_id: str, *, for_update: bool = False
-) -> Any:
+) -> sa.Row[Any]:
     query = sa.select(pipelines).where(
         pipelines.c.workspace_id == workspace_id, pipelines.c.id == pipeline_id
     )
@@ -92,27 +89,27 @@ async def _fetch_row(
     return row
 
 
-async def get(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> dict[str, Any]:
-    return serialize(await _fetch_row(conn, workspace_id, pipeline_id))
+async def get(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> Pipeline:
+    return Pipeline.from_row(await _fetch_row(conn, workspace_id, pipeline_id))
 
 
-async def find(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> dict[str, Any] | None:
+async def find(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> Pipeline | None:
     query = sa.select(pipelines).where(
         pipelines.c.workspace_id == workspace_id, pipelines.c.id == pipeline_id
     )
     row = (await conn.execute(query)).first()
-    return serialize(row) if row is not None else None
+    return Pipeline.from_row(row) if row is not None else None
 
 
 async def list_page(
     conn: AsyncConnection, workspace_id: str, *, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[Pipeline], str | None]:
     query = sa.select(pipelines).where(pipelines.c.workspace_id == workspace_id)
     rows, next_cursor = await fetch_page(conn, query, pipelines.c.id, limit=limit, cursor=cursor)
-    return [serialize(row) for row in rows], next_cursor
+    return [Pipeline.from_row(row) for row in rows], next_cursor
 
 
-async def create(conn: AsyncConnection, workspace_id: str, body: PipelineCreate) -> dict[str, Any]:
+async def create(conn: AsyncConnection, workspace_id: str, body: PipelineCreate) -> Pipeline:
     now = utcnow()
     row = (
         await conn.execute(
@@ -129,7 +126,7 @@ async def create(conn: AsyncConnection, workspace_id: str, body: PipelineCreate)
             .returning(pipelines)
         )
     ).one()
-    return serialize(row)
+    return Pipeline.from_row(row)
 
 
 async def _deals_per_stage(conn: AsyncConnection, pipeline_id: str) -> dict[str, int]:
@@ -143,8 +140,9 @@ async def _deals_per_stage(conn: AsyncConnection, pipeline_id: str) -> dict[str,
 
 async def update(
     conn: AsyncConnection, workspace_id: str, pipeline_id: str, body: PipelineUpdate
-) -> dict[str, Any]:
-    before = serialize(await _fetch_row(conn, workspace_id, pipeline_id, for_update=True))
+) -> Pipeline:
+    before = Pipeline.from_row(await _fetch_row(conn, workspace_id, pipeline_id, for_update=True))
+    old = before.data()
     changes = body.model_dump(exclude_unset=True)
     if body.stages is not None:  # exclude_unset would drop each stage's default status
         changes["stages"] = [stage.model_dump() for stage in body.stages]
@@ -166,7 +164,7 @@ async def update(
                     "deals are in it (it would silently change theirs).",
                     field="stages",
                 )
-    changes = {key: value for key, value in changes.items() if before[key] != value}
+    changes = {key: value for key, value in changes.items() if old[key] != value}
     if not changes:
         return before
     row = (
@@ -177,7 +175,7 @@ async def update(
             .returning(pipelines)
         )
     ).one()
-    return serialize(row)
+    return Pipeline.from_row(row)
 
 
 async def delete(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> None:

@@ -39,7 +39,7 @@ class Workspace:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Any) -> Workspace:
+    def from_row(cls, row: sa.Row[Any]) -> Workspace:
         return cls(
             id=row.id,
             slug=row.slug,

@@ -7,31 +7,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.contacts.schemas import TRACKED, Contact, ContactCreate, ContactUpdate, Metadata
+from rex.changes import Changes, changed_fields, merge_metadata
+from rex.contacts.schemas import TRACKED, Contact, ContactCreate, ContactUpdate
 from rex.db.outbox import record_event
 from rex.db.pagination import fetch_page
 from rex.db.schema import contacts
 from rex.errors import Conflict, Invalid, NotFound
 from rex.events.catalogue import EventType
 from rex.ids import new_id, utcnow
-
-Changes = dict[str, Any]  # a partial contact, field -> new value (JSON values)
-
-
-def changed_attributes(before: Changes, after: Changes) -> Changes:
-    """Old values of exactly the tracked fields that differ."""
-    return {key: before[key] for key in TRACKED if before.get(key) != after.get(key)}
-
-
-def merge_metadata(current: Metadata, patch: Metadata | None) -> Metadata:
-    """``current`` with ``patch`` applied: a key set to null is removed."""
-    merged = dict(current)
-    for key, value in (patch or {}).items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
 
 
 async def _fetch_row(
@@ -143,7 +126,7 @@ async def apply_changes(
     """Write ``changes`` and emit ``contact.updated``; a no-op change writes and emits nothing."""
     old = before.data()
     after = {**old, **changes}
-    previous = changed_attributes(old, after)
+    previous = changed_fields(old, after, TRACKED)
     if not previous:
         return before
     now = utcnow()

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.contacts.service import Changes, merge_metadata
+from rex.changes import Changes, changed_fields, merge_metadata
 from rex.db.outbox import record_event
 from rex.db.pagination import fetch_page
 from rex.db.schema import contacts, deals, pipelines
@@ -18,10 +18,6 @@ from rex.ids import new_id, utcnow
 from rex.pipelines import service as pipelines_service
 from rex.pipelines.schemas import Pipeline
 from rex.states import DealStatus
-
-
-def changed_attributes(before: Changes, after: Changes) -> Changes:
-    return {key: before[key] for key in TRACKED if before.get(key) != after.get(key)}
 
 
 async def require_contact(conn: AsyncConnection, workspace_id: str, contact_id: str) -> None:
@@ -179,7 +175,7 @@ async def update(conn: AsyncConnection, workspace_id: str, deal_id: str, body: D
     if after["contact_id"] is not None and after["contact_id"] != before["contact_id"]:
         await require_contact(conn, workspace_id, after["contact_id"])
     _check_amount(after)
-    previous = changed_attributes(before, after)
+    previous = changed_fields(before, after, TRACKED)
     if not previous:
         return stored
     now = utcnow()

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.contacts.service import Changes
+from rex.changes import Changes, changed_fields
 from rex.db.outbox import record_event
 from rex.db.pagination import fetch_page
 from rex.db.schema import tasks
@@ -101,7 +101,7 @@ async def update(conn: AsyncConnection, workspace_id: str, task_id: str, body: T
     # Compare in the API's form (RFC 3339 strings), write as datetimes.
     times: Changes = {key: changes[key] for key in ("due_at", "completed_at") if key in changes}
     after = {**before, **changes, **{key: rfc3339(value) for key, value in times.items()}}
-    previous = {key: before[key] for key in TRACKED if before[key] != after[key]}
+    previous = changed_fields(before, after, TRACKED)
     if not previous:
         return stored
     if "contact_id" in previous and after["contact_id"] is not None:

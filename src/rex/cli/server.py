@@ -72,6 +72,7 @@ def serve(
     import uvicorn
 
     from rex.app import create_app
+    from rex.runtime import runtime_of
 
     settings = _settings()
     first_key = asyncio.run(_bootstrap(settings))
@@ -103,7 +104,7 @@ def serve(
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # `rex listen` streams never end by themselves: end them as shutdown begins.
-            application.state.listen_hub.close_threadsafe()
+            runtime_of(application).listen_hub.close_threadsafe()
             super().handle_exit(sig, frame)
 
     server = Server(config)
@@ -119,7 +120,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run a standalone delivery worker (PostgreSQL; run as many as you like)."""
-    from rex.app import destination_policy
+    from rex.runtime import destination_policy
     from rex.worker.loop import DeliveryWorker
     from rex.worker.transport import AiohttpTransport
 

@@ -7,9 +7,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
+from rex.db.pagination import fetch_page
 from rex.db.schema import attempts, deliveries, endpoints
+from rex.errors import Conflict, NotFound
 from rex.ids import utcnow
 from rex.outbox import operator
 from rex.outbox.records import Attempt, Delivery
@@ -34,7 +34,7 @@ async def get_delivery(
         )
     ).first()
     if row is None:
-        raise not_found("delivery", delivery_id)
+        raise NotFound("delivery", delivery_id)
     delivery = serialize(row)
     if with_attempts:
         rows = await conn.execute(
@@ -75,8 +75,7 @@ async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> d
         )
     ).scalar_one()
     if not enabled:
-        raise ApiError(
-            409,
+        raise Conflict(
             "This delivery's endpoint is disabled; enable it (PATCH /webhooks/"
             f"{delivery['endpoint_id']} with enabled=true) before retrying.",
         )
@@ -84,8 +83,7 @@ async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> d
         conn, workspace_id=workspace_id, delivery_id=delivery_id, now=utcnow()
     )
     if not requeued:
-        raise ApiError(
-            409,
+        raise Conflict(
             "An attempt of this delivery is in flight; its outcome will be recorded within "
             "the delivery timeout. Retry after that if it failed.",
         )

@@ -22,6 +22,7 @@ from rex.listen.schemas import (
     SessionOpenedEnvelope,
 )
 from rex.listen.stream import EventStream, ListenHub, SessionStreamer
+from rex.runtime import runtime_of
 
 # Error responses are declared per route: the stream's errors are JSON, not event streams.
 router = APIRouter(prefix="/listen/sessions", tags=["listen"])
@@ -41,8 +42,7 @@ _STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _hub(request: Request) -> ListenHub:
-    hub: ListenHub = request.app.state.listen_hub
-    return hub
+    return runtime_of(request.app).listen_hub
 
 
 @router.post(

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex._signing import generate_secret
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
+from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, endpoints, listen_sessions
 from rex.delivery.service import get_delivery
+from rex.errors import Conflict, NotFound
 from rex.ids import new_id, rfc3339
 from rex.listen.schemas import AttemptReport, SessionOpen
 from rex.outbox.attempts import record_attempts
@@ -86,7 +86,7 @@ async def fetch_row(
         query = query.with_for_update(of=listen_sessions)
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("listen session", session_id)
+        raise NotFound("listen session", session_id)
     return row
 
 
@@ -225,8 +225,7 @@ async def send_test(
     """Queue a ``webhook.test`` event for this session alone; returns its delivery."""
     session = ListenSession.from_row(await fetch_row(conn, workspace_id, session_id))
     if not session.enabled:
-        raise ApiError(
-            409,
+        raise Conflict(
             f"This listen session is disabled ({session.disabled_reason}); run rex listen "
             "again to resume it, enabled, before testing.",
         )
@@ -294,10 +293,10 @@ async def record_report(
         )
     ).first()
     if row is None:
-        raise ApiError(
-            404,
-            f"No delivery with id {report.delivery_id!r} in this session.",
-            type="not_found",
+        raise NotFound(
+            "delivery",
+            report.delivery_id,
+            message=f"No delivery with id {report.delivery_id!r} in this session.",
             field="delivery_id",
         )
     delivery = Delivery.from_row(row)

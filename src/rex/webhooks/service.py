@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex._signing import generate_secret
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
+from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, endpoints
 from rex.delivery import service as delivery_service
+from rex.errors import Conflict, Invalid, NotFound
 from rex.ids import new_id, rfc3339, utcnow
 from rex.outbox import operator
 from rex.outbox.catalogue import EventType
@@ -32,7 +32,7 @@ def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
 def _check_url(url: str, policy: DestinationPolicy) -> None:
     problem = validate_endpoint_url(url, policy)
     if problem:
-        raise ApiError(422, problem, field="url")
+        raise Invalid("url", problem)
 
 
 async def fetch_row(
@@ -47,7 +47,7 @@ async def fetch_row(
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("webhook endpoint", endpoint_id)
+        raise NotFound("webhook endpoint", endpoint_id)
     return row
 
 
@@ -98,7 +98,7 @@ async def update(
     changes = body.model_dump(exclude_unset=True)
     for field in ("url", "events", "enabled", "max_concurrency"):
         if field in changes and changes[field] is None:
-            raise ApiError(422, f"{field} cannot be null.", field=field)
+            raise Invalid(field, f"{field} cannot be null.")
     if "url" in changes:
         _check_url(changes["url"], policy)
     if changes.get("enabled") is True and not row.enabled:
@@ -125,9 +125,7 @@ async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) 
     """Queue a ``webhook.test`` event for this endpoint alone; returns its delivery."""
     row = await fetch_row(conn, workspace_id, endpoint_id)
     if not row.enabled:
-        raise ApiError(
-            409, "This endpoint is disabled; enable it (PATCH enabled=true) before testing."
-        )
+        raise Conflict("This endpoint is disabled; enable it (PATCH enabled=true) before testing.")
     now = utcnow()
     event_id = await record_event(
         conn,
@@ -158,7 +156,7 @@ async def rotate_secret(
     row = await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
     secret = body.secret or generate_secret()
     if secret == row.secret:
-        raise ApiError(422, "The new secret must differ from the current one.", field="secret")
+        raise Invalid("secret", "The new secret must differ from the current one.")
     now = utcnow()
     row = (
         await conn.execute(
@@ -197,8 +195,7 @@ async def recover(
     """Re-queue every failed delivery of the endpoint created since ``body.since``."""
     row = await fetch_row(conn, workspace_id, endpoint_id)
     if not row.enabled:
-        raise ApiError(
-            409,
+        raise Conflict(
             "This endpoint is disabled; enable it (PATCH enabled=true) before recovering "
             "its failed deliveries.",
         )

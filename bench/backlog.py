@@ -16,9 +16,9 @@ SEED_BATCH = 1000
 async def seed_backlog(database_url: str, endpoint_count: int, events: int) -> float:
     """Queue ``events`` contact.created events through Rex's own outbox (the code path every
     capture takes), ``SEED_BATCH`` per transaction; returns the seconds it took."""
-    from rex.db import outbox
     from rex.db.engine import Database
     from rex.ids import new_id, utcnow
+    from rex.outbox.events import record_event
     from rex.workspaces import service as workspaces
 
     db = Database(database_url)
@@ -40,7 +40,7 @@ async def seed_backlog(database_url: str, endpoint_count: int, events: int) -> f
                         "stage": "lead",
                         "source": "bench",
                     }
-                    await outbox.record_event(
+                    await record_event(
                         conn,
                         workspace_id=workspace.id,
                         event_type="contact.created",

@@ -103,7 +103,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"{report['workers'] or 'embedded'} worker(s), {report['cores']} cores"
         )
         rows: list[tuple[str, Any, str]] = [
-            ("seeded in s", rex["seeded_seconds"], "through rex.db.outbox"),
+            ("seeded in s", rex["seeded_seconds"], "through rex.outbox.events"),
             ("delivered", rex["delivered"], f"{rex['left']} left"),
             ("drain s", rex["drain_seconds"], ""),
             ("deliveries/s", rex["deliveries_per_s"], ""),

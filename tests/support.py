@@ -25,8 +25,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from rex.app import create_app
 from rex.db.engine import Database
 from rex.db.schema import metadata
-from rex.delivery.transport import Transport
+from rex.runtime import runtime_of
 from rex.settings import Settings
+from rex.worker.transport import Transport
 from rex.workspaces import service as workspaces
 
 POSTGRES_URL = os.environ.get("REX_TEST_POSTGRES_URL")
@@ -146,7 +147,8 @@ def serve_rex(
     try:
         yield RexServer(url=f"http://127.0.0.1:{port}", settings=settings, key=key)
     finally:
-        app.state.listen_hub.close_threadsafe()  # end `rex listen` streams, as `rex serve` does
+        # End `rex listen` streams, as `rex serve` does.
+        runtime_of(app).listen_hub.close_threadsafe()
         server.should_exit = True
         thread.join(timeout=30)
 

@@ -12,39 +12,30 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from rex._version import __version__
-from rex.api.client_ip import ProxyTrust
+from rex.api.deps import authenticated_routes
 from rex.api.errors import DatabaseErrorsMiddleware, install_error_handlers
 from rex.api.idempotency import IdempotencyMiddleware
 from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
-from rex.capture.ratelimit import RateLimiter
 from rex.capture.router import router as capture_router
 from rex.contacts.router import router as contacts_router
-from rex.db import outbox
 from rex.db.engine import Database
 from rex.deals.router import router as deals_router
 from rex.delivery.router import router as deliveries_router
-from rex.delivery.ssrf import DestinationPolicy
-from rex.delivery.transport import AiohttpTransport, Transport
-from rex.delivery.worker import DeliveryWorker
 from rex.events.router import router as events_router
 from rex.events.webhooks import register_webhooks
 from rex.listen.router import router as listen_router
-from rex.listen.stream import ListenHub, expire_sessions
+from rex.listen.stream import expire_sessions
+from rex.outbox import queue
 from rex.pipelines.router import router as pipelines_router
+from rex.runtime import Runtime
 from rex.settings import Settings
 from rex.tasks.router import router as tasks_router
 from rex.webhooks.router import router as webhooks_router
+from rex.worker.loop import DeliveryWorker
+from rex.worker.transport import AiohttpTransport, Transport
 from rex.workspaces import service as workspaces
 from rex.workspaces.router import router as workspace_router
-
-
-def destination_policy(settings: Settings) -> DestinationPolicy:
-    return DestinationPolicy(
-        allow_private=settings.allow_private_destinations,
-        allowed_networks=settings.allowed_networks,
-    )
-
 
 API_DESCRIPTION = """\
 Rex captures leads, keeps contacts, deals and tasks, and tells your systems about every change
@@ -76,6 +67,7 @@ def create_app(
     is closed at shutdown)."""
     settings = settings or Settings()
     embedded_worker = settings.is_sqlite if run_worker is None else run_worker
+    runtime = Runtime.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,20 +75,20 @@ def create_app(
         await db.migrate()
         async with db.transaction() as conn:
             await workspaces.ensure_default_workspace(conn)
-        app.state.db = db
+        runtime.open(db)
         stop = asyncio.Event()
         worker_task = None
-        hub: ListenHub = app.state.listen_hub
+        hub = runtime.listen_hub
         hub.bind(asyncio.get_running_loop())
         db.on_deliveries_queued(hub.wake)
-        expiry_task = asyncio.create_task(expire_sessions(db, settings, stop))
-        sender = transport or AiohttpTransport(app.state.destination_policy)
+        expiry_task = asyncio.create_task(expire_sessions(db, settings.listen, stop))
+        sender = transport or AiohttpTransport(runtime.destination_policy)
         if embedded_worker:
             if db.is_sqlite:
                 # One worker per SQLite database: leases left by a previous run are stale.
                 async with db.transaction() as conn:
-                    await outbox.release_all_leases(conn)
-            worker = DeliveryWorker(db, settings, sender)
+                    await queue.release_all_leases(conn)
+            worker = DeliveryWorker(db, settings.delivery, sender)
             worker_task = asyncio.create_task(worker.run(stop))
         try:
             yield
@@ -115,29 +107,26 @@ def create_app(
         summary="Lead capture, contacts, deals and tasks, with signed, retried webhooks.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.destination_policy = destination_policy(settings)
-    app.state.proxy_trust = ProxyTrust(settings.trusted_proxies)
-    app.state.capture_limiter = RateLimiter()
-    app.state.workspace_cache = workspaces.WorkspaceCache()
-    # `rex listen` streams of this process; servers call close_threadsafe() when they begin
-    # to shut down (see `rex serve`), so open streams do not hold the shutdown up.
-    app.state.listen_hub = ListenHub()
+    app.state.runtime = runtime
     install_error_handlers(app)
     # Innermost first: the guard bounds and checks the body before idempotency buffers it.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(DatabaseErrorsMiddleware)  # answers outages without dropping connections
-    app.include_router(capture_router)
-    app.include_router(contacts_router)
-    app.include_router(deals_router)
-    app.include_router(pipelines_router)
-    app.include_router(tasks_router)
-    app.include_router(events_router)
-    app.include_router(webhooks_router)
-    app.include_router(workspace_router)
-    app.include_router(listen_router)
-    app.include_router(deliveries_router)
+    app.include_router(capture_router)  # no API key: the host names the workspace
+    app.include_router(
+        authenticated_routes(
+            contacts_router,
+            deals_router,
+            pipelines_router,
+            tasks_router,
+            events_router,
+            webhooks_router,
+            workspace_router,
+            listen_router,
+            deliveries_router,
+        )
+    )
     register_webhooks(app)
     install_openapi(app, description=API_DESCRIPTION)
 
@@ -155,7 +144,7 @@ def create_app(
     async def healthz() -> Any:
         """200 when the database answers, 503 otherwise."""
         try:
-            async with app.state.db.read() as conn:
+            async with runtime.db.read() as conn:
                 await conn.execute(sa.text("SELECT 1"))
         except Exception:
             return JSONResponse({"status": "unavailable"}, status_code=503)

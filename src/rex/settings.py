@@ -6,12 +6,15 @@ module-level instance.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rex.policies import DeliveryConfig, ListenConfig, RetryPolicy
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
@@ -224,3 +227,33 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    # The typed policies, built once from the fields above (the code that uses them takes
+    # the policy it needs, never the whole Settings).
+
+    @functools.cached_property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(schedule=self.retry_schedule, jitter=self.retry_jitter)
+
+    @functools.cached_property
+    def delivery(self) -> DeliveryConfig:
+        return DeliveryConfig(
+            retry=self.retry_policy,
+            timeout=self.delivery_timeout,
+            lease=self.delivery_lease,
+            poll_interval=self.delivery_poll_interval,
+            concurrency=self.worker_concurrency,
+            disable_after=self.endpoint_disable_after or None,
+            retention_days=self.retention_days,
+        )
+
+    @functools.cached_property
+    def listen(self) -> ListenConfig:
+        return ListenConfig(
+            retry=self.retry_policy,
+            grace_period=self.listen_grace_period,
+            heartbeat=self.listen_heartbeat,
+            timeout=self.delivery_timeout,
+            lease=self.delivery_lease,
+            poll_interval=self.delivery_poll_interval,
+        )

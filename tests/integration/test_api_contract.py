@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from rex.events.catalogue import EVENT_TYPES
+from rex.outbox.catalogue import EVENT_TYPES
 from tests.support import RexServer
 
 

@@ -12,14 +12,17 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from rex.db import outbox
 from rex.db.engine import Database
-from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus, EndpointKind
-from rex.db.schema import endpoints
-from rex.delivery.ssrf import DestinationPolicy
+from rex.db.schema import attempts as attempt_rows
+from rex.db.schema import deliveries, endpoints
 from rex.ids import utcnow
+from rex.outbox.attempts import record_attempts
+from rex.outbox.events import record_event
+from rex.outbox.queue import claim_due_deliveries, next_due_at
+from rex.outbox.records import AttemptOutcome, ClaimedDelivery, DeliveryStatus, EndpointKind
 from rex.webhooks import service as webhooks
 from rex.webhooks.schemas import EndpointCreate
+from rex.worker.ssrf import DestinationPolicy
 from rex.workspaces import service as workspaces
 from tests.support import sql, truncate_all
 
@@ -53,7 +56,7 @@ async def queue(db: Database, event_type: str, count: int, at: datetime) -> None
     async with db.transaction() as conn:
         workspace, _ = await workspaces.ensure_default_workspace(conn)
         for i in range(count):
-            await outbox.record_event(
+            await record_event(
                 conn,
                 workspace_id=workspace.id,
                 event_type=event_type,
@@ -67,14 +70,14 @@ async def claim(
     db: Database, worker: str, now: datetime, limit: int = 50, **kwargs: object
 ) -> list[ClaimedDelivery]:
     async with db.transaction() as conn:
-        return await outbox.claim_due_deliveries(
+        return await claim_due_deliveries(
             conn, worker_id=worker, now=now, lease=LEASE, limit=limit, **kwargs
         )
 
 
 async def next_due(db: Database, now: datetime) -> datetime | None:
     async with db.read() as conn:
-        return await outbox.next_due_at(conn, now)
+        return await next_due_at(conn, now)
 
 
 def attempt(
@@ -96,7 +99,7 @@ def attempt(
 
 async def deliver(db: Database, worker: str, claimed: list[ClaimedDelivery], at: datetime) -> int:
     async with db.transaction() as conn:
-        recorded = await outbox.record_attempts(
+        recorded = await record_attempts(
             conn, worker_id=worker, results=[(c, attempt(at)) for c in claimed]
         )
     return recorded.held
@@ -296,7 +299,7 @@ async def test_a_batch_of_outcomes_is_recorded_exactly_and_only_by_the_lease_hol
         await conn.execute(
             sa.text("UPDATE deliveries SET leased_by = 'w2' WHERE id = :id"), {"id": stolen.id}
         )
-        recorded = await outbox.record_attempts(
+        recorded = await record_attempts(
             conn,
             worker_id="w1",
             results=[
@@ -311,13 +314,11 @@ async def test_a_batch_of_outcomes_is_recorded_exactly_and_only_by_the_lease_hol
         rows = {
             row.id: row
             for row in await conn.execute(
-                sa.select(outbox.deliveries).where(
-                    outbox.deliveries.c.id.in_([c.id for c in claimed])
-                )
+                sa.select(deliveries).where(deliveries.c.id.in_([c.id for c in claimed]))
             )
         }
         attempts = (
-            await conn.execute(sa.select(sa.func.count()).select_from(outbox.attempts))
+            await conn.execute(sa.select(sa.func.count()).select_from(attempt_rows))
         ).scalar()
     assert attempts == 4  # every attempt happened, so every one is recorded
     assert [rows[c.id].status for c in (delivered, retried, failed)] == [

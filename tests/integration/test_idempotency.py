@@ -7,12 +7,14 @@ import concurrent.futures
 import uuid
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
-from rex.api.deps import AuthDep
+from rex.api.deps import AuthDep, authenticated_routes
 from rex.api.errors import install_error_handlers
 from rex.api.idempotency import IdempotencyMiddleware
 from rex.db.engine import Database
+from rex.runtime import Runtime
+from rex.settings import Settings
 from tests.integration.crm import event_types
 from tests.support import RexServer, api_key, sql
 
@@ -159,15 +161,19 @@ async def test_a_failed_request_releases_its_key(database_url: str) -> None:
     app = FastAPI()
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
+    router = APIRouter()
 
-    @app.post("/flaky", status_code=201)
+    @router.post("/flaky", status_code=201)
     async def flaky(auth: AuthDep) -> dict[str, int]:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("first call fails")
         return {"calls": len(calls)}
 
-    app.state.db = Database(database_url, pool_size=2)
+    app.include_router(authenticated_routes(router))
+    runtime = Runtime.from_settings(Settings(_env_file=None, database_url=database_url))
+    runtime.open(Database(database_url, pool_size=2))
+    app.state.runtime = runtime
     headers = {"X-Api-Key": key, "Idempotency-Key": "retry-me"}
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
@@ -176,7 +182,7 @@ async def test_a_failed_request_releases_its_key(database_url: str) -> None:
             retried = await client.post("/flaky", json={}, headers=headers)
             replayed = await client.post("/flaky", json={}, headers=headers)
     finally:
-        await app.state.db.close()
+        await runtime.db.close()
     assert failed.status_code == 500
     assert retried.status_code == 201
     assert retried.json() == {"calls": 2}

@@ -11,13 +11,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from rex.db import outbox
 from rex.db.engine import Database
-from rex.db.outbox import EndpointKind
 from rex.db.schema import metadata
 from rex.ids import utcnow
 from rex.listen import service
 from rex.listen.schemas import SessionOpen
+from rex.outbox import queue
+from rex.outbox.events import record_event
+from rex.outbox.records import ClaimedDelivery, EndpointKind
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
 from tests.support import make_settings
@@ -54,7 +55,7 @@ async def _session(
             workspace_id=workspace_id,
             api_key_id=key_id,
             body=SessionOpen(forward_to=url),
-            settings=settings,
+            config=settings.listen,
             now=utcnow(),
         )
     return str(opened["id"])
@@ -63,7 +64,7 @@ async def _session(
 async def _events(db: Database, workspace_id: str, n: int) -> None:
     async with db.transaction() as conn:
         for i in range(n):
-            await outbox.record_event(
+            await record_event(
                 conn,
                 workspace_id=workspace_id,
                 event_type="contact.created",
@@ -79,11 +80,11 @@ async def test_workers_never_claim_listen_deliveries(db: Database, settings: Set
     await _events(db, workspace_id, 3)
     later = utcnow() + timedelta(seconds=1)
     async with db.transaction() as conn:
-        claimed = await outbox.claim_due_deliveries(
+        claimed = await queue.claim_due_deliveries(
             conn, worker_id="w", now=later, lease=30, limit=100
         )
-        due = await outbox.next_due_at(conn, later)
-        due_for_listen = await outbox.next_due_at(conn, later, kind=EndpointKind.LISTEN)
+        due = await queue.next_due_at(conn, later)
+        due_for_listen = await queue.next_due_at(conn, later, kind=EndpointKind.LISTEN)
     assert claimed == []
     assert due is None  # an idle worker is not woken by them either
     assert due_for_listen is not None
@@ -98,9 +99,9 @@ async def test_a_stream_claims_only_its_session_and_at_most_max_in_flight(
     await _events(db, workspace_id, 5)
     now = utcnow() + timedelta(seconds=1)
 
-    async def claim(worker_id: str, session_id: str = mine) -> list[outbox.ClaimedDelivery]:
+    async def claim(worker_id: str, session_id: str = mine) -> list[ClaimedDelivery]:
         async with db.transaction() as conn:
-            return await outbox.claim_listen_deliveries(
+            return await queue.claim_listen_deliveries(
                 conn,
                 endpoint_id=session_id,
                 worker_id=worker_id,
@@ -117,7 +118,7 @@ async def test_a_stream_claims_only_its_session_and_at_most_max_in_flight(
     assert {d.endpoint_id for d in await claim("listen:c", other)} == {other}
 
     async with db.transaction() as conn:
-        freed = await outbox.release_endpoint_leases(conn, endpoint_id=mine, worker_id="listen:a")
+        freed = await queue.release_endpoint_leases(conn, endpoint_id=mine, worker_id="listen:a")
     assert freed == 3
     again = await claim("listen:a")
     assert {d.id for d in again} == {d.id for d in first}
@@ -130,15 +131,15 @@ async def test_expiry_removes_only_sessions_past_the_grace_period(
     await _session(db, settings, workspace_id, key_id, "http://127.0.0.1:3000/a")
     await _events(db, workspace_id, 2)
     async with db.transaction() as conn:
-        assert await service.delete_expired(conn, settings, utcnow()) == 0
+        assert await service.delete_expired(conn, settings.listen, utcnow()) == 0
     async with db.transaction() as conn:
         later = utcnow() + timedelta(seconds=settings.listen_grace_period + 1)
-        assert await service.delete_expired(conn, settings, later) == 1
+        assert await service.delete_expired(conn, settings.listen, later) == 1
     async with db.read() as conn:
         page, _ = await service.list_page(
-            conn, workspace_id, settings, utcnow(), limit=10, cursor=None
+            conn, workspace_id, settings.listen, utcnow(), limit=10, cursor=None
         )
-        due = await outbox.next_due_at(conn, utcnow(), kind=EndpointKind.LISTEN)
+        due = await queue.next_due_at(conn, utcnow(), kind=EndpointKind.LISTEN)
     assert page == [] and due is None
 
 

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 import sqlalchemy as sa
 
-from rex.db import outbox
 from rex.db.engine import QUEUED_FLAG, Database
 from rex.db.schema import deliveries, endpoints
-from rex.delivery.ssrf import DestinationPolicy
 from rex.ids import utcnow
+from rex.outbox import events as outbox_events
 from rex.webhooks import service as webhooks
 from rex.webhooks.schemas import EndpointCreate
+from rex.worker.ssrf import DestinationPolicy
 from rex.workspaces import service as workspaces
 
 
@@ -45,7 +45,7 @@ async def record(db: Database, event_type: str) -> tuple[str, set[str], bool]:
     """The event id, the endpoints it was queued for, and whether workers were woken."""
     async with db.transaction() as conn:
         workspace, _ = await workspaces.ensure_default_workspace(conn)
-        event_id = await outbox.record_event(
+        event_id = await outbox_events.record_event(
             conn,
             workspace_id=workspace.id,
             event_type=event_type,
@@ -87,7 +87,9 @@ async def test_no_endpoint_no_delivery_and_no_wake_up(db: Database) -> None:
 
 
 async def test_more_endpoints_than_preset_ids(db: Database) -> None:
-    wanted = {await subscribe(db, ["contact.created"]) for _ in range(outbox._PRESET_IDS + 3)}
+    wanted = {
+        await subscribe(db, ["contact.created"]) for _ in range(outbox_events._PRESET_IDS + 3)
+    }
     await subscribe(db, ["deal.created"])
     _, queued, woken = await record(db, "contact.created")
     assert queued == wanted

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from rex.db.engine import Database
 from rex.db.schema import events
-from rex.delivery.retention import prune_expired
 from rex.ids import utcnow
+from rex.worker.retention import prune_expired
 from tests.receiver import Receiver
 from tests.support import make_settings, serve_rex, sql, wait_until
 

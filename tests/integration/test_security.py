@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from rex.db.schema import metadata
-from rex.delivery.ssrf import DestinationPolicy
-from rex.delivery.transport import AiohttpTransport
+from rex.worker.ssrf import DestinationPolicy
+from rex.worker.transport import AiohttpTransport
 from rex.workspaces.service import KEY_PREFIX
 from tests.cli import SECRET_LINE, client_env, listening, rex_serve, run_rex
 from tests.receiver import Receiver, Redirect

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from rex.delivery.ssrf import DestinationPolicy
-from rex.delivery.transport import AiohttpTransport
+from rex.worker.ssrf import DestinationPolicy
+from rex.worker.transport import AiohttpTransport
 from tests.receiver import Receiver
 from tests.support import StubResolver, make_settings, serve_rex, sql, wait_until
 

@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from rex.delivery.ssrf import DestinationPolicy, DestinationRefused
-from rex.delivery.transport import (
+from rex.worker.ssrf import DestinationPolicy, DestinationRefused
+from rex.worker.transport import (
     AiohttpTransport,
     DeliveryFailed,
     Transport,

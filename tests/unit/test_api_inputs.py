@@ -7,20 +7,21 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from rex.api.errors import ApiError
+from rex.api.errors import domain_error_response
 from rex.api.idempotency import request_fingerprint
 from rex.api.limits import body_problem, json_not_utf8
-from rex.api.pagination import decode_cursor, encode_cursor
 from rex.api.validation import IsoDate, Metadata, UtcTime
+from rex.db.pagination import decode_cursor, encode_cursor
+from rex.errors import BadCursor
 
 
 def test_cursor_round_trip_and_refusals() -> None:
     row_id = "deal_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"
     assert decode_cursor(encode_cursor(row_id)) == row_id
     for bad in ("", "!!", encode_cursor("evt_"), encode_cursor("x" * 30), "ZGVhbF8=" * 10):
-        with pytest.raises(ApiError) as caught:
+        with pytest.raises(BadCursor) as caught:
             decode_cursor(bad)
-        assert caught.value.status == 400
+        assert domain_error_response(caught.value).status_code == 400
 
 
 def _scope(path: str = "/deals", query: bytes = b"") -> dict[str, object]:
@@ -106,8 +107,8 @@ def test_times_and_dates() -> None:
 
 
 def test_documented_webhook_examples_are_valid_payloads() -> None:
-    from rex.events.catalogue import EventType
     from rex.events.webhooks import payload_model
+    from rex.outbox.catalogue import EventType
 
     for event_type in EventType:
         model = payload_model(event_type)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rex.capture.ratelimit import Rate, RateLimiter
+from rex.capture.ratelimit import CaptureLimits, Rate, RateLimiter
+from rex.settings import Settings
 
 
 class Clock:
@@ -55,6 +56,27 @@ def test_memory_is_bounded_by_forgetting_the_least_recent_keys() -> None:
 )
 def test_parse(text: str | None, rate: Rate | None) -> None:
     assert Rate.parse(text) == rate
+
+
+def test_capture_limits_are_parsed_once_from_settings() -> None:
+    limits = CaptureLimits.from_settings(
+        Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            capture_rate_limit="10/second",
+            capture_workspace_rate_limit="100/hour",
+        )
+    )
+    assert limits.per_ip == Rate(10, 1.0)
+    assert limits.per_workspace == Rate(100, 3600.0)
+    # A workspace's own limit wins over the default, "off" included.
+    assert limits.for_workspace(None) == Rate(100, 3600.0)
+    assert limits.for_workspace("5/minute") == Rate(5, 60.0)
+    assert limits.for_workspace("off") is None
+    off = CaptureLimits.from_settings(
+        Settings(_env_file=None, capture_rate_limit="off")  # type: ignore[call-arg]
+    )
+    assert off.per_ip is None
+    assert off.per_workspace is None
 
 
 def test_parse_refuses_nonsense() -> None:

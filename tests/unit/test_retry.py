@@ -1,4 +1,4 @@
-"""The retry policy: the schedule, its jitter, Retry-After, and the settings that drive it."""
+"""The retry policy: the schedule, its jitter, Retry-After, and the settings that build it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rex.delivery.retry import next_delay
+from rex.policies import RetryPolicy
 from rex.settings import DEFAULT_RETRY_SCHEDULE, Settings
 
 SVIX = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -37,30 +37,48 @@ def test_negative_delays_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_each_pause_follows_the_schedule_without_jitter() -> None:
-    delays = [next_delay(n, SVIX, jitter=0) for n in range(1, len(SVIX) + 1)]
+    delays = [RetryPolicy(SVIX, jitter=0).delay_after(n) for n in range(1, len(SVIX) + 1)]
     assert delays == list(SVIX)
 
 
 def test_after_the_last_pause_the_delivery_has_failed() -> None:
-    assert next_delay(len(SVIX) + 1, SVIX) is None
-    assert next_delay(0, SVIX) is None
-    assert next_delay(1, ()) is None
+    assert RetryPolicy(SVIX).delay_after(len(SVIX) + 1) is None
+    assert RetryPolicy(SVIX).delay_after(0) is None
+    assert RetryPolicy(()).delay_after(1) is None
 
 
 def test_jitter_spreads_within_twenty_percent() -> None:
     rng = random.Random(7)
+    policy = RetryPolicy(SVIX, jitter=0.2)
     for attempt, base in enumerate(SVIX, start=1):
-        samples = [next_delay(attempt, SVIX, jitter=0.2, rng=rng) for _ in range(200)]
+        samples = [policy.delay_after(attempt, rng=rng) for _ in range(200)]
         assert all(s is not None and 0.8 * base <= s <= 1.2 * base for s in samples)
         assert len(set(samples)) > 100  # actually spread, not one value
 
 
 def test_retry_after_is_honoured_when_longer_than_the_pause() -> None:
-    assert next_delay(1, SVIX, jitter=0, retry_after=60) == 60
+    policy = RetryPolicy(SVIX, jitter=0)
+    assert policy.delay_after(1, retry_after=60) == 60
     # A shorter Retry-After does not bring the retry forward.
-    assert next_delay(2, SVIX, jitter=0, retry_after=1) == 300
+    assert policy.delay_after(2, retry_after=1) == 300
 
 
 def test_retry_after_is_bounded_by_the_longest_pause() -> None:
-    assert next_delay(1, SVIX, jitter=0, retry_after=10**9) == max(SVIX)
-    assert next_delay(1, (0.2, 2.0), jitter=0, retry_after=3600) == 2.0
+    assert RetryPolicy(SVIX, jitter=0).delay_after(1, retry_after=10**9) == max(SVIX)
+    assert RetryPolicy((0.2, 2.0), jitter=0).delay_after(1, retry_after=3600) == 2.0
+
+
+def test_settings_build_the_policies_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schedule and jitter reach the worker and `rex listen` as one RetryPolicy, built
+    once from the settings (the same object for both)."""
+    monkeypatch.setenv("REX_RETRY_SCHEDULE", "1,2.5")
+    monkeypatch.setenv("REX_RETRY_JITTER", "0.1")
+    monkeypatch.setenv("REX_ENDPOINT_DISABLE_AFTER", "0")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    policy = settings.retry_policy
+    assert policy == RetryPolicy((1.0, 2.5), jitter=0.1) and policy.longest == 2.5
+    assert settings.delivery.retry is policy and settings.listen.retry is policy
+    assert settings.delivery is settings.delivery  # built once
+    assert settings.delivery.disable_after is None  # 0 turns automatic disabling off
+    assert settings.delivery.timeout == settings.listen.timeout == 15.0
+    assert settings.listen.heartbeat == settings.listen_heartbeat

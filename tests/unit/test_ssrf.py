@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rex.delivery.ssrf import (
+from rex.worker.ssrf import (
     DestinationPolicy,
     DestinationRefused,
     parse_ip_host,

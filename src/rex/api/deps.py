@@ -1,4 +1,5 @@
-"""FastAPI dependency aliases: ``SettingsDep``, ``DbDep``, ``AuthDep``."""
+"""FastAPI dependency aliases (``RuntimeDep``, ``SettingsDep``, ``DbDep``, ``AuthDep``) and
+the group of key-authenticated routers."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from rex.api.errors import ApiError
+from rex.api.envelope import ApiError
 from rex.db.engine import Database
+from rex.runtime import Runtime, runtime_of
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
 from rex.workspaces.service import Workspace
@@ -23,16 +25,19 @@ _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer
 
 # Async on purpose: FastAPI runs a plain `def` dependency on a worker thread, which cost
 # more than the whole database work of a capture.
+async def _runtime(request: Request) -> Runtime:
+    return runtime_of(request.app)
+
+
 async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return runtime_of(request.app).settings
 
 
 async def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
+    return runtime_of(request.app).db
 
 
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DbDep = Annotated[Database, Depends(_db)]
 
@@ -45,7 +50,7 @@ class Auth:
     workspace: Workspace
 
 
-async def _authenticate(
+async def authenticate(
     db: DbDep,
     api_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -65,7 +70,19 @@ async def _authenticate(
     return Auth(key_id=found[0], workspace=found[1])
 
 
-AuthDep = Annotated[Auth, Depends(_authenticate)]
+AuthDep = Annotated[Auth, Depends(authenticate)]
+
+# The one dependency that makes a route key-authenticated: routers are mounted under it by
+# ``authenticated_routes`` (handlers take ``AuthDep`` for the caller; FastAPI runs it once).
+REQUIRES_API_KEY = Depends(authenticate)
+
+
+def authenticated_routes(*routers: APIRouter) -> APIRouter:
+    """One router holding ``routers``; every route in it requires an API key."""
+    group = APIRouter(dependencies=[REQUIRES_API_KEY])
+    for router in routers:
+        group.include_router(router)
+    return group
 
 
 def api_key_from_headers(headers: Mapping[str, str]) -> str | None:

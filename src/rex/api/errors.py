@@ -1,135 +1,65 @@
-"""The error envelope: ``{"error": {"type", "message", "field"}}`` for every non-2xx answer."""
+"""What answers with the error envelope: ``ApiError``, the domain errors of ``rex.errors``,
+validation failures, HTTP errors and database outages, each mapped in one handler."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rex.api.envelope import (
+    ERROR_RESPONSES,
+    ApiError,
+    ErrorBody,
+    ErrorEnvelope,
+    error_response,
+)
+from rex.api.routes import api_operations
+from rex.errors import BadCursor, Conflict, DomainError, Invalid, NotFound, Unavailable
+
 log = structlog.get_logger("rex.api")
 
-_STATUS_TYPES = {
-    400: "invalid_request",
-    401: "authentication_failed",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-    429: "rate_limited",
-    503: "service_unavailable",
-}
+__all__ = [
+    "ERROR_RESPONSES",
+    "ApiError",
+    "ErrorBody",
+    "ErrorEnvelope",
+    "database_error_response",
+    "describe_validation",
+    "domain_error_response",
+    "error_response",
+    "install_error_handlers",
+]
+
+# Each domain error's status (the envelope's ``type`` follows from it); the most specific
+# class first.
+_DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (BadCursor, 400),
+    (Invalid, 422),
+    (Unavailable, 503),
+)
 
 
-class ApiError(Exception):
-    """Raised anywhere in a request to answer with the error envelope."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str | None = None,
-        field: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.type = type or _STATUS_TYPES.get(status, "error")
-        self.message = message
-        self.field = field
-        self.headers = dict(headers or {})
+def domain_error_response(exc: DomainError) -> JSONResponse:
+    """The error envelope for a domain error (``rex.errors``)."""
+    status = next((code for kind, code in _DOMAIN_STATUS if isinstance(exc, kind)), 500)
+    headers = {}
+    if isinstance(exc, Unavailable) and exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return error_response(status, exc.message, field=exc.field, headers=headers)
 
 
-def not_found(kind: str, object_id: str) -> ApiError:
-    return ApiError(404, f"No {kind} with id {object_id!r}.", type="not_found")
-
-
-class ErrorBody(BaseModel):
-    type: str
-    message: str
-    field: str | None = None
-
-
-class ErrorEnvelope(BaseModel):
-    """What every non-2xx response carries."""
-
-    error: ErrorBody
-
-
-_ERROR_EXAMPLES: dict[int, tuple[str, str, str | None]] = {
-    400: ("invalid_request", "cursor is not a cursor this API returned.", "cursor"),
-    401: ("authentication_failed", "Invalid or revoked API key.", None),
-    404: ("not_found", "No deal with id 'deal_01HQ3Z8W6X9Y2V4T5R7P8N0M1K'.", None),
-    409: ("conflict", "This Idempotency-Key was used with a different request.", None),
-    413: ("payload_too_large", "Request body is larger than 1048576 bytes.", None),
-    422: ("invalid_request", "amount: Input should be greater than or equal to 0", "amount"),
-    503: (
-        "service_unavailable",
-        "The database is unavailable; the request may not have been applied.",
-        None,
-    ),
-}
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {
-        "model": ErrorEnvelope,
-        "description": description,
-        "content": {
-            "application/json": {
-                "example": {
-                    "error": dict(
-                        zip(("type", "message", "field"), _ERROR_EXAMPLES[status], strict=True)
-                    )
-                }
-            }
-        },
-    }
-    for status, description in {
-        400: "Malformed request (bad JSON, bad cursor, bad Idempotency-Key)",
-        401: "Missing or invalid API key",
-        404: "No such object in this workspace",
-        409: "Conflict: a duplicate, an object still in use, or an Idempotency-Key reused "
-        "with a different request (or still in flight)",
-        413: "Request body too large",
-        422: "Invalid input",
-        503: "Database unavailable; retry after the Retry-After delay",
-    }.items()
-}
-
-
-def error_response(
-    status: int,
-    message: str,
-    *,
-    type: str | None = None,
-    field: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body = {
-        "error": {
-            "type": type or _STATUS_TYPES.get(status, "error"),
-            "message": message,
-            "field": field,
-        }
-    }
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
-
-
-def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str | None]:
+def describe_validation(exc: RequestValidationError) -> tuple[int, str, str | None]:
+    """The status, message and field of the envelope for a request that failed validation."""
     errors = exc.errors()
     if not errors:
         return 422, "Invalid request.", None
@@ -188,8 +118,6 @@ def _database_unavailable(exc: Exception) -> bool:
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
     """Every method any operation on ``path`` accepts (FastAPI's own 405 may list only the
     first matching route's)."""
-    from rex.api.routes import api_operations  # here: routes -> deps -> errors
-
     methods: set[str] = set()
     for operation in api_operations(app):
         if operation.path_regex.match(path):
@@ -204,9 +132,13 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status, exc.message, type=exc.type, field=exc.field, headers=exc.headers
         )
 
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return domain_error_response(exc)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        status, message, field = _describe_validation(exc)
+        status, message, field = describe_validation(exc)
         return error_response(status, message, field=field)
 
     @app.exception_handler(StarletteHTTPException)

@@ -31,6 +31,7 @@ from rex.api.routes import api_operations
 from rex.db import idempotency as store
 from rex.db.engine import Database
 from rex.ids import utcnow
+from rex.runtime import runtime_of
 from rex.workspaces import service as workspaces
 
 log = structlog.get_logger("rex.api")
@@ -62,25 +63,22 @@ def request_fingerprint(scope: Scope, body: bytes, content_type: str) -> str:
 
 
 def _idempotent_post_paths(app: Any) -> list[re.Pattern[str]]:
-    """Path patterns of the POST operations that take an API key (computed once per app)."""
-    cached: list[re.Pattern[str]] | None = getattr(app.state, "idempotent_post_paths", None)
-    if cached is None:
-        cached = [
-            op.path_regex
-            for op in api_operations(app)
-            if "POST" in op.methods and op.requires_api_key
-        ]
-        app.state.idempotent_post_paths = cached
-    return cached
-
-
-def _authenticated_post(scope: Scope) -> bool:
-    return any(pattern.match(scope["path"]) for pattern in _idempotent_post_paths(scope["app"]))
+    """Path patterns of the POST operations that take an API key."""
+    return [
+        op.path_regex for op in api_operations(app) if "POST" in op.methods and op.requires_api_key
+    ]
 
 
 class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # The app's routes are complete by its first request: read once, then.
+        self._post_paths: list[re.Pattern[str]] | None = None
+
+    def _authenticated_post(self, scope: Scope) -> bool:
+        if self._post_paths is None:
+            self._post_paths = _idempotent_post_paths(scope["app"])
+        return any(pattern.match(scope["path"]) for pattern in self._post_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -88,7 +86,7 @@ class IdempotencyMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         key = headers.get(HEADER)
-        if key is None or not _authenticated_post(scope):
+        if key is None or not self._authenticated_post(scope):
             await self.app(scope, receive, send)
             return
         if not (0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()):
@@ -99,7 +97,7 @@ class IdempotencyMiddleware:
                 field="Idempotency-Key",
             )(scope, receive, send)
             return
-        db: Database = scope["app"].state.db
+        db = runtime_of(scope["app"]).db
         api_key = api_key_from_headers(headers)
         found = None
         if api_key:

@@ -1,56 +1,16 @@
-"""Cursor pagination over prefixed ULID ids, newest first (``{"data": [...], "next_cursor"}``)."""
+"""The HTTP half of cursor pagination: the ``limit`` and ``cursor`` query parameters.
+
+Cursors and pages themselves are storage matters (``rex.db.pagination``); a list answers
+``{"data": [...], "next_cursor"}``, newest first.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import Query
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from rex.api.errors import ApiError
-
-# What a cursor decodes to: the prefixed ULID of the last row of the previous page.
-_ID = re.compile(r"^[a-z]{2,8}_[0-9A-HJKMNP-TV-Z]{26}$")
 
 LimitQuery = Annotated[int, Query(ge=1, le=100, description="Page size (1-100).")]
 CursorQuery = Annotated[
     str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
 ]
-
-
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
-    except (binascii.Error, UnicodeError, ValueError):
-        value = ""
-    if not _ID.match(value):
-        raise ApiError(400, "cursor is not a cursor this API returned.", field="cursor")
-    return value
-
-
-async def fetch_page(
-    conn: AsyncConnection,
-    query: sa.Select[Any],
-    id_column: sa.ColumnElement[str],
-    *,
-    limit: int,
-    cursor: str | None,
-) -> tuple[Sequence[sa.Row[Any]], str | None]:
-    """Run ``query`` newest first from ``cursor``; return the rows and the next cursor."""
-    if cursor is not None:
-        query = query.where(id_column < decode_cursor(cursor))
-    rows = (await conn.execute(query.order_by(id_column.desc()).limit(limit + 1))).all()
-    if len(rows) > limit:
-        rows = rows[:limit]
-        return rows, encode_cursor(rows[-1].id)
-    return rows, None

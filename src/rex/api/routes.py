@@ -1,7 +1,8 @@
 """The app's HTTP operations as one flat list, whatever FastAPI version builds them.
 
 API-wide behaviour (idempotency, OpenAPI additions, the isolation test) is applied to every
-operation that takes an API key, including routes added later, by walking this list.
+operation that takes an API key: the routes mounted under ``REQUIRES_API_KEY`` (see
+``rex.api.deps.authenticated_routes``), including routes added to those routers later.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, routing
 
-from rex.api.deps import _authenticate
+from rex.api.deps import REQUIRES_API_KEY
 
 
 @dataclass(frozen=True)
@@ -23,16 +24,6 @@ class Operation:
     path_regex: re.Pattern[str]
     requires_api_key: bool
     route: routing.APIRoute
-
-
-def _uses_api_key(dependant: Any) -> bool:
-    stack = [dependant]
-    while stack:
-        current = stack.pop()
-        if current.call is _authenticate:
-            return True
-        stack.extend(current.dependencies)
-    return False
 
 
 def api_operations(app: FastAPI) -> Iterator[Operation]:
@@ -50,6 +41,6 @@ def api_operations(app: FastAPI) -> Iterator[Operation]:
             path=context.path_format,
             methods=frozenset(context.methods or ()),
             path_regex=context.path_regex,
-            requires_api_key=_uses_api_key(getattr(context, "dependant", original.dependant)),
+            requires_api_key=any(dep is REQUIRES_API_KEY for dep in context.dependencies),
             route=original,
         )

@@ -16,8 +16,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
-from rex.settings import parse_rate_limit
+from rex.settings import Settings, parse_rate_limit
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,31 @@ class Rate:
     @property
     def interval(self) -> float:
         return self.period / self.count
+
+
+@lru_cache(maxsize=1024)
+def _parsed(text: str) -> Rate | None:
+    return Rate.parse(text)
+
+
+@dataclass(frozen=True)
+class CaptureLimits:
+    """The capture rate limits, parsed once at start-up: per client IP, and per workspace
+    for workspaces without a limit of their own (``None``: no limit)."""
+
+    per_ip: Rate | None
+    per_workspace: Rate | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CaptureLimits:
+        return cls(
+            per_ip=Rate.parse(settings.capture_rate_limit),
+            per_workspace=Rate.parse(settings.capture_workspace_rate_limit),
+        )
+
+    def for_workspace(self, own_limit: str | None) -> Rate | None:
+        """The limit of a workspace whose own setting is ``own_limit`` (each text parsed once)."""
+        return self.per_workspace if own_limit is None else _parsed(own_limit)
 
 
 class RateLimiter:

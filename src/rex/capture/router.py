@@ -13,12 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from rex.api.client_ip import ProxyTrust, rate_limit_key
+from rex.api.client_ip import rate_limit_key
 from rex.api.deps import DbDep, SettingsDep
 from rex.api.errors import (
     ApiError,
     ErrorEnvelope,
-    _describe_validation,
+    describe_validation,
     error_response,
 )
 from rex.api.openapi import component_ref
@@ -32,7 +32,6 @@ from rex.capture.body import (
     read_body,
 )
 from rex.capture.limits import check_metadata
-from rex.capture.ratelimit import Rate, RateLimiter
 from rex.capture.responses import (
     THANK_YOU_PATH,
     cors_headers,
@@ -47,6 +46,7 @@ from rex.capture.schemas import CAPTURE_FORM_SCHEMA, CaptureIn
 from rex.contacts.schemas import ContactEnvelope
 from rex.db.engine import Database
 from rex.ids import utcnow
+from rex.runtime import Runtime, runtime_of
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
 from rex.workspaces.origins import origin_allowed, safe_redirect
@@ -138,7 +138,7 @@ async def find_workspace(request: Request, db: Database, settings: Settings) -> 
     slug = _host_slug(request.headers.get("host"), settings)
     if slug is None:
         return None
-    cache: workspaces.WorkspaceCache = request.app.state.workspace_cache
+    cache = runtime_of(request.app).workspace_cache
     return await cache.get(db.read, slug or workspaces.DEFAULT_SLUG)
 
 
@@ -150,7 +150,7 @@ def _validate_lead(parsed: ParsedCapture) -> CaptureIn:
     try:
         lead = CaptureIn.model_validate(parsed.fields)
     except ValidationError as exc:
-        status, message, field = _describe_validation(
+        status, message, field = describe_validation(
             RequestValidationError(exc.errors(include_url=False))
         )
         raise ApiError(status, message, field=field) from None
@@ -158,11 +158,9 @@ def _validate_lead(parsed: ParsedCapture) -> CaptureIn:
     return lead
 
 
-def _check_rate_limits(
-    request: Request, settings: Settings, workspace: Workspace | None, ip_key: str
-) -> None:
-    limiter: RateLimiter = request.app.state.capture_limiter
-    ip_rate = Rate.parse(settings.capture_rate_limit)
+def _check_rate_limits(runtime: Runtime, workspace: Workspace | None, ip_key: str) -> None:
+    limiter = runtime.capture_limiter
+    ip_rate = runtime.capture_limits.per_ip
     if ip_rate is not None and (wait := limiter.hit(f"ip:{ip_key}", ip_rate)):
         raise ApiError(
             429,
@@ -171,10 +169,7 @@ def _check_rate_limits(
         )
     if workspace is None:
         return
-    override = workspace.capture_rate_limit
-    ws_rate = Rate.parse(
-        override if override is not None else settings.capture_workspace_rate_limit
-    )
+    ws_rate = runtime.capture_limits.for_workspace(workspace.capture_rate_limit)
     # The rate is part of the key: a workspace given a new limit starts it afresh.
     ws_key = f"ws:{workspace.id}:{ws_rate.count}/{ws_rate.period}" if ws_rate else ""
     if ws_rate is not None and (wait := limiter.hit(ws_key, ws_rate)):
@@ -223,8 +218,8 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
     with a 303 redirect unless it sends `Accept: application/json`. No API key: the workspace
     is the one the host names (`acme.<REX_BASE_DOMAIN>`), else the default workspace.
     """
-    trust: ProxyTrust = request.app.state.proxy_trust
-    address = trust.client_address(
+    runtime = runtime_of(request.app)
+    address = runtime.proxy_trust.client_address(
         request.client.host if request.client else None,
         request.headers.getlist("x-forwarded-for"),
     )
@@ -237,7 +232,7 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
     try:
         workspace = await find_workspace(request, db, settings)
         # Per-IP first, before anything costs more than a dictionary lookup.
-        _check_rate_limits(request, settings, workspace, rate_limit_key(address))
+        _check_rate_limits(runtime, workspace, rate_limit_key(address))
         if workspace is None:
             raise _no_workspace(request.headers.get("host"))
         kind = body_kind(request.headers.get("content-type"))

@@ -6,19 +6,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
-from rex.contacts.schemas import Email, Name
+from rex.contacts.schemas import Email, Name, Touch
 
-ATTRIBUTION_KEYS = (
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "landing_page",
-    "referrer",
-    "gclid",
-    "fbclid",
-)
+# The keys of a touch, its time aside (declared once, on ``Touch``).
+ATTRIBUTION_KEYS = tuple(name for name in Touch.model_fields if name != "at")
 
 Attribution = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)]
 

@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.capture.limits import MAX_STORED_METADATA_KEYS
 from rex.capture.schemas import ATTRIBUTION_KEYS, CaptureIn
 from rex.contacts import service as contacts_service
-from rex.db.outbox import record_event
+from rex.contacts.schemas import Contact
 from rex.db.schema import contacts
-from rex.events.catalogue import EventType
 from rex.ids import new_id, rfc3339
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
+from rex.states import DEFAULT_CONTACT_STAGE
 
 # Fields a capture may fill when they are empty; it never overwrites them.
 _FILL_ONLY = ("first_name", "last_name", "phone", "company", "source")
@@ -70,26 +72,23 @@ def preview(lead: CaptureIn, *, now: datetime, client_ip: str | None) -> dict[st
     """
     fields = _split_lead(lead, now, client_ip)
     touch = fields.pop("touch")
-    return {
-        "id": new_id("cont"),
-        "email": fields["email"],
-        "first_name": fields["first_name"],
-        "last_name": fields["last_name"],
-        "phone": fields["phone"],
-        "company": fields["company"],
-        "stage": "lead",
-        "source": fields["source"],
-        "first_touch": touch,
-        "last_touch": touch,
-        "consent": fields["consent"],
-        "metadata": fields["metadata"],
-        "created_at": rfc3339(now),
-        "updated_at": rfc3339(now),
-    }
+    contact = Contact.model_validate(
+        {
+            **fields,
+            "id": new_id("cont"),
+            "stage": DEFAULT_CONTACT_STAGE,
+            "first_touch": touch,
+            "last_touch": touch,
+            "created_at": rfc3339(now),
+            "updated_at": rfc3339(now),
+        }
+    )
+    return contact.data()
 
 
 def _without_time(touch: dict[str, Any] | None) -> dict[str, Any] | None:
-    return {k: v for k, v in touch.items() if k != "at"} if touch else None
+    """The attribution of a touch, stored (sparse) or answered (every key) alike."""
+    return {k: v for k, v in touch.items() if k != "at" and v is not None} if touch else None
 
 
 async def capture(
@@ -110,7 +109,7 @@ async def capture(
         "id": new_id("cont"),
         "workspace_id": workspace_id,
         **fields,
-        "stage": "lead",
+        "stage": DEFAULT_CONTACT_STAGE,
         "first_touch": touch,
         "last_touch": touch,
         "created_at": now,
@@ -121,7 +120,7 @@ async def capture(
     # the update path below and lock the row (FOR UPDATE), so exactly one contact.created.
     row = (await conn.execute(_INSERT_NEW[conn.dialect.name], values)).first()
     if row is not None:
-        contact = contacts_service.serialize(row)
+        contact = Contact.from_row(row).data()
         await record_event(
             conn,
             workspace_id=workspace_id,
@@ -139,7 +138,8 @@ async def capture(
             .with_for_update()
         )
     ).one()
-    before = contacts_service.serialize(existing)
+    stored = Contact.from_row(existing)
+    before = stored.data()
     changes: dict[str, Any] = {
         key: fields[key] for key in _FILL_ONLY if not before[key] and fields[key]
     }
@@ -160,5 +160,5 @@ async def capture(
         != (fields["consent"]["granted"], fields["consent"]["text"])
     ):
         changes["consent"] = fields["consent"]
-    contact = await contacts_service.apply_changes(conn, workspace_id, before, changes)
-    return contact, False
+    updated = await contacts_service.apply_changes(conn, workspace_id, stored, changes)
+    return updated.data(), False

@@ -235,7 +235,7 @@ class Listener:
         self, api: httpx.AsyncClient, local: httpx.AsyncClient, delivery: StreamedDelivery
     ) -> None:
         """POST one delivery to the local URL, report the outcome, print one line."""
-        from rex.delivery.transport import parse_retry_after  # (aiohttp: only when needed)
+        from rex.worker.transport import parse_retry_after  # (aiohttp: only when needed)
 
         status_code: int | None = None
         excerpt: str | None = None

@@ -72,6 +72,7 @@ def serve(
     import uvicorn
 
     from rex.app import create_app
+    from rex.runtime import runtime_of
 
     settings = _settings()
     first_key = asyncio.run(_bootstrap(settings))
@@ -103,7 +104,7 @@ def serve(
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # `rex listen` streams never end by themselves: end them as shutdown begins.
-            application.state.listen_hub.close_threadsafe()
+            runtime_of(application).listen_hub.close_threadsafe()
             super().handle_exit(sig, frame)
 
     server = Server(config)
@@ -119,9 +120,9 @@ def worker(
     ] = None,
 ) -> None:
     """Run a standalone delivery worker (PostgreSQL; run as many as you like)."""
-    from rex.app import destination_policy
-    from rex.delivery.transport import AiohttpTransport
-    from rex.delivery.worker import DeliveryWorker
+    from rex.runtime import destination_policy
+    from rex.worker.loop import DeliveryWorker
+    from rex.worker.transport import AiohttpTransport
 
     settings = _settings()
 
@@ -134,7 +135,8 @@ def worker(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await DeliveryWorker(db, settings, transport, concurrency=concurrency).run(stop)
+            worker = DeliveryWorker(db, settings.delivery, transport, concurrency=concurrency)
+            await worker.run(stop)
         finally:
             await transport.close()
             await db.close()

@@ -18,7 +18,7 @@ import typer
 from rex.cli._errors import CliError
 from rex.cli.api import RexApi, connect
 from rex.cli.output import JsonOption, print_json, say
-from rex.events.catalogue import EventType
+from rex.outbox.catalogue import EventType
 
 SAMPLE_SOURCE = "rex trigger"
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
-from rex.api.schemas import Deleted
+from rex.api.schemas import Deleted, DeletedObject
 from rex.contacts import service
 from rex.contacts.schemas import ContactCreate, ContactEnvelope, ContactList, ContactUpdate
 
@@ -17,11 +17,11 @@ router = APIRouter(prefix="/contacts", tags=["contacts"], responses=ERROR_RESPON
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ContactEnvelope)
-async def create_contact(body: ContactCreate, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def create_contact(body: ContactCreate, auth: AuthDep, db: DbDep) -> ContactEnvelope:
     """Create a contact (409 if the email exists; `POST /capture` upserts instead)."""
     async with db.transaction() as conn:
         contact = await service.create(conn, auth.workspace.id, body)
-    return {"data": contact}
+    return ContactEnvelope(data=contact)
 
 
 @router.get("", response_model=ContactList)
@@ -32,34 +32,34 @@ async def list_contacts(
     cursor: CursorQuery = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
     stage: Annotated[str | None, Query(max_length=64)] = None,
-) -> dict[str, Any]:
+) -> ContactList:
     """Contacts, newest first."""
     async with db.read() as conn:
         data, next_cursor = await service.list_page(
             conn, auth.workspace.id, limit=limit, cursor=cursor, email=email, stage=stage
         )
-    return {"data": data, "next_cursor": next_cursor}
+    return ContactList(data=data, next_cursor=next_cursor)
 
 
 @router.get("/{contact_id}", response_model=ContactEnvelope)
-async def get_contact(contact_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def get_contact(contact_id: str, auth: AuthDep, db: DbDep) -> ContactEnvelope:
     async with db.read() as conn:
-        return {"data": await service.get(conn, auth.workspace.id, contact_id)}
+        return ContactEnvelope(data=await service.get(conn, auth.workspace.id, contact_id))
 
 
 @router.patch("/{contact_id}", response_model=ContactEnvelope)
 async def update_contact(
     contact_id: str, body: ContactUpdate, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> ContactEnvelope:
     """Change the fields sent; emits `contact.updated` with `previous_attributes`."""
     async with db.transaction() as conn:
         contact = await service.update(conn, auth.workspace.id, contact_id, body)
-    return {"data": contact}
+    return ContactEnvelope(data=contact)
 
 
 @router.delete("/{contact_id}", response_model=Deleted)
-async def delete_contact(contact_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def delete_contact(contact_id: str, auth: AuthDep, db: DbDep) -> Deleted:
     """Delete a contact; emits `contact.deleted` carrying its last state."""
     async with db.transaction() as conn:
         await service.delete(conn, auth.workspace.id, contact_id)
-    return {"data": {"id": contact_id, "deleted": True}}
+    return Deleted(data=DeletedObject(id=contact_id, deleted=True))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from rex.contacts.email import normalize_email
+from rex.db.records import row_values
+from rex.states import DEFAULT_CONTACT_STAGE
 
 Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalize_email)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
@@ -57,7 +60,7 @@ class ContactCreate(BaseModel):
     last_name: Name | None = None
     phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
     company: Name | None = None
-    stage: Stage = "lead"
+    stage: Stage = DEFAULT_CONTACT_STAGE
     source: Name | None = None
     metadata: Metadata = Field(default_factory=dict)
 
@@ -128,6 +131,24 @@ class Contact(BaseModel):
     metadata: Metadata
     created_at: str = Field(examples=["2026-03-16T12:00:00Z"])
     updated_at: str
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> Contact:
+        """The contact a ``contacts`` row holds."""
+        return cls.model_validate(
+            {**row_values(row, cls.model_fields), "metadata": row.metadata or {}}
+        )
+
+    def data(self) -> dict[str, Any]:
+        """The contact's one shape: API answers and event ``data`` alike (every key, nulls
+        included)."""
+        return self.model_dump(mode="json")
+
+
+# Fields whose change is reported in previous_attributes (everything but bookkeeping).
+TRACKED = tuple(
+    name for name in Contact.model_fields if name not in ("id", "created_at", "updated_at")
+)
 
 
 class ContactEnvelope(BaseModel):

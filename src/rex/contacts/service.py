@@ -7,49 +7,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
-from rex.contacts.schemas import ContactCreate, ContactUpdate
-from rex.db.outbox import record_event
+from rex.changes import Changes, changed_fields, merge_metadata
+from rex.contacts.schemas import TRACKED, Contact, ContactCreate, ContactUpdate
+from rex.db.pagination import fetch_page
 from rex.db.schema import contacts
-from rex.events.catalogue import EventType
-from rex.ids import new_id, rfc3339, utcnow
-
-# Fields whose change is reported in previous_attributes (everything but bookkeeping).
-_TRACKED = (
-    "email", "first_name", "last_name", "phone", "company", "stage", "source",
-    "first_touch", "last_touch", "consent", "metadata",
-)  # fmt: skip
-
-
-def serialize(row: Any) -> dict[str, Any]:
-    """A contact as the API returns it (and as events carry it)."""
-    return {
-        "id": row.id,
-        "email": row.email,
-        "first_name": row.first_name,
-        "last_name": row.last_name,
-        "phone": row.phone,
-        "company": row.company,
-        "stage": row.stage,
-        "source": row.source,
-        "first_touch": row.first_touch,
-        "last_touch": row.last_touch,
-        "consent": row.consent,
-        "metadata": row.metadata or {},
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    }
-
-
-def changed_attributes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """Old values of exactly the tracked fields that differ."""
-    return {key: before[key] for key in _TRACKED if before.get(key) != after.get(key)}
+from rex.errors import Conflict, Invalid, NotFound
+from rex.ids import new_id, utcnow
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
 
 
 async def _fetch_row(
     conn: AsyncConnection, workspace_id: str, contact_id: str, *, for_update: bool = False
-) -> Any:
+) -> sa.Row[Any] | None:
     query = sa.select(contacts).where(
         contacts.c.workspace_id == workspace_id, contacts.c.id == contact_id
     )
@@ -58,11 +28,11 @@ async def _fetch_row(
     return (await conn.execute(query)).first()
 
 
-async def get(conn: AsyncConnection, workspace_id: str, contact_id: str) -> dict[str, Any]:
+async def get(conn: AsyncConnection, workspace_id: str, contact_id: str) -> Contact:
     row = await _fetch_row(conn, workspace_id, contact_id)
     if row is None:
-        raise not_found("contact", contact_id)
-    return serialize(row)
+        raise NotFound("contact", contact_id)
+    return Contact.from_row(row)
 
 
 async def exists(conn: AsyncConnection, workspace_id: str, contact_id: str) -> bool:
@@ -80,14 +50,14 @@ async def list_page(
     cursor: str | None,
     email: str | None = None,
     stage: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[Contact], str | None]:
     query = sa.select(contacts).where(contacts.c.workspace_id == workspace_id)
     if email is not None:
         query = query.where(contacts.c.email == email.strip().lower())
     if stage is not None:
         query = query.where(contacts.c.stage == stage)
     rows, next_cursor = await fetch_page(conn, query, contacts.c.id, limit=limit, cursor=cursor)
-    return [serialize(row) for row in rows], next_cursor
+    return [Contact.from_row(row) for row in rows], next_cursor
 
 
 async def _email_taken(conn: AsyncConnection, workspace_id: str, email: str) -> str | None:
@@ -97,11 +67,10 @@ async def _email_taken(conn: AsyncConnection, workspace_id: str, email: str) -> 
     return (await conn.execute(query)).scalar()
 
 
-async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) -> dict[str, Any]:
+async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) -> Contact:
     existing = await _email_taken(conn, workspace_id, body.email)
     if existing:
-        raise ApiError(
-            409,
+        raise Conflict(
             f"A contact with email {body.email!r} already exists ({existing}); "
             "update it with PATCH /contacts/{id}, or use POST /capture to upsert.",
             field="email",
@@ -118,13 +87,13 @@ async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) 
         "updated_at": now,
     }
     row = (await conn.execute(sa.insert(contacts).values(values).returning(contacts))).one()
-    contact = serialize(row)
+    contact = Contact.from_row(row)
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.CONTACT_CREATED,
-        data=contact,
-        object_id=contact["id"],
+        data=contact.data(),
+        object_id=contact.id,
         now=now,
     )
     return contact
@@ -132,72 +101,67 @@ async def create(conn: AsyncConnection, workspace_id: str, body: ContactCreate) 
 
 async def update(
     conn: AsyncConnection, workspace_id: str, contact_id: str, body: ContactUpdate
-) -> dict[str, Any]:
+) -> Contact:
     row = await _fetch_row(conn, workspace_id, contact_id, for_update=True)
     if row is None:
-        raise not_found("contact", contact_id)
-    before = serialize(row)
+        raise NotFound("contact", contact_id)
+    before = Contact.from_row(row)
     changes = body.model_dump(exclude_unset=True)
     if "email" in changes:
         if changes["email"] is None:
-            raise ApiError(422, "email cannot be null.", field="email")
+            raise Invalid("email", "email cannot be null.")
         owner = await _email_taken(conn, workspace_id, changes["email"])
         if owner and owner != contact_id:
-            raise ApiError(409, f"Another contact ({owner}) has that email.", field="email")
+            raise Conflict(f"Another contact ({owner}) has that email.", field="email")
     if "stage" in changes and changes["stage"] is None:
-        raise ApiError(422, "stage cannot be null.", field="stage")
+        raise Invalid("stage", "stage cannot be null.")
     if "metadata" in changes:
-        merged = dict(before["metadata"])
-        for key, value in (changes["metadata"] or {}).items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        changes["metadata"] = merged
+        changes["metadata"] = merge_metadata(before.metadata, changes["metadata"])
     return await apply_changes(conn, workspace_id, before, changes)
 
 
 async def apply_changes(
-    conn: AsyncConnection, workspace_id: str, before: dict[str, Any], changes: dict[str, Any]
-) -> dict[str, Any]:
+    conn: AsyncConnection, workspace_id: str, before: Contact, changes: Changes
+) -> Contact:
     """Write ``changes`` and emit ``contact.updated``; a no-op change writes and emits nothing."""
-    after = {**before, **changes}
-    previous = changed_attributes(before, after)
+    old = before.data()
+    after = {**old, **changes}
+    previous = changed_fields(old, after, TRACKED)
     if not previous:
         return before
     now = utcnow()
     row = (
         await conn.execute(
             sa.update(contacts)
-            .where(contacts.c.id == before["id"])
+            .where(contacts.c.id == before.id)
             .values({**{key: after[key] for key in previous}, "updated_at": now})
             .returning(contacts)
         )
     ).one()
-    contact = serialize(row)
+    contact = Contact.from_row(row)
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.CONTACT_UPDATED,
-        data=contact,
-        object_id=contact["id"],
+        data=contact.data(),
+        object_id=contact.id,
         now=now,
         previous_attributes=previous,
     )
     return contact
 
 
-async def delete(conn: AsyncConnection, workspace_id: str, contact_id: str) -> dict[str, Any]:
+async def delete(conn: AsyncConnection, workspace_id: str, contact_id: str) -> Contact:
     row = await _fetch_row(conn, workspace_id, contact_id, for_update=True)
     if row is None:
-        raise not_found("contact", contact_id)
-    contact = serialize(row)
+        raise NotFound("contact", contact_id)
+    contact = Contact.from_row(row)
     await conn.execute(sa.delete(contacts).where(contacts.c.id == contact_id))
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.CONTACT_DELETED,
-        data=contact,
+        data=contact.data(),
         object_id=contact_id,
         now=utcnow(),
     )

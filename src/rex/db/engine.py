@@ -25,7 +25,8 @@ from rex.db.group_commit import Committer
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises `rex migrate` / `rex serve` start-ups racing on one PostgreSQL database.
 _MIGRATION_LOCK_ID = 0x5245584D  # "REXM"
-# Set on a connection by the outbox when a transaction queued deliveries (see outbox._notify).
+# Set on a connection by the outbox when a transaction queued deliveries (see
+# rex.outbox.events.notify_queued).
 QUEUED_FLAG = "rex_deliveries_queued"
 
 T = TypeVar("T")

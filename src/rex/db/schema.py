@@ -241,8 +241,8 @@ deliveries = sa.Table(
         postgresql_where=sa.text("status = 'pending'"),
         sqlite_where=sa.text("status = 'pending'"),
     ),
-    # The per-endpoint claim (see outbox.claim_due_deliveries): an endpoint's pending rows
-    # in due order, and its leased rows (how many attempts it has in flight).
+    # The per-endpoint claim (see rex.outbox.queue.claim_due_deliveries): an endpoint's
+    # pending rows in due order, and its leased rows (how many attempts it has in flight).
     sa.Index(
         "ix_deliveries_endpoint_due",
         "endpoint_id",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from rex.api.validation import IsoDate, Metadata
+from rex.db.records import row_values
 from rex.pipelines.schemas import StageName
+from rex.states import DealStatusName
 
-DealStatus = Literal["open", "won", "lost"]
 DealName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Currency = Annotated[
     str, StringConstraints(pattern=r"^[A-Z]{3}$"), Field(description="ISO 4217, upper case.")
@@ -93,12 +95,29 @@ class Deal(BaseModel):
     currency: str | None
     pipeline_id: str
     stage: str = Field(description="The stage's name in its pipeline.", examples=["qualified"])
-    status: DealStatus = Field(description="Derived from the stage.")
+    status: DealStatusName = Field(description="Derived from the stage.")
     expected_close_date: str | None = Field(description="YYYY-MM-DD", examples=["2026-06-30"])
     contact_id: str | None
     metadata: dict[str, Any]
     created_at: str
     updated_at: str
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> Deal:
+        """The deal a ``deals`` row holds."""
+        return cls.model_validate(
+            {**row_values(row, cls.model_fields), "metadata": row.metadata or {}}
+        )
+
+    def data(self) -> dict[str, Any]:
+        """The deal's one shape: API answers and event ``data`` alike."""
+        return self.model_dump(mode="json")
+
+
+# Fields whose change is reported in previous_attributes (everything but bookkeeping).
+TRACKED = tuple(
+    name for name in Deal.model_fields if name not in ("id", "created_at", "updated_at")
+)
 
 
 class DealEnvelope(BaseModel):

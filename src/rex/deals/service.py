@@ -7,44 +7,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
-from rex.db.outbox import record_event
+from rex.changes import Changes, changed_fields, merge_metadata
+from rex.db.pagination import fetch_page
 from rex.db.schema import contacts, deals, pipelines
-from rex.deals.schemas import DealCreate, DealUpdate
-from rex.events.catalogue import EventType
-from rex.ids import new_id, rfc3339, utcnow
+from rex.deals.schemas import TRACKED, Deal, DealCreate, DealUpdate
+from rex.errors import Invalid, NotFound
+from rex.ids import new_id, utcnow
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
 from rex.pipelines import service as pipelines_service
-
-# Fields whose change is reported in previous_attributes (everything but bookkeeping).
-_TRACKED = (
-    "name", "amount", "currency", "pipeline_id", "stage", "status", "expected_close_date",
-    "contact_id", "metadata",
-)  # fmt: skip
-
-
-def serialize(row: Any) -> dict[str, Any]:
-    """A deal as the API returns it (and as events carry it)."""
-    return {
-        "id": row.id,
-        "name": row.name,
-        "amount": row.amount,
-        "currency": row.currency,
-        "pipeline_id": row.pipeline_id,
-        "stage": row.stage,
-        "status": row.status,
-        "expected_close_date": (
-            row.expected_close_date.isoformat() if row.expected_close_date else None
-        ),
-        "contact_id": row.contact_id,
-        "metadata": row.metadata or {},
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    }
-
-
-def changed_attributes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    return {key: before[key] for key in _TRACKED if before.get(key) != after.get(key)}
+from rex.pipelines.schemas import Pipeline
+from rex.states import DealStatus
 
 
 async def require_contact(conn: AsyncConnection, workspace_id: str, contact_id: str) -> None:
@@ -59,7 +32,7 @@ async def require_contact(conn: AsyncConnection, workspace_id: str, contact_id: 
         .with_for_update(read=True)
     )
     if (await conn.execute(query)).first() is None:
-        raise ApiError(422, f"No contact with id {contact_id!r}.", field="contact_id")
+        raise Invalid("contact_id", f"No contact with id {contact_id!r}.")
 
 
 async def require_deal(conn: AsyncConnection, workspace_id: str, deal_id: str) -> None:
@@ -70,10 +43,10 @@ async def require_deal(conn: AsyncConnection, workspace_id: str, deal_id: str) -
         .with_for_update(read=True)
     )
     if (await conn.execute(query)).first() is None:
-        raise ApiError(422, f"No deal with id {deal_id!r}.", field="deal_id")
+        raise Invalid("deal_id", f"No deal with id {deal_id!r}.")
 
 
-async def _pipeline(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> dict[str, Any]:
+async def _pipeline(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> Pipeline:
     # FOR SHARE: a concurrent PATCH /pipelines that removes a stage waits for this deal to
     # commit and then sees it (409), or commits first and this deal sees the new stages.
     query = (
@@ -83,41 +56,40 @@ async def _pipeline(conn: AsyncConnection, workspace_id: str, pipeline_id: str) 
     )
     row = (await conn.execute(query)).first()
     if row is None:
-        raise ApiError(422, f"No pipeline with id {pipeline_id!r}.", field="pipeline_id")
-    return pipelines_service.serialize(row)
+        raise Invalid("pipeline_id", f"No pipeline with id {pipeline_id!r}.")
+    return Pipeline.from_row(row)
 
 
-def _status_of(pipeline: dict[str, Any], stage: str) -> str:
+def _status_of(pipeline: Pipeline, stage: str) -> DealStatus:
     status = pipelines_service.stage_status(pipeline, stage)
     if status is None:
-        names = ", ".join(s["name"] for s in pipeline["stages"])
-        raise ApiError(
-            422,
-            f"{stage!r} is not a stage of pipeline {pipeline['name']!r} (stages: {names}).",
-            field="stage",
+        names = ", ".join(s.name for s in pipeline.stages)
+        raise Invalid(
+            "stage",
+            f"{stage!r} is not a stage of pipeline {pipeline.name!r} (stages: {names}).",
         )
     return status
 
 
-def _check_amount(deal: dict[str, Any]) -> None:
+def _check_amount(deal: Changes) -> None:
     if deal["amount"] is not None and deal["currency"] is None:
-        raise ApiError(422, "currency is required when amount is set.", field="currency")
+        raise Invalid("currency", "currency is required when amount is set.")
 
 
 async def _fetch_row(
     conn: AsyncConnection, workspace_id: str, deal_id: str, *, for_update: bool = False
-) -> Any:
+) -> sa.Row[Any]:
     query = sa.select(deals).where(deals.c.workspace_id == workspace_id, deals.c.id == deal_id)
     if for_update:
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("deal", deal_id)
+        raise NotFound("deal", deal_id)
     return row
 
 
-async def get(conn: AsyncConnection, workspace_id: str, deal_id: str) -> dict[str, Any]:
-    return serialize(await _fetch_row(conn, workspace_id, deal_id))
+async def get(conn: AsyncConnection, workspace_id: str, deal_id: str) -> Deal:
+    return Deal.from_row(await _fetch_row(conn, workspace_id, deal_id))
 
 
 async def list_page(
@@ -130,7 +102,7 @@ async def list_page(
     status: str | None = None,
     contact_id: str | None = None,
     pipeline_id: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[Deal], str | None]:
     query = sa.select(deals).where(deals.c.workspace_id == workspace_id)
     if stage is not None:
         query = query.where(deals.c.stage == stage)
@@ -141,17 +113,17 @@ async def list_page(
     if pipeline_id is not None:
         query = query.where(deals.c.pipeline_id == pipeline_id)
     rows, next_cursor = await fetch_page(conn, query, deals.c.id, limit=limit, cursor=cursor)
-    return [serialize(row) for row in rows], next_cursor
+    return [Deal.from_row(row) for row in rows], next_cursor
 
 
-async def create(conn: AsyncConnection, workspace_id: str, body: DealCreate) -> dict[str, Any]:
+async def create(conn: AsyncConnection, workspace_id: str, body: DealCreate) -> Deal:
     now = utcnow()
     if body.pipeline_id is not None:
         pipeline = await _pipeline(conn, workspace_id, body.pipeline_id)
     else:
         default = await pipelines_service.ensure_default(conn, workspace_id, now)
-        pipeline = await _pipeline(conn, workspace_id, default["id"])
-    stage = body.stage if body.stage is not None else pipeline["stages"][0]["name"]
+        pipeline = await _pipeline(conn, workspace_id, default.id)
+    stage = body.stage if body.stage is not None else pipeline.stages[0].name
     status = _status_of(pipeline, stage)
     if body.contact_id is not None:
         await require_contact(conn, workspace_id, body.contact_id)
@@ -161,7 +133,7 @@ async def create(conn: AsyncConnection, workspace_id: str, body: DealCreate) -> 
         "name": body.name,
         "amount": body.amount,
         "currency": body.currency,
-        "pipeline_id": pipeline["id"],
+        "pipeline_id": pipeline.id,
         "stage": stage,
         "status": status,
         "expected_close_date": body.expected_close_date,
@@ -172,37 +144,30 @@ async def create(conn: AsyncConnection, workspace_id: str, body: DealCreate) -> 
     }
     _check_amount(values)
     row = (await conn.execute(sa.insert(deals).values(values).returning(deals))).one()
-    deal = serialize(row)
+    deal = Deal.from_row(row)
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.DEAL_CREATED,
-        data=deal,
-        object_id=deal["id"],
+        data=deal.data(),
+        object_id=deal.id,
         now=now,
     )
     return deal
 
 
-async def update(
-    conn: AsyncConnection, workspace_id: str, deal_id: str, body: DealUpdate
-) -> dict[str, Any]:
+async def update(conn: AsyncConnection, workspace_id: str, deal_id: str, body: DealUpdate) -> Deal:
     row = await _fetch_row(conn, workspace_id, deal_id, for_update=True)
-    before = serialize(row)
+    stored = Deal.from_row(row)
+    before = stored.data()
     changes = body.model_dump(exclude_unset=True)
     for field in ("name", "pipeline_id", "stage"):
         if field in changes and changes[field] is None:
-            raise ApiError(422, f"{field} cannot be null.", field=field)
+            raise Invalid(field, f"{field} cannot be null.")
     if "expected_close_date" in changes and changes["expected_close_date"] is not None:
         changes["expected_close_date"] = changes["expected_close_date"].isoformat()
     if "metadata" in changes:
-        merged = dict(before["metadata"])
-        for key, value in (changes["metadata"] or {}).items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        changes["metadata"] = merged
+        changes["metadata"] = merge_metadata(stored.metadata, changes["metadata"])
     after = {**before, **changes}
     if after["pipeline_id"] != before["pipeline_id"] or after["stage"] != before["stage"]:
         pipeline = await _pipeline(conn, workspace_id, after["pipeline_id"])
@@ -210,9 +175,9 @@ async def update(
     if after["contact_id"] is not None and after["contact_id"] != before["contact_id"]:
         await require_contact(conn, workspace_id, after["contact_id"])
     _check_amount(after)
-    previous = changed_attributes(before, after)
+    previous = changed_fields(before, after, TRACKED)
     if not previous:
-        return before
+        return stored
     now = utcnow()
     values: dict[str, Any] = {key: after[key] for key in previous}
     if values.get("expected_close_date") is not None:
@@ -225,12 +190,12 @@ async def update(
             .returning(deals)
         )
     ).one()
-    deal = serialize(row)
+    deal = Deal.from_row(row)
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.DEAL_UPDATED,
-        data=deal,
+        data=deal.data(),
         object_id=deal_id,
         now=now,
         previous_attributes=previous,
@@ -240,23 +205,23 @@ async def update(
             conn,
             workspace_id=workspace_id,
             event_type=EventType.DEAL_STAGE_CHANGED,
-            data=deal,
+            data=deal.data(),
             object_id=deal_id,
             now=now,
-            extra={"from": before["stage"], "to": deal["stage"]},
+            extra={"from": before["stage"], "to": deal.stage},
         )
     return deal
 
 
-async def delete(conn: AsyncConnection, workspace_id: str, deal_id: str) -> dict[str, Any]:
+async def delete(conn: AsyncConnection, workspace_id: str, deal_id: str) -> Deal:
     row = await _fetch_row(conn, workspace_id, deal_id, for_update=True)
-    deal = serialize(row)
+    deal = Deal.from_row(row)
     await conn.execute(sa.delete(deals).where(deals.c.id == deal_id))
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.DEAL_DELETED,
-        data=deal,
+        data=deal.data(),
         object_id=deal_id,
         now=utcnow(),
     )

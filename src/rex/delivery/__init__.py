@@ -1,1 +1,1 @@
-"""Outbound webhook delivery: the HTTP transport and its destination policy."""
+"""The `/deliveries` API: what was sent where, every attempt, and sending again."""

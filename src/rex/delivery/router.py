@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
@@ -10,13 +10,16 @@ from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
 from rex.delivery import service
-from rex.delivery.schemas import DeliveryDetailEnvelope, DeliveryEnvelope, DeliveryList
+from rex.delivery.schemas import (
+    DeliveryDetailEnvelope,
+    DeliveryEnvelope,
+    DeliveryList,
+    DeliveryStatusName,
+)
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"], responses=ERROR_RESPONSES)
 
-StatusQuery = Annotated[
-    Literal["pending", "delivered", "failed"] | None, Query(description="Only this status.")
-]
+StatusQuery = Annotated[DeliveryStatusName | None, Query(description="Only this status.")]
 IdQuery = Annotated[str | None, Query(max_length=40)]
 
 

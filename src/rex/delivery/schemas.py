@@ -6,6 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rex.outbox.records import DeliveryStatus
+
+DeliveryStatusName = Literal[
+    DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED
+]
+
 
 class Attempt(BaseModel):
     at: str
@@ -37,7 +43,7 @@ class Delivery(BaseModel):
     endpoint_id: str
     event_id: str
     event: str = Field(examples=["contact.created"])
-    status: Literal["pending", "delivered", "failed"]
+    status: DeliveryStatusName
     attempt_count: int
     next_attempt_at: str | None
     created_at: str

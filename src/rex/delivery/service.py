@@ -7,34 +7,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
-from rex.db import outbox
+from rex.db.pagination import fetch_page
 from rex.db.schema import attempts, deliveries, endpoints
-from rex.ids import rfc3339, utcnow
+from rex.errors import Conflict, NotFound
+from rex.ids import utcnow
+from rex.outbox import operator
+from rex.outbox.records import Attempt, Delivery
 
 
 def serialize(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "endpoint_id": row.endpoint_id,
-        "event_id": row.event_id,
-        "event": row.event_type,
-        "status": row.status,
-        "attempt_count": row.attempt_count,
-        "next_attempt_at": rfc3339(row.next_attempt_at),
-        "created_at": rfc3339(row.created_at),
-    }
+    return Delivery.from_row(row).public()
 
 
 def serialize_attempt(row: Any) -> dict[str, Any]:
-    return {
-        "at": rfc3339(row.at),
-        "status_code": row.status_code,
-        "error": row.error,
-        "latency_ms": row.latency_ms,
-        "response_excerpt": row.response_excerpt,
-    }
+    return Attempt.from_row(row).public()
 
 
 async def get_delivery(
@@ -48,7 +34,7 @@ async def get_delivery(
         )
     ).first()
     if row is None:
-        raise not_found("delivery", delivery_id)
+        raise NotFound("delivery", delivery_id)
     delivery = serialize(row)
     if with_attempts:
         rows = await conn.execute(
@@ -89,17 +75,15 @@ async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> d
         )
     ).scalar_one()
     if not enabled:
-        raise ApiError(
-            409,
+        raise Conflict(
             "This delivery's endpoint is disabled; enable it (PATCH /webhooks/"
             f"{delivery['endpoint_id']} with enabled=true) before retrying.",
         )
-    requeued = await outbox.requeue_delivery(
+    requeued = await operator.requeue_delivery(
         conn, workspace_id=workspace_id, delivery_id=delivery_id, now=utcnow()
     )
     if not requeued:
-        raise ApiError(
-            409,
+        raise Conflict(
             "An attempt of this delivery is in flight; its outcome will be recorded within "
             "the delivery timeout. Retry after that if it failed.",
         )

@@ -1,1 +1,2 @@
-"""Events: the catalogue of what Rex emits, and the events API."""
+"""Events: the `/events` read API, the payload schemas and their OpenAPI `webhooks` pages
+(the catalogue of event types lives in ``rex.outbox.catalogue``)."""

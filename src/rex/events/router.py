@@ -11,8 +11,8 @@ from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
 from rex.api.validation import UtcTime
 from rex.events import service
-from rex.events.catalogue import EventType
 from rex.events.schemas import EventEnvelope, EventList
+from rex.outbox.catalogue import EventType
 
 router = APIRouter(prefix="/events", tags=["events"], responses=ERROR_RESPONSES)
 

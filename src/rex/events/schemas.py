@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rex.contacts.schemas import Contact
 from rex.deals.schemas import Deal
 from rex.delivery.schemas import Delivery
-from rex.events.catalogue import EventType
+from rex.outbox.catalogue import EventType
 from rex.tasks.schemas import Task
 
 _EVENT_EXAMPLE: dict[str, Any] = {
@@ -137,7 +137,7 @@ class ContactEventPayload(_Payload):
         },
     )
 
-    event: Literal["contact.created", "contact.updated", "contact.deleted"]
+    event: Literal[EventType.CONTACT_CREATED, EventType.CONTACT_UPDATED, EventType.CONTACT_DELETED]
     data: Contact
     previous_attributes: dict[str, Any] | None = Field(
         None, description="contact.updated only: old values of the changed fields."
@@ -154,7 +154,7 @@ class DealEventPayload(_Payload):
         }
     )
 
-    event: Literal["deal.created", "deal.updated", "deal.deleted"]
+    event: Literal[EventType.DEAL_CREATED, EventType.DEAL_UPDATED, EventType.DEAL_DELETED]
     data: Deal
     previous_attributes: dict[str, Any] | None = Field(
         None, description="deal.updated only: old values of the changed fields."
@@ -172,7 +172,7 @@ class DealStageChangedPayload(_Payload):
         }
     )
 
-    event: Literal["deal.stage_changed"]
+    event: Literal[EventType.DEAL_STAGE_CHANGED]
     data: Deal
     from_: str = Field(alias="from", examples=["qualified"])
     to: str = Field(examples=["proposal"])
@@ -181,7 +181,12 @@ class DealStageChangedPayload(_Payload):
 class TaskEventPayload(_Payload):
     model_config = _examples({**_EVT, "event": "task.completed", "data": _TASK})
 
-    event: Literal["task.created", "task.updated", "task.completed", "task.deleted"]
+    event: Literal[
+        EventType.TASK_CREATED,
+        EventType.TASK_UPDATED,
+        EventType.TASK_COMPLETED,
+        EventType.TASK_DELETED,
+    ]
     data: Task
     previous_attributes: dict[str, Any] | None = Field(
         None, description="task.updated only: old values of the changed fields."
@@ -205,7 +210,7 @@ class WebhookTestPayload(_Payload):
         }
     )
 
-    event: Literal["webhook.test"]
+    event: Literal[EventType.WEBHOOK_TEST]
     data: WebhookTestData
 
 
@@ -222,5 +227,5 @@ class EndpointDisabledPayload(_Payload):
         }
     )
 
-    event: Literal["endpoint.disabled"]
+    event: Literal[EventType.ENDPOINT_DISABLED]
     data: dict[str, Any] = Field(description="The endpoint, and why it was disabled.")

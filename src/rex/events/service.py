@@ -9,10 +9,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import not_found
-from rex.api.pagination import fetch_page
+from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, events
 from rex.delivery.service import serialize as serialize_delivery
+from rex.errors import NotFound
 
 
 def serialize(row: Any) -> dict[str, Any]:
@@ -54,7 +54,7 @@ async def get(conn: AsyncConnection, workspace_id: str, event_id: str) -> dict[s
         )
     ).first()
     if row is None:
-        raise not_found("event", event_id)
+        raise NotFound("event", event_id)
     event = serialize(row)
     rows = await conn.execute(
         sa.select(deliveries)

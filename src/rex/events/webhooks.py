@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import FastAPI, Header
 from pydantic import BaseModel
 
-from rex.events.catalogue import EventType
 from rex.events.schemas import (
     ContactEventPayload,
     DealEventPayload,
@@ -17,6 +16,7 @@ from rex.events.schemas import (
     TaskEventPayload,
     WebhookTestPayload,
 )
+from rex.outbox.catalogue import EventType
 
 _PAYLOADS: dict[EventType, tuple[type[BaseModel], str]] = {
     EventType.CONTACT_CREATED: (ContactEventPayload, "A contact was created (API or capture)."),

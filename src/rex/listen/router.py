@@ -22,6 +22,7 @@ from rex.listen.schemas import (
     SessionOpenedEnvelope,
 )
 from rex.listen.stream import EventStream, ListenHub, SessionStreamer
+from rex.runtime import runtime_of
 
 # Error responses are declared per route: the stream's errors are JSON, not event streams.
 router = APIRouter(prefix="/listen/sessions", tags=["listen"])
@@ -41,8 +42,7 @@ _STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _hub(request: Request) -> ListenHub:
-    hub: ListenHub = request.app.state.listen_hub
-    return hub
+    return runtime_of(request.app).listen_hub
 
 
 @router.post(
@@ -68,7 +68,7 @@ async def open_session(
                     workspace_id=auth.workspace.id,
                     api_key_id=auth.key_id,
                     body=body,
-                    settings=settings,
+                    config=settings.listen,
                     now=utcnow(),
                 )
             break
@@ -92,7 +92,7 @@ async def list_sessions(
     """This workspace's listen sessions, connected or within their grace period."""
     async with db.read() as conn:
         data, next_cursor = await service.list_page(
-            conn, auth.workspace.id, settings, utcnow(), limit=limit, cursor=cursor
+            conn, auth.workspace.id, settings.listen, utcnow(), limit=limit, cursor=cursor
         )
     return {"data": data, "next_cursor": next_cursor}
 
@@ -102,7 +102,11 @@ async def get_session(
     session_id: str, auth: AuthDep, db: DbDep, settings: SettingsDep
 ) -> dict[str, Any]:
     async with db.read() as conn:
-        return {"data": await service.get(conn, auth.workspace.id, session_id, settings, utcnow())}
+        return {
+            "data": await service.get(
+                conn, auth.workspace.id, session_id, settings.listen, utcnow()
+            )
+        }
 
 
 @router.delete("/{session_id}", response_model=Deleted, responses=ERROR_RESPONSES)
@@ -149,7 +153,7 @@ async def stream_session(
     replaces any other stream of the session."""
     async with db.read() as conn:
         await service.fetch_row(conn, auth.workspace.id, session_id)
-    streamer = SessionStreamer(db, settings, _hub(request), session_id)
+    streamer = SessionStreamer(db, settings.listen, _hub(request), session_id)
     return EventStream(streamer.run)
 
 
@@ -166,7 +170,7 @@ async def report_result(
     it, anything else schedules a retry on the normal retry schedule."""
     async with db.transaction() as conn:
         delivery = await service.record_report(
-            conn, auth.workspace.id, session_id, body, settings, utcnow()
+            conn, auth.workspace.id, session_id, body, settings.listen, utcnow()
         )
     _hub(request).wake()  # room for one more in flight on this process's stream
     return {"data": delivery}

@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from rex.events.catalogue import EVENT_TYPES, WILDCARD
+from rex.outbox.catalogue import EVENT_TYPES, WILDCARD
 
 ForwardTo = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
 

@@ -14,17 +14,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex._signing import generate_secret
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
-from rex.db import outbox
-from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus, EndpointKind
-from rex.db.schema import deliveries, endpoints, events, listen_sessions
-from rex.delivery.retry import next_state
+from rex.db.pagination import fetch_page
+from rex.db.schema import deliveries, endpoints, listen_sessions
 from rex.delivery.service import get_delivery
-from rex.events.catalogue import EventType
+from rex.errors import Conflict, NotFound
 from rex.ids import new_id, rfc3339
 from rex.listen.schemas import AttemptReport, SessionOpen
-from rex.settings import Settings
+from rex.outbox.attempts import record_attempts
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
+from rex.outbox.operator import delete_endpoints
+from rex.outbox.queue import release_endpoint_leases
+from rex.outbox.records import AttemptOutcome, Delivery, DeliveryStatus, EndpointKind, ListenSession
+from rex.policies import ListenConfig
+from rex.worker.retry import Answer, outcome_for
 
 EXCERPT_CHARS = 1024
 
@@ -33,6 +36,8 @@ _COLUMNS = (
     endpoints.c.events,
     endpoints.c.secret,
     endpoints.c.max_concurrency,
+    endpoints.c.enabled,
+    endpoints.c.disabled_reason,
     listen_sessions.c.forward_to,
     listen_sessions.c.api_key_id,
     listen_sessions.c.connection_id,
@@ -47,24 +52,25 @@ def _select() -> sa.Select[Any]:
     )
 
 
-def is_connected(row: Any, settings: Settings, now: datetime) -> bool:
+def is_connected(session: ListenSession, config: ListenConfig, now: datetime) -> bool:
     """A stream holds the session and has shown signs of life lately (its API process may
     have died without saying so: then the heartbeats stop)."""
-    stale = now - timedelta(seconds=3 * settings.listen_heartbeat)
-    return row.connection_id is not None and row.last_seen_at >= stale
+    stale = now - timedelta(seconds=3 * config.heartbeat)
+    return session.connection_id is not None and session.last_seen_at >= stale
 
 
-def serialize(row: Any, settings: Settings, now: datetime) -> dict[str, Any]:
-    connected = is_connected(row, settings, now)
-    expires = row.last_seen_at + timedelta(seconds=settings.listen_grace_period)
+def serialize(row: Any, config: ListenConfig, now: datetime) -> dict[str, Any]:
+    session = ListenSession.from_row(row)
+    connected = is_connected(session, config, now)
+    expires = session.last_seen_at + timedelta(seconds=config.grace_period)
     return {
-        "id": row.id,
-        "forward_to": row.forward_to,
-        "events": list(row.events),
+        "id": session.id,
+        "forward_to": session.forward_to,
+        "events": list(session.events),
         "connected": connected,
-        "last_seen_at": rfc3339(row.last_seen_at),
+        "last_seen_at": rfc3339(session.last_seen_at),
         "expires_at": None if connected else rfc3339(expires),
-        "created_at": rfc3339(row.created_at),
+        "created_at": rfc3339(session.created_at),
     }
 
 
@@ -80,7 +86,7 @@ async def fetch_row(
         query = query.with_for_update(of=listen_sessions)
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("listen session", session_id)
+        raise NotFound("listen session", session_id)
     return row
 
 
@@ -90,7 +96,7 @@ async def open_session(
     workspace_id: str,
     api_key_id: str,
     body: SessionOpen,
-    settings: Settings,
+    config: ListenConfig,
     now: datetime,
 ) -> dict[str, Any]:
     """Resume this key's session for ``body.forward_to`` if it has not expired, else make one.
@@ -111,14 +117,22 @@ async def open_session(
             .with_for_update(of=listen_sessions)
         )
     ).first()
-    grace = timedelta(seconds=settings.listen_grace_period)
+    grace = timedelta(seconds=config.grace_period)
     resumed = existing is not None and existing.last_seen_at + grace >= now
     if existing is not None and resumed:
         session_id = existing.id
+        # A new `rex listen` on it also starts a fresh health record: one that a 410 from
+        # the local server disabled (as the worker would) is enabled again.
         await conn.execute(
             sa.update(endpoints)
             .where(endpoints.c.id == session_id)
-            .values(events=body.events, updated_at=now)
+            .values(
+                events=body.events,
+                enabled=True,
+                disabled_reason=None,
+                failing_since=None,
+                updated_at=now,
+            )
         )
         await conn.execute(
             sa.update(listen_sessions)
@@ -127,7 +141,7 @@ async def open_session(
         )
     else:
         if existing is not None:  # expired, not swept yet
-            await _delete_endpoints(conn, [existing.id])
+            await delete_endpoints(conn, [existing.id])
         session_id = new_id("wh")
         await conn.execute(
             sa.insert(endpoints).values(
@@ -167,26 +181,26 @@ async def open_session(
         )
     ).scalar_one()
     return {
-        **serialize(row, settings, now),
+        **serialize(row, config, now),
         "secret": row.secret,
         "resumed": resumed,
         "pending": pending,
-        "grace_period": settings.listen_grace_period,
-        "keepalive": settings.listen_heartbeat,
-        "timeout": settings.delivery_timeout,
+        "grace_period": config.grace_period,
+        "keepalive": config.heartbeat,
+        "timeout": config.timeout,
     }
 
 
 async def get(
-    conn: AsyncConnection, workspace_id: str, session_id: str, settings: Settings, now: datetime
+    conn: AsyncConnection, workspace_id: str, session_id: str, config: ListenConfig, now: datetime
 ) -> dict[str, Any]:
-    return serialize(await fetch_row(conn, workspace_id, session_id), settings, now)
+    return serialize(await fetch_row(conn, workspace_id, session_id), config, now)
 
 
 async def list_page(
     conn: AsyncConnection,
     workspace_id: str,
-    settings: Settings,
+    config: ListenConfig,
     now: datetime,
     *,
     limit: int,
@@ -196,21 +210,26 @@ async def list_page(
         endpoints.c.workspace_id == workspace_id, endpoints.c.kind == EndpointKind.LISTEN.value
     )
     rows, next_cursor = await fetch_page(conn, query, endpoints.c.id, limit=limit, cursor=cursor)
-    return [serialize(row, settings, now) for row in rows], next_cursor
+    return [serialize(row, config, now) for row in rows], next_cursor
 
 
 async def delete(conn: AsyncConnection, workspace_id: str, session_id: str) -> None:
     """End a session now: its secret stops working and its queued deliveries are dropped."""
     await fetch_row(conn, workspace_id, session_id, for_update=True)
-    await _delete_endpoints(conn, [session_id])
+    await delete_endpoints(conn, [session_id])
 
 
 async def send_test(
     conn: AsyncConnection, workspace_id: str, session_id: str, now: datetime
 ) -> dict[str, Any]:
     """Queue a ``webhook.test`` event for this session alone; returns its delivery."""
-    await fetch_row(conn, workspace_id, session_id)
-    event_id = await outbox.record_event(
+    session = ListenSession.from_row(await fetch_row(conn, workspace_id, session_id))
+    if not session.enabled:
+        raise Conflict(
+            f"This listen session is disabled ({session.disabled_reason}); run rex listen "
+            "again to resume it, enabled, before testing.",
+        )
+    event_id = await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.WEBHOOK_TEST,
@@ -229,22 +248,23 @@ async def send_test(
 
 
 def attempt_outcome(
-    settings: Settings, attempts_made: int, at: datetime, report: AttemptReport
+    config: ListenConfig, attempts_made: int, at: datetime, report: AttemptReport
 ) -> AttemptOutcome:
-    """The same rules as the delivery worker: 2xx is success, anything else is retried on
-    ``REX_RETRY_SCHEDULE`` (honouring a bounded Retry-After on 429/503) until it fails."""
-    status_code = report.status_code
-    status, next_at = next_state(settings, attempts_made, at, status_code, report.retry_after)
+    """The delivery worker's rule (``rex.worker.retry.outcome_for``) applied to what the CLI
+    reports: 2xx is success, 410 fails the delivery and disables the session's endpoint,
+    anything else is retried on ``REX_RETRY_SCHEDULE`` (honouring a bounded Retry-After on
+    429/503) until it fails."""
     excerpt = report.response_excerpt
-    return AttemptOutcome(
+    answer = Answer(
+        attempt=attempts_made,
         at=at,
-        status_code=status_code,
+        status_code=report.status_code,
         error=report.error,
         latency_ms=report.latency_ms,
-        response_excerpt=excerpt[:EXCERPT_CHARS] if excerpt is not None else None,
-        status=status,
-        next_attempt_at=next_at,
+        excerpt=excerpt[:EXCERPT_CHARS] if excerpt is not None else None,
+        retry_after=report.retry_after,
     )
+    return outcome_for(config.retry, answer)
 
 
 async def record_report(
@@ -252,7 +272,7 @@ async def record_report(
     workspace_id: str,
     session_id: str,
     report: AttemptReport,
-    settings: Settings,
+    config: ListenConfig,
     now: datetime,
 ) -> dict[str, Any]:
     """Store what the CLI reports about one streamed delivery, as the worker would.
@@ -265,9 +285,7 @@ async def record_report(
     await fetch_row(conn, workspace_id, session_id)
     row = (
         await conn.execute(
-            sa.select(deliveries, events.c.payload)
-            .join(events, events.c.id == deliveries.c.event_id)
-            .where(
+            sa.select(deliveries).where(
                 deliveries.c.id == report.delivery_id,
                 deliveries.c.endpoint_id == session_id,
                 deliveries.c.workspace_id == workspace_id,
@@ -275,27 +293,17 @@ async def record_report(
         )
     ).first()
     if row is None:
-        raise ApiError(
-            404,
-            f"No delivery with id {report.delivery_id!r} in this session.",
-            type="not_found",
+        raise NotFound(
+            "delivery",
+            report.delivery_id,
+            message=f"No delivery with id {report.delivery_id!r} in this session.",
             field="delivery_id",
         )
-    if row.status == DeliveryStatus.PENDING.value:
+    delivery = Delivery.from_row(row)
+    if delivery.status is DeliveryStatus.PENDING:
         at = now - timedelta(milliseconds=report.latency_ms)
-        outcome = attempt_outcome(settings, row.attempt_count + 1, at, report)
-        delivery = ClaimedDelivery(
-            id=row.id,
-            workspace_id=row.workspace_id,
-            endpoint_id=row.endpoint_id,
-            event_id=row.event_id,
-            event_type=row.event_type,
-            attempt_count=row.attempt_count,
-            url="",
-            secrets=(),
-            payload=row.payload.encode("utf-8"),
-        )
-        await outbox.record_attempts(conn, worker_id=report.lease, results=[(delivery, outcome)])
+        outcome = attempt_outcome(config, delivery.attempt_count + 1, at, report)
+        await record_attempts(conn, worker_id=report.lease, results=[(delivery, outcome)])
     return await get_delivery(conn, workspace_id, report.delivery_id)
 
 
@@ -303,7 +311,7 @@ async def record_report(
 
 
 async def attach(
-    conn: AsyncConnection, session_id: str, connection_id: str, settings: Settings, now: datetime
+    conn: AsyncConnection, session_id: str, connection_id: str, config: ListenConfig, now: datetime
 ) -> int | None:
     """Make ``connection_id`` the stream serving the session, replacing any other.
 
@@ -311,7 +319,7 @@ async def attach(
     goes out again now. Returns how many deliveries the stream may have in flight, or
     None when the session is gone or expired.
     """
-    cutoff = now - timedelta(seconds=settings.listen_grace_period)
+    cutoff = now - timedelta(seconds=config.grace_period)
     result = await conn.execute(
         sa.update(listen_sessions)
         .where(
@@ -321,7 +329,7 @@ async def attach(
     )
     if result.rowcount == 0:
         return None
-    await outbox.release_endpoint_leases(conn, endpoint_id=session_id)
+    await release_endpoint_leases(conn, endpoint_id=session_id)
     limit = (
         await conn.execute(
             sa.select(endpoints.c.max_concurrency).where(endpoints.c.id == session_id)
@@ -366,17 +374,17 @@ async def detach(
         )
         .values(connection_id=None, last_seen_at=now)
     )
-    await outbox.release_endpoint_leases(conn, endpoint_id=session_id, worker_id=worker_id)
+    await release_endpoint_leases(conn, endpoint_id=session_id, worker_id=worker_id)
 
 
-async def delete_expired(conn: AsyncConnection, settings: Settings, now: datetime) -> int:
+async def delete_expired(conn: AsyncConnection, config: ListenConfig, now: datetime) -> int:
     """Remove sessions not seen for the grace period, with their queued deliveries.
 
     Concurrency: on PostgreSQL the expired sessions are locked ``FOR UPDATE SKIP LOCKED``,
     so one being resumed right now (``open_session`` holds its lock) is skipped rather than
     deleted under it, and several API processes sweeping at once do not wait on each other.
     """
-    cutoff = now - timedelta(seconds=settings.listen_grace_period)
+    cutoff = now - timedelta(seconds=config.grace_period)
     expired = sa.select(listen_sessions.c.endpoint_id).where(
         listen_sessions.c.last_seen_at < cutoff
     )
@@ -389,12 +397,5 @@ async def delete_expired(conn: AsyncConnection, settings: Settings, now: datetim
         ~sa.exists().where(listen_sessions.c.endpoint_id == endpoints.c.id),
     )
     ids += list((await conn.execute(orphans.limit(500))).scalars())
-    await _delete_endpoints(conn, ids)
+    await delete_endpoints(conn, ids)
     return len(ids)
-
-
-async def _delete_endpoints(conn: AsyncConnection, endpoint_ids: list[str]) -> None:
-    if not endpoint_ids:
-        return
-    await conn.execute(sa.delete(deliveries).where(deliveries.c.endpoint_id.in_(endpoint_ids)))
-    await conn.execute(sa.delete(endpoints).where(endpoints.c.id.in_(endpoint_ids)))

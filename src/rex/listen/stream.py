@@ -2,11 +2,12 @@
 
 A connected ``rex listen`` holds one long ``GET /listen/sessions/{id}/stream`` open (Server-
 Sent Events). The API process serving that request claims the session's due deliveries
-(``outbox.claim_listen_deliveries``, with a lease like a worker's), sends each one down the
-stream with the same signed headers a worker would send, and the CLI posts it to the local
-URL and reports the outcome (``POST /listen/sessions/{id}/results``), which is recorded and
-retried like any other attempt. Nothing here needs the CLI and the stream to meet in the same
-process: any number of API processes can serve streams and take reports.
+(``rex.outbox.queue.claim_listen_deliveries``, with a lease like a worker's), sends each one
+down the stream with the same signed headers a worker would send (``rex.worker.headers``),
+and the CLI posts it to the local URL and reports the outcome (``POST
+/listen/sessions/{id}/results``), which is recorded and retried like any other attempt
+(``rex.worker.retry.outcome_for``). Nothing here needs the CLI and the stream to meet in the
+same process: any number of API processes can serve streams and take reports.
 
 Like the delivery worker, a stream is a long-running unit that opens its own short
 transactions (one per claim or heartbeat); it is not a request handler's transaction.
@@ -25,13 +26,13 @@ import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from rex.db import outbox
 from rex.db.engine import Database
-from rex.delivery.worker import signed_headers
 from rex.ids import new_id, utcnow
 from rex.listen import service
 from rex.listen.schemas import StreamEvent
-from rex.settings import Settings
+from rex.outbox import queue
+from rex.policies import ListenConfig
+from rex.worker.headers import signed_headers
 
 log = structlog.get_logger("rex.listen")
 
@@ -143,12 +144,12 @@ class SessionStreamer:
     def __init__(
         self,
         db: Database,
-        settings: Settings,
+        config: ListenConfig,
         hub: ListenHub,
         session_id: str,
     ) -> None:
         self.db = db
-        self.settings = settings
+        self.config = config
         self.hub = hub
         self.session_id = session_id
         self.connection_id = new_id("lcn")
@@ -159,7 +160,7 @@ class SessionStreamer:
         try:
             async with self.db.transaction() as conn:
                 max_in_flight = await service.attach(
-                    conn, self.session_id, self.connection_id, self.settings, utcnow()
+                    conn, self.session_id, self.connection_id, self.config, utcnow()
                 )
         except Exception as exc:  # the database is down: end the stream, the CLI retries
             log.warning("listen_attach_failed", session=self.session_id, error=str(exc)[:200])
@@ -182,7 +183,7 @@ class SessionStreamer:
     async def _serve(
         self, write: Write, disconnected: asyncio.Event, waker: asyncio.Event, max_in_flight: int
     ) -> None:
-        heartbeat_every = self.settings.listen_heartbeat
+        heartbeat_every = self.config.heartbeat
         next_heartbeat = time.monotonic() + heartbeat_every
         stop_waiters = (disconnected, self.hub.closing)
         while not any(event.is_set() for event in stop_waiters):
@@ -204,21 +205,19 @@ class SessionStreamer:
             waker.clear()
             for message in await self._claim(max_in_flight):
                 await write(message)
-            timeout = min(
-                self.settings.delivery_poll_interval, max(next_heartbeat - time.monotonic(), 0)
-            )
+            timeout = min(self.config.poll_interval, max(next_heartbeat - time.monotonic(), 0))
             await _wait_any((waker, *stop_waiters), timeout)
 
     async def _claim(self, max_in_flight: int) -> list[bytes]:
         now = utcnow()
         try:
             async with self.db.transaction() as conn:
-                claimed = await outbox.claim_listen_deliveries(
+                claimed = await queue.claim_listen_deliveries(
                     conn,
                     endpoint_id=self.session_id,
                     worker_id=self.worker_id,
                     now=now,
-                    lease=self.settings.delivery_lease,
+                    lease=self.config.lease,
                     max_in_flight=max_in_flight,
                 )
         except Exception as exc:  # the database is down or busy: the next poll retries
@@ -270,13 +269,13 @@ async def _wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
             waiter.cancel()
 
 
-async def expire_sessions(db: Database, settings: Settings, stop: asyncio.Event) -> None:
+async def expire_sessions(db: Database, config: ListenConfig, stop: asyncio.Event) -> None:
     """Every so often, remove sessions not seen for the grace period (any process may)."""
-    interval = max(min(settings.listen_grace_period / 4, 60.0), 0.2)
+    interval = max(min(config.grace_period / 4, 60.0), 0.2)
     while not stop.is_set():
         try:
             async with db.transaction() as conn:
-                removed = await service.delete_expired(conn, settings, utcnow())
+                removed = await service.delete_expired(conn, config, utcnow())
             if removed:
                 log.info("listen_sessions_expired", count=removed)
         except Exception as exc:

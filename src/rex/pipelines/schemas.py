@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-StageStatus = Literal["open", "won", "lost"]
+from rex.db.records import row_values
+from rex.states import DealStatus, DealStatusName
+
 StageName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 PipelineName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
@@ -28,7 +31,9 @@ class Stage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: StageName = Field(examples=["qualified"])
-    status: StageStatus = Field("open", description="What a deal in this stage counts as.")
+    status: DealStatusName = Field(
+        DealStatus.OPEN, description="What a deal in this stage counts as."
+    )
 
 
 def _check_stages(stages: list[Stage]) -> list[Stage]:
@@ -105,6 +110,15 @@ class Pipeline(BaseModel):
     stages: list[Stage]
     created_at: str
     updated_at: str
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> Pipeline:
+        """The pipeline a ``pipelines`` row holds."""
+        return cls.model_validate(row_values(row, cls.model_fields))
+
+    def data(self) -> dict[str, Any]:
+        """The pipeline's one shape: API answers and event ``data`` alike."""
+        return self.model_dump(mode="json")
 
 
 class PipelineEnvelope(BaseModel):

@@ -11,11 +11,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
+from rex.db.pagination import fetch_page
 from rex.db.schema import deals, pipelines
-from rex.ids import new_id, rfc3339, utcnow
-from rex.pipelines.schemas import PipelineCreate, PipelineUpdate
+from rex.errors import Conflict, Invalid, NotFound
+from rex.ids import new_id, utcnow
+from rex.pipelines.schemas import Pipeline, PipelineCreate, PipelineUpdate
+from rex.states import DealStatus
 
 DEFAULT_NAME = "Sales"
 DEFAULT_STAGES: tuple[dict[str, str], ...] = (
@@ -28,27 +29,16 @@ DEFAULT_STAGES: tuple[dict[str, str], ...] = (
 )
 
 
-def serialize(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "is_default": bool(row.is_default),
-        "stages": [{"name": s["name"], "status": s["status"]} for s in row.stages],
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    }
-
-
-def stage_status(pipeline: dict[str, Any], stage: str) -> str | None:
+def stage_status(pipeline: Pipeline, stage: str) -> DealStatus | None:
     """The status (open/won/lost) of ``stage`` in ``pipeline``, or None if it has no such
     stage."""
-    for candidate in pipeline["stages"]:
-        if candidate["name"] == stage:
-            return str(candidate["status"])
+    for candidate in pipeline.stages:
+        if candidate.name == stage:
+            return DealStatus(candidate.status)
     return None
 
 
-async def ensure_default(conn: AsyncConnection, workspace_id: str, now: datetime) -> dict[str, Any]:
+async def ensure_default(conn: AsyncConnection, workspace_id: str, now: datetime) -> Pipeline:
     """The workspace's default pipeline, created if missing.
 
     Safe when several API processes do it at once: the partial unique index
@@ -58,7 +48,7 @@ async def ensure_default(conn: AsyncConnection, workspace_id: str, now: datetime
     """
     found = await _default_row(conn, workspace_id)
     if found is not None:
-        return serialize(found)
+        return Pipeline.from_row(found)
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
         insert(pipelines)
@@ -74,10 +64,11 @@ async def ensure_default(conn: AsyncConnection, workspace_id: str, now: datetime
         .on_conflict_do_nothing(index_elements=["workspace_id"], index_where=pipelines.c.is_default)
     )
     row = await _default_row(conn, workspace_id)
-    return serialize(row)
+    assert row is not None  # inserted above, or by a concurrent winner
+    return Pipeline.from_row(row)
 
 
-async def _default_row(conn: AsyncConnection, workspace_id: str) -> Any:
+async def _default_row(conn: AsyncConnection, workspace_id: str) -> sa.Row[Any] | None:
     query = sa.select(pipelines).where(
         pipelines.c.workspace_id == workspace_id, pipelines.c.is_default.is_(True)
     )
@@ -86,7 +77,7 @@ async def _default_row(conn: AsyncConnection, workspace_id: str) -> Any:
 
 async def _fetch_row(
     conn: AsyncConnection, workspace_id: str, pipeline_id: str, *, for_update: bool = False
-) -> Any:
+) -> sa.Row[Any]:
     query = sa.select(pipelines).where(
         pipelines.c.workspace_id == workspace_id, pipelines.c.id == pipeline_id
     )
@@ -94,31 +85,31 @@ async def _fetch_row(
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("pipeline", pipeline_id)
+        raise NotFound("pipeline", pipeline_id)
     return row
 
 
-async def get(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> dict[str, Any]:
-    return serialize(await _fetch_row(conn, workspace_id, pipeline_id))
+async def get(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> Pipeline:
+    return Pipeline.from_row(await _fetch_row(conn, workspace_id, pipeline_id))
 
 
-async def find(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> dict[str, Any] | None:
+async def find(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> Pipeline | None:
     query = sa.select(pipelines).where(
         pipelines.c.workspace_id == workspace_id, pipelines.c.id == pipeline_id
     )
     row = (await conn.execute(query)).first()
-    return serialize(row) if row is not None else None
+    return Pipeline.from_row(row) if row is not None else None
 
 
 async def list_page(
     conn: AsyncConnection, workspace_id: str, *, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[Pipeline], str | None]:
     query = sa.select(pipelines).where(pipelines.c.workspace_id == workspace_id)
     rows, next_cursor = await fetch_page(conn, query, pipelines.c.id, limit=limit, cursor=cursor)
-    return [serialize(row) for row in rows], next_cursor
+    return [Pipeline.from_row(row) for row in rows], next_cursor
 
 
-async def create(conn: AsyncConnection, workspace_id: str, body: PipelineCreate) -> dict[str, Any]:
+async def create(conn: AsyncConnection, workspace_id: str, body: PipelineCreate) -> Pipeline:
     now = utcnow()
     row = (
         await conn.execute(
@@ -135,7 +126,7 @@ async def create(conn: AsyncConnection, workspace_id: str, body: PipelineCreate)
             .returning(pipelines)
         )
     ).one()
-    return serialize(row)
+    return Pipeline.from_row(row)
 
 
 async def _deals_per_stage(conn: AsyncConnection, pipeline_id: str) -> dict[str, int]:
@@ -149,32 +140,31 @@ async def _deals_per_stage(conn: AsyncConnection, pipeline_id: str) -> dict[str,
 
 async def update(
     conn: AsyncConnection, workspace_id: str, pipeline_id: str, body: PipelineUpdate
-) -> dict[str, Any]:
-    before = serialize(await _fetch_row(conn, workspace_id, pipeline_id, for_update=True))
+) -> Pipeline:
+    before = Pipeline.from_row(await _fetch_row(conn, workspace_id, pipeline_id, for_update=True))
+    old = before.data()
     changes = body.model_dump(exclude_unset=True)
     if body.stages is not None:  # exclude_unset would drop each stage's default status
         changes["stages"] = [stage.model_dump() for stage in body.stages]
     for field in ("name", "stages"):
         if field in changes and changes[field] is None:
-            raise ApiError(422, f"{field} cannot be null.", field=field)
+            raise Invalid(field, f"{field} cannot be null.")
     if "stages" in changes:
         new = {stage["name"]: stage["status"] for stage in changes["stages"]}
         for stage, count in (await _deals_per_stage(conn, pipeline_id)).items():
             if stage not in new:
-                raise ApiError(
-                    409,
+                raise Conflict(
                     f"{count} deal(s) are in stage {stage!r}; move them to another stage "
                     "before removing it.",
                     field="stages",
                 )
             if new[stage] != stage_status(before, stage):
-                raise ApiError(
-                    409,
+                raise Conflict(
                     f"{count} deal(s) are in stage {stage!r}; its status cannot change while "
                     "deals are in it (it would silently change theirs).",
                     field="stages",
                 )
-    changes = {key: value for key, value in changes.items() if before[key] != value}
+    changes = {key: value for key, value in changes.items() if old[key] != value}
     if not changes:
         return before
     row = (
@@ -185,14 +175,14 @@ async def update(
             .returning(pipelines)
         )
     ).one()
-    return serialize(row)
+    return Pipeline.from_row(row)
 
 
 async def delete(conn: AsyncConnection, workspace_id: str, pipeline_id: str) -> None:
     row = await _fetch_row(conn, workspace_id, pipeline_id, for_update=True)
     if row.is_default:
-        raise ApiError(409, "The default pipeline cannot be deleted.")
+        raise Conflict("The default pipeline cannot be deleted.")
     in_use = sum((await _deals_per_stage(conn, pipeline_id)).values())
     if in_use:
-        raise ApiError(409, f"{in_use} deal(s) are in this pipeline; move or delete them first.")
+        raise Conflict(f"{in_use} deal(s) are in this pipeline; move or delete them first.")
     await conn.execute(sa.delete(pipelines).where(pipelines.c.id == pipeline_id))

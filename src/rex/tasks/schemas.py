@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from rex.api.validation import UtcTime
+from rex.db.records import row_values
 from rex.deals.schemas import ObjectId
+from rex.states import TaskStatus, TaskStatusName
 
-TaskStatus = Literal["todo", "in_progress", "done"]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Body = Annotated[str, StringConstraints(max_length=20000)]
 
@@ -44,7 +46,7 @@ class TaskCreate(BaseModel):
     title: Title
     body: Body | None = None
     due_at: UtcTime | None = None
-    status: TaskStatus = "todo"
+    status: TaskStatusName = TaskStatus.TODO
     contact_id: ObjectId | None = None
     deal_id: ObjectId | None = None
 
@@ -58,7 +60,7 @@ class TaskUpdate(BaseModel):
     title: Title | None = None
     body: Body | None = None
     due_at: UtcTime | None = None
-    status: TaskStatus | None = None
+    status: TaskStatusName | None = None
     contact_id: ObjectId | None = None
     deal_id: ObjectId | None = None
 
@@ -70,12 +72,27 @@ class Task(BaseModel):
     title: str
     body: str | None
     due_at: str | None
-    status: TaskStatus
+    status: TaskStatusName
     completed_at: str | None = Field(description="Set by Rex when the task moves to done.")
     contact_id: str | None
     deal_id: str | None
     created_at: str
     updated_at: str
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> Task:
+        """The task a ``tasks`` row holds."""
+        return cls.model_validate(row_values(row, cls.model_fields))
+
+    def data(self) -> dict[str, Any]:
+        """The task's one shape: API answers and event ``data`` alike."""
+        return self.model_dump(mode="json")
+
+
+# Fields whose change is reported in previous_attributes (everything but bookkeeping).
+TRACKED = tuple(
+    name for name in Task.model_fields if name not in ("id", "created_at", "updated_at")
+)
 
 
 class TaskEnvelope(BaseModel):

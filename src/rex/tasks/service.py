@@ -8,51 +8,32 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
-from rex.db.outbox import record_event
+from rex.changes import Changes, changed_fields
+from rex.db.pagination import fetch_page
 from rex.db.schema import tasks
 from rex.deals.service import require_contact, require_deal
-from rex.events.catalogue import EventType
+from rex.errors import Invalid, NotFound
 from rex.ids import new_id, rfc3339, utcnow
-from rex.tasks.schemas import TaskCreate, TaskUpdate
-
-_TRACKED = (
-    "title", "body", "due_at", "status", "completed_at", "contact_id", "deal_id",
-)  # fmt: skip
-DONE = "done"
-
-
-def serialize(row: Any) -> dict[str, Any]:
-    """A task as the API returns it (and as events carry it)."""
-    return {
-        "id": row.id,
-        "title": row.title,
-        "body": row.body,
-        "due_at": rfc3339(row.due_at),
-        "status": row.status,
-        "completed_at": rfc3339(row.completed_at),
-        "contact_id": row.contact_id,
-        "deal_id": row.deal_id,
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    }
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
+from rex.states import TaskStatus
+from rex.tasks.schemas import TRACKED, Task, TaskCreate, TaskUpdate
 
 
 async def _fetch_row(
     conn: AsyncConnection, workspace_id: str, task_id: str, *, for_update: bool = False
-) -> Any:
+) -> sa.Row[Any]:
     query = sa.select(tasks).where(tasks.c.workspace_id == workspace_id, tasks.c.id == task_id)
     if for_update:
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("task", task_id)
+        raise NotFound("task", task_id)
     return row
 
 
-async def get(conn: AsyncConnection, workspace_id: str, task_id: str) -> dict[str, Any]:
-    return serialize(await _fetch_row(conn, workspace_id, task_id))
+async def get(conn: AsyncConnection, workspace_id: str, task_id: str) -> Task:
+    return Task.from_row(await _fetch_row(conn, workspace_id, task_id))
 
 
 async def list_page(
@@ -65,7 +46,7 @@ async def list_page(
     due_before: datetime | None = None,
     contact_id: str | None = None,
     deal_id: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[Task], str | None]:
     query = sa.select(tasks).where(tasks.c.workspace_id == workspace_id)
     if status is not None:
         query = query.where(tasks.c.status == status)
@@ -76,10 +57,10 @@ async def list_page(
     if deal_id is not None:
         query = query.where(tasks.c.deal_id == deal_id)
     rows, next_cursor = await fetch_page(conn, query, tasks.c.id, limit=limit, cursor=cursor)
-    return [serialize(row) for row in rows], next_cursor
+    return [Task.from_row(row) for row in rows], next_cursor
 
 
-async def create(conn: AsyncConnection, workspace_id: str, body: TaskCreate) -> dict[str, Any]:
+async def create(conn: AsyncConnection, workspace_id: str, body: TaskCreate) -> Task:
     if body.contact_id is not None:
         await require_contact(conn, workspace_id, body.contact_id)
     if body.deal_id is not None:
@@ -89,43 +70,40 @@ async def create(conn: AsyncConnection, workspace_id: str, body: TaskCreate) -> 
         "id": new_id("task"),
         "workspace_id": workspace_id,
         **body.model_dump(),
-        "completed_at": now if body.status == DONE else None,
+        "completed_at": now if body.status == TaskStatus.DONE else None,
         "created_at": now,
         "updated_at": now,
     }
     row = (await conn.execute(sa.insert(tasks).values(values).returning(tasks))).one()
-    task = serialize(row)
+    task = Task.from_row(row)
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.TASK_CREATED,
-        data=task,
-        object_id=task["id"],
+        data=task.data(),
+        object_id=task.id,
         now=now,
     )
     return task
 
 
-async def update(
-    conn: AsyncConnection, workspace_id: str, task_id: str, body: TaskUpdate
-) -> dict[str, Any]:
+async def update(conn: AsyncConnection, workspace_id: str, task_id: str, body: TaskUpdate) -> Task:
     row = await _fetch_row(conn, workspace_id, task_id, for_update=True)
-    before = serialize(row)
-    changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    stored = Task.from_row(row)
+    before = stored.data()
+    changes: Changes = body.model_dump(exclude_unset=True)
     for field in ("title", "status"):
         if field in changes and changes[field] is None:
-            raise ApiError(422, f"{field} cannot be null.", field=field)
+            raise Invalid(field, f"{field} cannot be null.")
     now = utcnow()
     if "status" in changes and changes["status"] != before["status"]:
-        changes["completed_at"] = now if changes["status"] == DONE else None
+        changes["completed_at"] = now if changes["status"] == TaskStatus.DONE else None
     # Compare in the API's form (RFC 3339 strings), write as datetimes.
-    times: dict[str, Any] = {
-        key: changes[key] for key in ("due_at", "completed_at") if key in changes
-    }
+    times: Changes = {key: changes[key] for key in ("due_at", "completed_at") if key in changes}
     after = {**before, **changes, **{key: rfc3339(value) for key, value in times.items()}}
-    previous = {key: before[key] for key in _TRACKED if before[key] != after[key]}
+    previous = changed_fields(before, after, TRACKED)
     if not previous:
-        return before
+        return stored
     if "contact_id" in previous and after["contact_id"] is not None:
         await require_contact(conn, workspace_id, after["contact_id"])
     if "deal_id" in previous and after["deal_id"] is not None:
@@ -139,37 +117,37 @@ async def update(
             .returning(tasks)
         )
     ).one()
-    task = serialize(row)
+    task = Task.from_row(row)
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.TASK_UPDATED,
-        data=task,
+        data=task.data(),
         object_id=task_id,
         now=now,
         previous_attributes=previous,
     )
-    if "status" in previous and task["status"] == DONE:
+    if "status" in previous and task.status == TaskStatus.DONE:
         await record_event(
             conn,
             workspace_id=workspace_id,
             event_type=EventType.TASK_COMPLETED,
-            data=task,
+            data=task.data(),
             object_id=task_id,
             now=now,
         )
     return task
 
 
-async def delete(conn: AsyncConnection, workspace_id: str, task_id: str) -> dict[str, Any]:
+async def delete(conn: AsyncConnection, workspace_id: str, task_id: str) -> Task:
     row = await _fetch_row(conn, workspace_id, task_id, for_update=True)
-    task = serialize(row)
+    task = Task.from_row(row)
     await conn.execute(sa.delete(tasks).where(tasks.c.id == task_id))
     await record_event(
         conn,
         workspace_id=workspace_id,
         event_type=EventType.TASK_DELETED,
-        data=task,
+        data=task.data(),
         object_id=task_id,
         now=utcnow(),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 
@@ -10,8 +10,8 @@ from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
 from rex.api.schemas import Deleted
-from rex.delivery.schemas import DeliveryEnvelope, DeliveryList
-from rex.delivery.ssrf import DestinationPolicy
+from rex.delivery.schemas import DeliveryEnvelope, DeliveryList, DeliveryStatusName
+from rex.runtime import runtime_of
 from rex.webhooks import service
 from rex.webhooks.schemas import (
     EndpointCreate,
@@ -23,13 +23,13 @@ from rex.webhooks.schemas import (
     RecoveryEnvelope,
     SecretRotation,
 )
+from rex.worker.ssrf import DestinationPolicy
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
 
 
 def _policy(request: Request) -> DestinationPolicy:
-    policy: DestinationPolicy = request.app.state.destination_policy
-    return policy
+    return runtime_of(request.app).destination_policy
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointCreatedEnvelope)
@@ -110,9 +110,7 @@ async def list_endpoint_deliveries(
     db: DbDep,
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
-    status: Annotated[
-        Literal["pending", "delivered", "failed"] | None, Query(description="Only this status.")
-    ] = None,
+    status: Annotated[DeliveryStatusName | None, Query(description="Only this status.")] = None,
 ) -> dict[str, Any]:
     """This endpoint's deliveries, newest first (attempts: `GET /deliveries/{id}`)."""
     async with db.read() as conn:

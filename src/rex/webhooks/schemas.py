@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from rex.events.catalogue import EVENT_TYPES, WILDCARD
+from rex.outbox.catalogue import EVENT_TYPES, WILDCARD
 
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
 Secret = Annotated[str, StringConstraints(min_length=8, max_length=200)]

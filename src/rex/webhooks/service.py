@@ -2,48 +2,37 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex._signing import generate_secret
-from rex.api.errors import ApiError, not_found
-from rex.api.pagination import fetch_page
-from rex.db import outbox
-from rex.db.outbox import EndpointKind, record_event
+from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, endpoints
 from rex.delivery import service as delivery_service
-from rex.delivery.ssrf import DestinationPolicy, validate_endpoint_url
-from rex.events.catalogue import EventType
+from rex.errors import Conflict, Invalid, NotFound
 from rex.ids import new_id, rfc3339, utcnow
+from rex.outbox import operator
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
+from rex.outbox.records import Endpoint, EndpointKind
 from rex.webhooks.schemas import EndpointCreate, EndpointUpdate, Recovery, SecretRotation
+from rex.worker.ssrf import DestinationPolicy, validate_endpoint_url
 
 ROTATION_OVERLAP = timedelta(hours=24)
 """How long the previous secret keeps signing after a rotation."""
 
 
 def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
-    endpoint = {
-        "id": row.id,
-        "url": row.url,
-        "events": list(row.events),
-        "description": row.description,
-        "enabled": row.enabled,
-        "disabled_reason": row.disabled_reason,
-        "max_concurrency": row.max_concurrency,
-        "created_at": rfc3339(row.created_at),
-    }
-    if with_secret:
-        endpoint["secret"] = row.secret
-    return endpoint
+    return Endpoint.from_row(row).public(with_secret=with_secret)
 
 
 def _check_url(url: str, policy: DestinationPolicy) -> None:
     problem = validate_endpoint_url(url, policy)
     if problem:
-        raise ApiError(422, problem, field="url")
+        raise Invalid("url", problem)
 
 
 async def fetch_row(
@@ -58,7 +47,7 @@ async def fetch_row(
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        raise not_found("webhook endpoint", endpoint_id)
+        raise NotFound("webhook endpoint", endpoint_id)
     return row
 
 
@@ -109,7 +98,7 @@ async def update(
     changes = body.model_dump(exclude_unset=True)
     for field in ("url", "events", "enabled", "max_concurrency"):
         if field in changes and changes[field] is None:
-            raise ApiError(422, f"{field} cannot be null.", field=field)
+            raise Invalid(field, f"{field} cannot be null.")
     if "url" in changes:
         _check_url(changes["url"], policy)
     if changes.get("enabled") is True and not row.enabled:
@@ -129,17 +118,14 @@ async def update(
 
 async def delete(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> None:
     await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
-    await conn.execute(sa.delete(deliveries).where(deliveries.c.endpoint_id == endpoint_id))
-    await conn.execute(sa.delete(endpoints).where(endpoints.c.id == endpoint_id))
+    await operator.delete_endpoints(conn, [endpoint_id])
 
 
 async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> dict[str, Any]:
     """Queue a ``webhook.test`` event for this endpoint alone; returns its delivery."""
     row = await fetch_row(conn, workspace_id, endpoint_id)
     if not row.enabled:
-        raise ApiError(
-            409, "This endpoint is disabled; enable it (PATCH enabled=true) before testing."
-        )
+        raise Conflict("This endpoint is disabled; enable it (PATCH enabled=true) before testing.")
     now = utcnow()
     event_id = await record_event(
         conn,
@@ -170,7 +156,7 @@ async def rotate_secret(
     row = await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
     secret = body.secret or generate_secret()
     if secret == row.secret:
-        raise ApiError(422, "The new secret must differ from the current one.", field="secret")
+        raise Invalid("secret", "The new secret must differ from the current one.")
     now = utcnow()
     row = (
         await conn.execute(
@@ -209,28 +195,12 @@ async def recover(
     """Re-queue every failed delivery of the endpoint created since ``body.since``."""
     row = await fetch_row(conn, workspace_id, endpoint_id)
     if not row.enabled:
-        raise ApiError(
-            409,
+        raise Conflict(
             "This endpoint is disabled; enable it (PATCH enabled=true) before recovering "
             "its failed deliveries.",
         )
     now = utcnow()
-    requeued = await outbox.requeue_failed_since(
+    requeued = await operator.requeue_failed_since(
         conn, endpoint_id=endpoint_id, since=body.since, now=now
     )
     return {"endpoint_id": endpoint_id, "since": rfc3339(body.since), "requeued": requeued}
-
-
-async def emit_endpoint_disabled(conn: AsyncConnection, endpoint_id: str, *, now: datetime) -> str:
-    """Tell the workspace's other endpoints subscribed to ``endpoint.disabled`` that Rex
-    disabled this one (it is disabled already, so it is not among them). Returns the event
-    id."""
-    row = (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).one()
-    return await record_event(
-        conn,
-        workspace_id=row.workspace_id,
-        event_type=EventType.ENDPOINT_DISABLED,
-        data=serialize(row),
-        object_id=endpoint_id,
-        now=now,
-    )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
+from rex.runtime import runtime_of
 from rex.workspaces import service
 from rex.workspaces.schemas import WorkspaceEnvelope, WorkspaceUpdate
 
@@ -35,5 +36,5 @@ async def update_workspace(
         workspace = await service.update_settings(
             conn, auth.workspace.id, body.model_dump(exclude_unset=True)
         )
-    request.app.state.workspace_cache.clear()
+    runtime_of(request.app).workspace_cache.clear()
     return {"data": service.serialize(workspace)}

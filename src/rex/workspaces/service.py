@@ -16,8 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError
 from rex.db.schema import api_keys, workspaces
+from rex.errors import Invalid
 from rex.ids import new_id, rfc3339, utcnow
 from rex.pipelines import service as pipelines
 from rex.workspaces.origins import safe_redirect
@@ -39,7 +39,7 @@ class Workspace:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: Any) -> Workspace:
+    def from_row(cls, row: sa.Row[Any]) -> Workspace:
         return cls(
             id=row.id,
             slug=row.slug,
@@ -141,11 +141,10 @@ async def update_settings(
     redirect_url = changes.get("redirect_url", current.redirect_url)
     if redirect_url and safe_redirect(redirect_url, origins) is None:
         field = "redirect_url" if "redirect_url" in changes else "allowed_origins"
-        raise ApiError(
-            422,
+        raise Invalid(
+            field,
             f"redirect_url {redirect_url!r} is not on an origin listed in allowed_origins "
             "(form posts are only redirected to sites listed there by name; '*' is not enough).",
-            field=field,
         )
     if changes:
         await conn.execute(

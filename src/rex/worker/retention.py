@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from rex.db import outbox
 from rex.db.engine import Database
+from rex.outbox import operator
 
 BATCH = 500
 """Events per transaction: short transactions keep the API's writers (and, on SQLite, the
@@ -25,7 +25,7 @@ async def prune_expired(
     total = 0
     while True:
         async with db.transaction() as conn:
-            removed = await outbox.prune_finished_events(conn, before=before, batch=batch)
+            removed = await operator.prune_finished_events(conn, before=before, batch=batch)
         total += removed
         if removed < batch:
             return total

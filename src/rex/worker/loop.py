@@ -2,7 +2,7 @@
 
 One runs inside ``rex serve`` on SQLite; on PostgreSQL any number run side by side as
 ``rex worker`` processes (claims use ``FOR UPDATE SKIP LOCKED`` and leases; see
-``rex.db.outbox``).
+``rex.outbox.queue``).
 """
 
 from __future__ import annotations
@@ -17,48 +17,22 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex._signing import is_standard_webhooks_secret, sign, sign_standard_webhooks
-from rex._version import __version__
-from rex.db import outbox
 from rex.db.engine import Database, asyncpg_dsn
-from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus
-from rex.delivery.retention import prune_expired
-from rex.delivery.retry import next_state
-from rex.delivery.transport import DeliveryFailed, Transport
 from rex.ids import utcnow
-from rex.settings import Settings
-from rex.webhooks import service as webhooks
+from rex.outbox import attempts, queue
+from rex.outbox.records import NOTIFY_CHANNEL, AttemptOutcome, ClaimedDelivery
+from rex.policies import DeliveryConfig
+from rex.worker.headers import signed_headers
+from rex.worker.retention import prune_expired
+from rex.worker.retry import Answer, outcome_for
+from rex.worker.transport import DeliveryFailed, Transport
 
 log = structlog.get_logger("rex.worker")
 
-USER_AGENT = f"Rex-Webhooks/{__version__}"
 _MIN_IDLE_WAIT = 0.05
 _MIN_CYCLE_INTERVAL = 0.005
 RETENTION_INTERVAL = 3600.0
 """Seconds between two retention runs (the first runs when the worker starts)."""
-GONE_REASON = "the endpoint answered 410 Gone: it asked not to receive webhooks any more"
-
-
-def signed_headers(delivery: ClaimedDelivery, timestamp: int) -> dict[str, str]:
-    """Every header a delivery carries, signatures included."""
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Rex-Event": delivery.event_type,
-        "X-Rex-Event-Id": delivery.event_id,
-        "X-Rex-Delivery-Id": delivery.id,
-        "X-Rex-Signature": sign(delivery.payload, delivery.secrets, timestamp),
-    }
-    standard = [s for s in delivery.secrets if is_standard_webhooks_secret(s)]
-    if standard:
-        # Standard Webhooks (webhook-*) headers, for receivers using that library. The
-        # message id is the event id: it stays the same across retries, as the spec asks.
-        headers["webhook-id"] = delivery.event_id
-        headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = sign_standard_webhooks(
-            delivery.event_id, timestamp, delivery.payload, standard
-        )
-    return headers
 
 
 class DeliveryWorker:
@@ -74,16 +48,16 @@ class DeliveryWorker:
     def __init__(
         self,
         db: Database,
-        settings: Settings,
+        config: DeliveryConfig,
         transport: Transport,
         *,
         concurrency: int | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.db = db
-        self.settings = settings
+        self.config = config
         self.transport = transport
-        self.concurrency = concurrency or settings.worker_concurrency
+        self.concurrency = concurrency or config.concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._kick = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -130,7 +104,7 @@ class DeliveryWorker:
             if self._in_flight:
                 # SIGTERM: let attempts in flight finish (each is bounded by the timeout), so
                 # their outcome is recorded instead of waiting for the lease to expire.
-                await asyncio.wait(self._in_flight, timeout=self.settings.delivery_timeout + 5)
+                await asyncio.wait(self._in_flight, timeout=self.config.timeout + 5)
             await self._cycle(claim=False)
             log.info("worker_stopped", worker=self.worker_id)
 
@@ -141,7 +115,7 @@ class DeliveryWorker:
         free = self.concurrency - len(self._in_flight) if claim else 0
         finished, self._finished = self._finished, []
         if free <= 0 and not finished:
-            return self.settings.delivery_poll_interval  # a finishing attempt kicks us
+            return self.config.poll_interval  # a finishing attempt kicks us
         now = utcnow()
 
         async def record_and_claim(
@@ -150,29 +124,27 @@ class DeliveryWorker:
             disabled: list[str] = []
             if finished:
                 # First, so that the slots these attempts held are free for the claim.
-                recorded = await outbox.record_attempts(
+                # It announces the endpoints it disabled (endpoint.disabled) itself.
+                recorded = await attempts.record_attempts(
                     conn,
                     worker_id=self.worker_id,
                     results=finished,
-                    disable_after=self.settings.endpoint_disable_after or None,
+                    disable_after=self.config.disable_after,
                 )
                 disabled = recorded.disabled_endpoints
-                for endpoint_id in disabled:
-                    at = max(o.at for d, o in finished if d.endpoint_id == endpoint_id)
-                    await webhooks.emit_endpoint_disabled(conn, endpoint_id, now=at)
             if free <= 0:
                 return disabled, [], None
-            claimed = await outbox.claim_due_deliveries(
+            claimed = await queue.claim_due_deliveries(
                 conn,
                 worker_id=self.worker_id,
                 now=now,
-                lease=self.settings.delivery_lease,
+                lease=self.config.lease,
                 limit=free,
             )
             # After a short claim, what is left is either not due yet, or waiting for an
             # endpoint at its concurrency limit (left out: one of our attempts finishing
             # kicks us, other workers' are found by polling), so this does not spin.
-            next_due = await outbox.next_due_at(conn, now) if len(claimed) < free else None
+            next_due = await queue.next_due_at(conn, now) if len(claimed) < free else None
             return disabled, claimed, next_due
 
         try:
@@ -186,7 +158,7 @@ class DeliveryWorker:
             # the deliveries are sent again (at-least-once).
             self._finished[:0] = finished
             log.warning("worker_cycle_failed", error=str(exc)[:200], unrecorded=len(finished))
-            return self.settings.delivery_poll_interval
+            return self.config.poll_interval
         for endpoint_id in disabled:
             log.warning("endpoint_disabled", endpoint=endpoint_id)
         if not claim:
@@ -198,9 +170,9 @@ class DeliveryWorker:
         if len(claimed) == free or self._finished:
             return 0.0
         if next_due is None:
-            return self.settings.delivery_poll_interval
+            return self.config.poll_interval
         until_due = (next_due - utcnow()).total_seconds()
-        return min(max(until_due, _MIN_IDLE_WAIT), self.settings.delivery_poll_interval)
+        return min(max(until_due, _MIN_IDLE_WAIT), self.config.poll_interval)
 
     def _attempt_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -216,17 +188,28 @@ class DeliveryWorker:
         retry_after: float | None = None
         try:
             response = await self.transport.post(
-                delivery.url, delivery.payload, headers, self.settings.delivery_timeout
+                delivery.url, delivery.payload, headers, self.config.timeout
             )
             status_code, excerpt = response.status_code, response.excerpt
-            retry_after = response.retry_after if status_code in (429, 503) else None
+            retry_after = response.retry_after
         except DeliveryFailed as exc:
             error = exc.error
         except Exception as exc:  # a bug in a transport must not lose the delivery
             log.exception("transport_error", delivery=delivery.id)
             error = f"internal error: {type(exc).__name__}"
         latency_ms = int((time.perf_counter() - started) * 1000)
-        outcome = self._outcome(delivery, at, status_code, error, latency_ms, excerpt, retry_after)
+        outcome = outcome_for(
+            self.config.retry,
+            Answer(
+                attempt=delivery.attempt_count + 1,
+                at=at,
+                status_code=status_code,
+                error=error,
+                latency_ms=latency_ms,
+                excerpt=excerpt,
+                retry_after=retry_after,
+            ),
+        )
         log.info(
             "delivery_attempt",
             delivery=delivery.id,
@@ -239,42 +222,14 @@ class DeliveryWorker:
         )
         self._finished.append((delivery, outcome))
 
-    def _outcome(
-        self,
-        delivery: ClaimedDelivery,
-        at: datetime,
-        status_code: int | None,
-        error: str | None,
-        latency_ms: int,
-        excerpt: str | None,
-        retry_after: float | None,
-    ) -> AttemptOutcome:
-        disable = None
-        if status_code == 410:
-            status, next_at, disable = DeliveryStatus.FAILED, None, GONE_REASON
-        else:
-            status, next_at = next_state(
-                self.settings, delivery.attempt_count + 1, at, status_code, retry_after
-            )
-        return AttemptOutcome(
-            at=at,
-            status_code=status_code,
-            error=error,
-            latency_ms=latency_ms,
-            response_excerpt=excerpt,
-            status=status,
-            next_attempt_at=next_at,
-            disable_endpoint=disable,
-        )
-
     async def _retention_loop(self, stop: asyncio.Event) -> None:
         """Prune old finished events now, then every ``RETENTION_INTERVAL`` seconds."""
-        if self.settings.retention_days <= 0:
+        if self.config.retention_days <= 0:
             return
         while not stop.is_set():
             try:
                 removed = await prune_expired(
-                    self.db, retention_days=self.settings.retention_days, now=utcnow()
+                    self.db, retention_days=self.config.retention_days, now=utcnow()
                 )
             except Exception as exc:  # retried at the next run
                 log.warning("retention_failed", error=str(exc)[:200])
@@ -288,7 +243,7 @@ class DeliveryWorker:
         """PostgreSQL LISTEN on a dedicated connection: a wake-up hint, reconnected forever."""
         import asyncpg
 
-        dsn = asyncpg_dsn(self.settings.database_url)
+        dsn = asyncpg_dsn(self.db.url)
         while not stop.is_set():
             try:
                 connection = await asyncpg.connect(dsn)
@@ -299,7 +254,7 @@ class DeliveryWorker:
             lost = asyncio.Event()
             connection.add_termination_listener(lambda *_, lost=lost: lost.set())
             try:
-                await connection.add_listener(outbox.NOTIFY_CHANNEL, lambda *_: self.wake())
+                await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake())
                 waiters = {asyncio.create_task(lost.wait()), asyncio.create_task(stop.wait())}
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in waiters:

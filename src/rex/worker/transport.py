@@ -28,7 +28,7 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict
 from yarl import URL
 
-from rex.delivery.ssrf import (
+from rex.worker.ssrf import (
     DestinationPolicy,
     DestinationRefused,
     parse_ip_host,

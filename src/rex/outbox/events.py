@@ -1,0 +1,165 @@
+"""Recording an event: the event row and one pending delivery per matching endpoint, in the
+caller's transaction (the transactional outbox), and the wake-up for whoever sends them.
+
+On PostgreSQL, the common case is one statement (``_RECORD_EVENT_POSTGRES``): the event, its
+deliveries and the NOTIFY in one round trip.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rex.db.engine import QUEUED_FLAG
+from rex.db.schema import deliveries, endpoints, events
+from rex.db.types import UTCDateTime
+from rex.ids import new_id
+from rex.outbox.catalogue import EventType, matches
+from rex.outbox.envelope import dumps, envelope
+from rex.outbox.records import NOTIFY_CHANNEL, DeliveryStatus
+
+# The statements every write runs, built once (values are bound parameters, so each is
+# compiled once per dialect and cached).
+_INSERT_EVENT = sa.insert(events)
+_INSERT_DELIVERY = sa.insert(deliveries)
+_ENABLED_ENDPOINTS = sa.select(endpoints.c.id, endpoints.c.events).where(
+    endpoints.c.workspace_id == sa.bindparam("workspace_id"), endpoints.c.enabled.is_(True)
+)
+_ENABLED_ENDPOINT = _ENABLED_ENDPOINTS.where(endpoints.c.id == sa.bindparam("endpoint_id"))
+
+
+async def record_event(
+    conn: AsyncConnection,
+    *,
+    workspace_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    object_id: str | None,
+    now: datetime,
+    previous_attributes: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    only_endpoint_id: str | None = None,
+) -> str:
+    """Write an event and one pending delivery per matching enabled endpoint.
+
+    Runs inside the caller's transaction, next to the data change that caused the event, so
+    both commit or neither does. ``only_endpoint_id`` targets one endpoint regardless of its
+    filter (``webhook.test``). Returns the event id.
+    """
+    event_id = new_id("evt")
+    body = envelope(
+        event_id=event_id,
+        event_type=event_type,
+        now=now,
+        data=data,
+        previous_attributes=previous_attributes,
+        extra=extra,
+    )
+    event_row = {
+        "id": event_id,
+        "workspace_id": workspace_id,
+        "type": event_type,
+        "object_id": object_id,
+        "payload": dumps(body),
+        "created_at": now,
+    }
+    if conn.dialect.name == "postgresql" and only_endpoint_id is None:
+        queued = await _record_event_postgres(conn, event_row)
+        if queued is not None:
+            if queued:
+                conn.info[QUEUED_FLAG] = True
+            return event_id
+    else:
+        await conn.execute(_INSERT_EVENT, event_row)
+    if only_endpoint_id is None:
+        rows = await conn.execute(_ENABLED_ENDPOINTS, {"workspace_id": workspace_id})
+    else:
+        rows = await conn.execute(
+            _ENABLED_ENDPOINT, {"workspace_id": workspace_id, "endpoint_id": only_endpoint_id}
+        )
+    targets = [
+        row.id for row in rows if only_endpoint_id is not None or matches(row.events, event_type)
+    ]
+    if targets:
+        await conn.execute(
+            _INSERT_DELIVERY,
+            [
+                {
+                    "id": new_id("dlv"),
+                    "workspace_id": workspace_id,
+                    "endpoint_id": endpoint_id,
+                    "event_id": event_id,
+                    "event_type": event_type,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempt_count": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for endpoint_id in targets
+            ],
+        )
+        await notify_queued(conn)
+    return event_id
+
+
+# PostgreSQL: the event, its deliveries and the wake-up in one round trip (the separate
+# statements cost four). Delivery ids are made here, in Python (ULIDs), and handed in as an
+# array; a workspace with more matching endpoints than ids takes the general path instead.
+_PRESET_IDS = 8
+_RECORD_EVENT_POSTGRES = sa.text(
+    f"""
+    WITH event AS (
+        INSERT INTO events (id, workspace_id, type, object_id, payload, created_at)
+        VALUES (:id, :workspace_id, :type, :object_id, :payload, :created_at)
+    ), targets AS (
+        SELECT id, row_number() OVER (ORDER BY id) AS n
+        FROM endpoints
+        WHERE workspace_id = :workspace_id AND enabled
+          AND (events ? :type OR events ? '*')
+    ), queued AS (
+        INSERT INTO deliveries (id, workspace_id, endpoint_id, event_id, event_type, status,
+                                attempt_count, next_attempt_at, created_at, updated_at)
+        SELECT (:delivery_ids)[n], :workspace_id, id, :id, :type, 'pending',
+               0, :created_at, :created_at, :created_at
+        FROM targets
+        WHERE (SELECT count(*) FROM targets) <= {_PRESET_IDS}
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM targets) AS targets,
+           (SELECT count(*) FROM queued) AS queued,
+           (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued LIMIT 1) IS NULL AS notified
+    """
+).bindparams(
+    sa.bindparam("created_at", type_=UTCDateTime()),
+    sa.bindparam("delivery_ids", type_=postgresql.ARRAY(sa.String())),
+)
+
+
+async def _record_event_postgres(conn: AsyncConnection, event_row: dict[str, Any]) -> int | None:
+    """Insert the event and queue its deliveries (one per enabled endpoint whose filter
+    matches) in one statement; returns how many were queued, or None if the workspace has
+    more matching endpoints than preset ids (the event is inserted; the caller queues)."""
+    if event_row["type"] == EventType.WEBHOOK_TEST:  # never matched by a filter
+        await conn.execute(_INSERT_EVENT, event_row)
+        return 0
+    ids = [new_id("dlv") for _ in range(_PRESET_IDS)]
+    row = (await conn.execute(_RECORD_EVENT_POSTGRES, {**event_row, "delivery_ids": ids})).one()
+    if row.targets > _PRESET_IDS:
+        return None
+    return int(row.queued)
+
+
+async def notify_queued(conn: AsyncConnection) -> None:
+    """Wake idle workers when this transaction commits.
+
+    On PostgreSQL, NOTIFY is delivered at commit (and dropped on rollback); it is only a hint,
+    polling is the safety net. In-process workers are woken by ``Database`` after commit.
+    """
+    conn.info[QUEUED_FLAG] = True
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text(f"NOTIFY {NOTIFY_CHANNEL}"))

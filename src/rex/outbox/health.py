@@ -1,0 +1,136 @@
+"""Endpoint health: the last success, since when an endpoint has been failing, disabling
+it (410 Gone, or failing for too long) and announcing that with ``endpoint.disabled``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rex.db.schema import endpoints
+from rex.db.types import UTCDateTime
+from rex.ids import rfc3339
+from rex.outbox.catalogue import EventType
+from rex.outbox.events import record_event
+from rex.outbox.records import AttemptOutcome, Endpoint, HeldDelivery
+
+# last_success_at only needs to be roughly right (it is compared with days); refreshing it
+# at most this often keeps a busy endpoint's row from being rewritten on every success.
+_SUCCESS_REFRESH = timedelta(seconds=60)
+
+
+# An endpoint's health after a batch of attempts (statements built once).
+_RECORD_SUCCESS = (
+    sa.update(endpoints)
+    .where(
+        endpoints.c.id == sa.bindparam("endpoint_id"),
+        sa.or_(
+            endpoints.c.failing_since.is_not(None),
+            endpoints.c.last_success_at.is_(None),
+            endpoints.c.last_success_at < sa.bindparam("refresh_before", type_=UTCDateTime()),
+        ),
+    )
+    .values(last_success_at=sa.bindparam("at", type_=UTCDateTime()), failing_since=None)
+)
+_RECORD_FAILURE = (
+    sa.update(endpoints)
+    .where(endpoints.c.id == sa.bindparam("endpoint_id"), endpoints.c.failing_since.is_(None))
+    .values(failing_since=sa.bindparam("at", type_=UTCDateTime()))
+)
+_FAILING_SINCE = sa.select(endpoints.c.failing_since).where(
+    endpoints.c.id == sa.bindparam("endpoint_id"), endpoints.c.enabled.is_(True)
+)
+
+
+async def record_endpoint_health(
+    conn: AsyncConnection,
+    results: Iterable[tuple[HeldDelivery, AttemptOutcome]],
+    disable_after: float | None,
+) -> list[str]:
+    """Keep the health of the endpoints of a batch of attempts; disable those the batch
+    says to (410 Gone, or no success for ``disable_after`` seconds) and announce each with
+    an ``endpoint.disabled`` event, dated by its latest attempt. Returns the disabled ids."""
+    succeeded: dict[str, datetime] = {}
+    failed: dict[str, datetime] = {}
+    gone: dict[str, str] = {}
+    latest: dict[str, datetime] = {}
+    for delivery, outcome in results:
+        previous = latest.get(delivery.endpoint_id)
+        latest[delivery.endpoint_id] = max(previous, outcome.at) if previous else outcome.at
+        target = succeeded if outcome.succeeded else failed
+        previous = target.get(delivery.endpoint_id)
+        target[delivery.endpoint_id] = max(previous, outcome.at) if previous else outcome.at
+        if outcome.disable_endpoint:
+            gone[delivery.endpoint_id] = outcome.disable_endpoint
+    for endpoint_id, at in succeeded.items():
+        await conn.execute(
+            _RECORD_SUCCESS,
+            {"endpoint_id": endpoint_id, "at": at, "refresh_before": at - _SUCCESS_REFRESH},
+        )
+    disabled: list[str] = []
+    for endpoint_id, at in failed.items():
+        if endpoint_id in gone:
+            if await disable_endpoint(conn, endpoint_id, reason=gone[endpoint_id], now=at):
+                disabled.append(endpoint_id)
+            continue
+        if endpoint_id in succeeded:
+            continue
+        await conn.execute(_RECORD_FAILURE, {"endpoint_id": endpoint_id, "at": at})
+        if disable_after is None:
+            continue
+        failing_since = (await conn.execute(_FAILING_SINCE, {"endpoint_id": endpoint_id})).scalar()
+        if failing_since is not None and at - failing_since >= timedelta(seconds=disable_after):
+            reason = (
+                f"disabled automatically: no successful delivery for {_duration(disable_after)} "
+                f"(failing since {rfc3339(failing_since)}); fix the endpoint, then re-enable it "
+                "with PATCH enabled=true"
+            )
+            if await disable_endpoint(conn, endpoint_id, reason=reason, now=at):
+                disabled.append(endpoint_id)
+    for endpoint_id in disabled:
+        await announce_disabled(conn, endpoint_id, now=latest[endpoint_id])
+    return disabled
+
+
+async def disable_endpoint(
+    conn: AsyncConnection, endpoint_id: str, *, reason: str, now: datetime
+) -> bool:
+    """Disable an enabled endpoint; False when it already was disabled.
+
+    The ``enabled`` condition makes this safe when two workers decide at once: PostgreSQL
+    re-checks it on the row the first one changed, so only one of them disables it (and
+    announces it).
+    """
+    result = await conn.execute(
+        sa.update(endpoints)
+        .where(endpoints.c.id == endpoint_id, endpoints.c.enabled.is_(True))
+        .values(enabled=False, disabled_reason=reason, updated_at=now)
+    )
+    return result.rowcount > 0
+
+
+async def announce_disabled(conn: AsyncConnection, endpoint_id: str, *, now: datetime) -> str:
+    """Tell the workspace's other endpoints subscribed to ``endpoint.disabled`` that Rex
+    disabled this one (it is disabled already, so it is not among them). Returns the event
+    id."""
+    row = (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).one()
+    endpoint = Endpoint.from_row(row)
+    return await record_event(
+        conn,
+        workspace_id=endpoint.workspace_id,
+        event_type=EventType.ENDPOINT_DISABLED,
+        data=endpoint.public(),
+        object_id=endpoint_id,
+        now=now,
+    )
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} seconds"

@@ -1,0 +1,129 @@
+"""Operator and maintenance writes to deliveries: an operator's retry, recovery after an
+outage, deleting an endpoint's deliveries with it, and retention's pruning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rex.db.schema import attempts, deliveries, endpoints, events
+from rex.outbox.events import notify_queued
+from rex.outbox.queue import lease_free
+from rex.outbox.records import DeliveryStatus
+
+
+async def requeue_delivery(
+    conn: AsyncConnection, *, workspace_id: str, delivery_id: str, now: datetime
+) -> bool:
+    """Make a delivery due now, whatever its status (an operator's retry or resend); it
+    keeps its event id and its attempt count. False when an attempt is in flight.
+
+    Concurrency: the lease condition is re-checked by PostgreSQL if a worker claims the row
+    at the same moment, so an attempt in flight is never doubled by a retry.
+    """
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.workspace_id == workspace_id,
+            deliveries.c.id == delivery_id,
+            lease_free(now),
+        )
+        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now, updated_at=now)
+    )
+    if result.rowcount:
+        await notify_queued(conn)
+    return result.rowcount > 0
+
+
+async def requeue_failed_since(
+    conn: AsyncConnection, *, endpoint_id: str, since: datetime, now: datetime
+) -> int:
+    """Make every failed delivery of ``endpoint_id`` created at or after ``since`` due now
+    (recovery after an outage); returns how many. Failed rows are never leased, so no
+    attempt is in flight for any of them."""
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.endpoint_id == endpoint_id,
+            deliveries.c.status == DeliveryStatus.FAILED.value,
+            deliveries.c.created_at >= since,
+        )
+        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now, updated_at=now)
+    )
+    if result.rowcount:
+        await notify_queued(conn)
+    return result.rowcount
+
+
+# Held (per transaction) by whoever prunes, so that several workers do not prune at once.
+_RETENTION_LOCK_ID = 0x52455852  # "REXR"
+
+
+async def prune_finished_events(conn: AsyncConnection, *, before: datetime, batch: int) -> int:
+    """Delete up to ``batch`` events created before ``before`` with no pending delivery,
+    with their deliveries and attempts; returns how many events went (0: nothing left, or
+    another process is pruning right now).
+
+    Concurrency: on PostgreSQL one pruner at a time (a transaction-level advisory lock taken
+    with ``try``, so nobody waits). A delivery an operator re-queues while it is being pruned
+    survives, with its event: both deletes re-check that nothing is pending.
+    """
+    if conn.dialect.name == "postgresql":
+        got_lock = await conn.scalar(
+            sa.select(sa.func.pg_try_advisory_xact_lock(_RETENTION_LOCK_ID))
+        )
+        if not got_lock:
+            return 0
+    pending = (
+        sa.select(deliveries.c.id)
+        .where(
+            deliveries.c.event_id == events.c.id,
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+        )
+        .exists()
+    )
+    event_ids = (
+        (
+            await conn.execute(
+                sa.select(events.c.id)
+                .where(events.c.created_at < before, ~pending)
+                .order_by(events.c.created_at)
+                .limit(batch)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not event_ids:
+        return 0
+    finished = sa.and_(
+        deliveries.c.event_id.in_(event_ids),
+        deliveries.c.status != DeliveryStatus.PENDING.value,
+    )
+    await conn.execute(
+        sa.delete(attempts).where(
+            attempts.c.delivery_id.in_(sa.select(deliveries.c.id).where(finished))
+        )
+    )
+    await conn.execute(sa.delete(deliveries).where(finished))
+    any_delivery = sa.select(deliveries.c.id).where(deliveries.c.event_id == events.c.id).exists()
+    result = await conn.execute(sa.delete(events).where(events.c.id.in_(event_ids), ~any_delivery))
+    return result.rowcount
+
+
+async def delete_endpoints(conn: AsyncConnection, endpoint_ids: Sequence[str]) -> None:
+    """Delete endpoints with their deliveries (and, by cascade, their attempts): an
+    endpoint deleted through the API, or ``rex listen`` sessions ended or expired.
+
+    Callers lock the endpoints first (``FOR UPDATE``) where an attempt may be recorded
+    meanwhile; a report for a delivery deleted here finds nothing to move.
+    """
+    if not endpoint_ids:
+        return
+    ids = list(endpoint_ids)
+    await conn.execute(sa.delete(deliveries).where(deliveries.c.endpoint_id.in_(ids)))
+    await conn.execute(sa.delete(endpoints).where(endpoints.c.id.in_(ids)))

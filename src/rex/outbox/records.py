@@ -1,0 +1,239 @@
+"""The outbox's vocabulary and records: delivery states, endpoint kinds, what a claim hands
+a sender, what an attempt leaves behind, and one typed record per stored row (endpoint,
+delivery, attempt, listen session), each built from its row here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from rex.ids import rfc3339
+
+NOTIFY_CHANNEL = "rex_deliveries"
+"""The PostgreSQL channel notified when deliveries are queued (a wake-up hint)."""
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class EndpointKind(StrEnum):
+    """Who sends an endpoint's deliveries: the delivery workers (``webhook``), or the API
+    process streaming them to a connected ``rex listen`` (``listen``)."""
+
+    WEBHOOK = "webhook"
+    LISTEN = "listen"
+
+
+class HeldDelivery(Protocol):
+    """A delivery an attempt was made for: all ``record_attempts`` needs to know of it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def endpoint_id(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A due delivery this worker holds a lease on, with everything needed to send it."""
+
+    id: str
+    workspace_id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    attempt_count: int
+    url: str
+    secrets: tuple[str, ...]  # newest first: one v1= each
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    at: datetime
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    response_excerpt: str | None
+    # What the delivery becomes: delivered, failed, or pending again at next_attempt_at.
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+    # Set when this answer disables the endpoint at once (410 Gone): the reason shown.
+    disable_endpoint: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is DeliveryStatus.DELIVERED
+
+
+@dataclass(frozen=True)
+class RecordedAttempts:
+    held: int
+    """How many deliveries this worker still held (a row whose lease was taken over keeps
+    the new owner's state; its attempt is still recorded, because it happened)."""
+    disabled_endpoints: list[str]
+    """Endpoints these attempts disabled (410 Gone, or failing for too long); each was
+    announced with an ``endpoint.disabled`` event in the same transaction."""
+
+
+# -- stored rows, typed ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A subscription (``webhook``) or a ``rex listen`` session's endpoint (``listen``)."""
+
+    id: str
+    workspace_id: str
+    url: str
+    events: tuple[str, ...]
+    description: str | None
+    secret: str
+    enabled: bool
+    disabled_reason: str | None
+    max_concurrency: int
+    kind: EndpointKind
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Endpoint:
+        return cls(
+            id=row.id,
+            workspace_id=row.workspace_id,
+            url=row.url,
+            events=tuple(row.events),
+            description=row.description,
+            secret=row.secret,
+            enabled=row.enabled,
+            disabled_reason=row.disabled_reason,
+            max_concurrency=row.max_concurrency,
+            kind=EndpointKind(row.kind),
+            created_at=row.created_at,
+        )
+
+    def public(self, *, with_secret: bool = False) -> dict[str, Any]:
+        """The endpoint as the API shows it, and as ``endpoint.disabled`` carries it."""
+        endpoint: dict[str, Any] = {
+            "id": self.id,
+            "url": self.url,
+            "events": list(self.events),
+            "description": self.description,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "max_concurrency": self.max_concurrency,
+            "created_at": rfc3339(self.created_at),
+        }
+        if with_secret:
+            endpoint["secret"] = self.secret
+        return endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for one endpoint, and where it stands."""
+
+    id: str
+    workspace_id: str
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Delivery:
+        return cls(
+            id=row.id,
+            workspace_id=row.workspace_id,
+            endpoint_id=row.endpoint_id,
+            event_id=row.event_id,
+            event_type=row.event_type,
+            status=DeliveryStatus(row.status),
+            attempt_count=row.attempt_count,
+            next_attempt_at=row.next_attempt_at,
+            created_at=row.created_at,
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "endpoint_id": self.endpoint_id,
+            "event_id": self.event_id,
+            "event": self.event_type,
+            "status": self.status.value,
+            "attempt_count": self.attempt_count,
+            "next_attempt_at": rfc3339(self.next_attempt_at),
+            "created_at": rfc3339(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One recorded attempt of a delivery."""
+
+    at: datetime
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    response_excerpt: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Attempt:
+        return cls(
+            at=row.at,
+            status_code=row.status_code,
+            error=row.error,
+            latency_ms=row.latency_ms,
+            response_excerpt=row.response_excerpt,
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "at": rfc3339(self.at),
+            "status_code": self.status_code,
+            "error": self.error,
+            "latency_ms": self.latency_ms,
+            "response_excerpt": self.response_excerpt,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSession:
+    """A ``rex listen`` session: its endpoint (kind ``listen``) and its session row."""
+
+    id: str
+    events: tuple[str, ...]
+    secret: str
+    max_concurrency: int
+    enabled: bool
+    """False once its local server answered 410 Gone; a new ``rex listen`` enables it."""
+    disabled_reason: str | None
+    forward_to: str
+    api_key_id: str
+    connection_id: str | None
+    last_seen_at: datetime
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> ListenSession:
+        return cls(
+            id=row.id,
+            events=tuple(row.events),
+            secret=row.secret,
+            max_concurrency=row.max_concurrency,
+            enabled=row.enabled,
+            disabled_reason=row.disabled_reason,
+            forward_to=row.forward_to,
+            api_key_id=row.api_key_id,
+            connection_id=row.connection_id,
+            last_seen_at=row.last_seen_at,
+            created_at=row.created_at,
+        )

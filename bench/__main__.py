@@ -5,7 +5,7 @@
     python -m bench run --backend postgres --workers 2 --duration 20 --max
     python -m bench run --backend sqlite --fanout 10 --duration 20 --max
     python -m bench backlog --backend sqlite --events 100000
-    python -m bench all            # every figure of the README's Performance table
+    python -m bench all            # every figure of the docs/performance.md table
     python -m bench run --backend sqlite --duration 3 --rate 50 --skip-ceilings   # smoke
 
 Everything runs on 127.0.0.1; every loop is bounded by a duration and a request count.
@@ -69,7 +69,7 @@ def _show(report: dict[str, Any], out: Path, label: str | None = None) -> None:
 
 
 def run_all(args: argparse.Namespace) -> None:
-    """The README's table: every target of the performance issue, one after another."""
+    """docs/performance.md's table: every target of the performance issue, in turn."""
     plan: list[tuple[str, Any]] = [
         ("sqlite-max", lambda: _run(args, backend="sqlite", duration=60.0, rate=None)),
         (
@@ -111,7 +111,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="one load benchmark")
     backlog = sub.add_parser("backlog", help="queue N events, then time the drain")
-    every = sub.add_parser("all", help="every figure of the README's Performance table")
+    every = sub.add_parser("all", help="every figure of the docs/performance.md table")
     for command in (run, backlog, every):
         command.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
         command.add_argument("--workers", type=int, default=2, help="rex workers (postgres)")

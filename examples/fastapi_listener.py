@@ -8,7 +8,8 @@ Run it::
 then point a subscription at ``http://<this host>:3000/webhooks/rex`` (or use
 ``rex listen --forward-to http://127.0.0.1:3000/webhooks/rex``).
 
-What it does that the snippet in the docs does not:
+What it does that the seeds' listener snippet does not (docs/receiving.md has
+standalone listeners, in Node and Python, that do the same without this package):
 
 1. **Verifies properly** with ``rex.construct_event``: over the raw body, with a
    timestamp tolerance (a captured request cannot be replayed later), trying every
@@ -16,7 +17,7 @@ What it does that the snippet in the docs does not:
    with a 4xx that says why instead of a 500 on a malformed header.
 2. **Deduplicates on the event id.** Delivery is at-least-once: a retry after a
    timeout resends the same ``evt_...`` id. (Keying on ``data.id + event`` as the
-   docs' snippet does would also drop the second, genuine ``contact.updated`` of a
+   seeds' snippet does would also drop the second, genuine ``contact.updated`` of a
    contact.)
 3. **Answers 2xx at once** and does the work after the response (FastAPI
    ``BackgroundTasks``), so a slow handler never becomes a timeout and a retry.

@@ -43,30 +43,147 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REX_", env_file=".env", extra="ignore")
 
-    database_url: str = "sqlite:///./rex.db"
-    allow_private_destinations: bool = False
-    allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
-    retry_jitter: float = 0.2
-    delivery_timeout: float = 15.0
-    delivery_lease: float = 30.0
-    delivery_poll_interval: float = 1.0
-    worker_concurrency: int = 64
-    endpoint_disable_after: float = 5 * 24 * 3600.0
-    retention_days: int = 30
+    database_url: str = Field(
+        "sqlite:///./rex.db",
+        description=(
+            "Where Rex keeps everything: `sqlite:///./rex.db` (a file relative to the working "
+            "directory; `sqlite:////abs/path.db` for an absolute path) or "
+            "`postgresql://user@host/db`. On SQLite `rex serve` runs the delivery worker "
+            "in-process; on PostgreSQL run `rex worker` processes beside `rex serve --no-worker`."
+        ),
+    )
+    allow_private_destinations: bool = Field(
+        False,
+        description=(
+            "Let webhooks reach loopback, private, link-local and other non-public addresses. "
+            "For local development only: leave it off in production (the SSRF guard)."
+        ),
+    )
+    allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated CIDRs (`10.1.0.0/16,fd00:1::/64`) that webhooks may reach even "
+            "though they are private, when `REX_ALLOW_PRIVATE_DESTINATIONS` is off."
+        ),
+    )
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        DEFAULT_RETRY_SCHEDULE,
+        description=(
+            "Seconds to wait before each retry of a failed delivery, comma-separated: one "
+            "number per retry, so the default (Svix's: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, "
+            "10 h; about 27 hours in all) makes 8 attempts. Then the delivery is `failed`."
+        ),
+    )
+    retry_jitter: float = Field(
+        0.2,
+        description=(
+            "Spread of each retry pause, as a fraction: 0.2 waits between 80% and 120% of the "
+            "scheduled pause, so a burst of failures does not come back as a burst."
+        ),
+    )
+    delivery_timeout: float = Field(
+        15.0,
+        description=(
+            "Seconds one delivery attempt may take in all (DNS, connect, request, response) "
+            "before it counts as failed."
+        ),
+    )
+    delivery_lease: float = Field(
+        30.0,
+        description=(
+            "Seconds a worker holds a claimed delivery before another worker may take it "
+            "over (how long a crashed worker's deliveries wait)."
+        ),
+    )
+    delivery_poll_interval: float = Field(
+        1.0,
+        description=(
+            "Seconds an idle worker waits before looking for due deliveries again: the safety "
+            "net, since a commit that queues deliveries (NOTIFY on PostgreSQL) wakes it first."
+        ),
+    )
+    worker_concurrency: int = Field(
+        64,
+        description="Deliveries one worker sends at the same time (`rex worker --concurrency`).",
+    )
+    endpoint_disable_after: float = Field(
+        5 * 24 * 3600.0,
+        description=(
+            "Seconds (default 432000: 5 days) an endpoint may go without a successful delivery, "
+            "while its deliveries keep failing, before Rex disables it and emits "
+            "`endpoint.disabled`. `0` never disables for that reason."
+        ),
+    )
+    retention_days: int = Field(
+        30,
+        description=(
+            "Days after which events with no pending delivery are pruned, with their "
+            "deliveries and attempts (hourly, by every worker). `0` keeps everything."
+        ),
+    )
     # `rex listen`: how long a disconnected session keeps its secret and queues its events,
     # and the longest pause between two heartbeats of a connected one.
-    listen_grace_period: float = Field(600.0, gt=0)
-    listen_keepalive: float = Field(15.0, gt=0)
-    capture_rate_limit: str = "60/minute"
-    capture_workspace_rate_limit: str = "off"
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    base_domain: str | None = None
-    max_body_bytes: int = 64 * 1024
+    listen_grace_period: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "Seconds (default 10 minutes) a disconnected `rex listen` session keeps its secret "
+            "and queues its events, so that a restarted `rex listen` resumes it."
+        ),
+    )
+    listen_keepalive: float = Field(
+        15.0,
+        gt=0,
+        description="Most seconds between two heartbeats on a `rex listen` event stream.",
+    )
+    capture_rate_limit: str = Field(
+        "60/minute",
+        description=(
+            "Captures allowed per client IP (IPv6: per /64) and per process, as `N/second`, "
+            "`N/minute`, `N/hour` or `off`; `60/minute` allows a burst of 60, then one a second. "
+            "Over it: `429` with `Retry-After`."
+        ),
+    )
+    capture_workspace_rate_limit: str = Field(
+        "off",
+        description=(
+            "Captures allowed per workspace and per process (`N/second`, `N/minute`, `N/hour` "
+            "or `off`). A workspace's own `capture_rate_limit` replaces it."
+        ),
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated IPs or CIDRs of your reverse proxies: only their "
+            "`X-Forwarded-For` is believed (read from the right, through trusted hops). "
+            "With none, the header is ignored."
+        ),
+    )
+    base_domain: str | None = Field(
+        None,
+        description=(
+            "With `rexgtm.com`, a capture posted to `acme.rexgtm.com` lands in workspace "
+            "`acme`. Unset: every capture lands in the workspace `default`."
+        ),
+    )
+    max_body_bytes: int = Field(
+        64 * 1024,
+        description="Largest `/capture` body, in bytes (default 64 KiB); larger gets `413`.",
+    )
     # Every request's body (the authenticated API's limit; /capture has its own, smaller one).
-    max_request_bytes: int = 1024 * 1024
-    log_level: str = "info"
-    log_json: bool = False
+    max_request_bytes: int = Field(
+        1024 * 1024,
+        description=(
+            "Largest request body any endpoint accepts, in bytes (default 1 MiB); larger gets "
+            "`413`. `/capture` has its own, smaller limit."
+        ),
+    )
+    log_level: str = Field(
+        "info", description="Least severe log level printed: `debug`, `info`, `warning`, `error`."
+    )
+    log_json: bool = Field(
+        False, description="Log one JSON object per line instead of human-readable lines."
+    )
 
     @field_validator("allowed_networks", "trusted_proxies", mode="before")
     @classmethod

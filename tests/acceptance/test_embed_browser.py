@@ -1,7 +1,7 @@
-"""The README's two form snippets, submitted by a real browser (headless Chromium).
+"""The two form snippets of docs/capture.md, submitted by a real browser (headless Chromium).
 
 A page server on 127.0.0.1 plays the customer's site (its own origin) and serves the
-snippets exactly as the README prints them, with only the two example addresses replaced.
+snippets exactly as docs/capture.md prints them, with only the two example addresses replaced.
 Chromium is Debian's ``chromium`` package driven by Playwright (never a downloaded browser);
 it may resolve no name but 127.0.0.1, so nothing leaves the machine.
 """
@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.support import RexServer, wait_until
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CAPTURE_PAGE = Path(__file__).resolve().parents[2] / "docs" / "capture.md"
 EXAMPLE_REX = "https://acme.rexgtm.com"
 EXAMPLE_SITE = "https://www.acme.com"
 
@@ -59,10 +59,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-def readme_snippets() -> tuple[str, str]:
-    """The plain form and the embed snippet, in the order the README shows them."""
-    section = README.read_text().split("## Capture leads from your site", 1)[1]
-    plain, embed = re.findall(r"```html\n(.*?)```", section, flags=re.DOTALL)[:2]
+def capture_page_snippets() -> tuple[str, str]:
+    """The plain form and the embed snippet, in the order docs/capture.md shows them."""
+    page = CAPTURE_PAGE.read_text()
+    plain, embed = re.findall(r"```html\n(.*?)```", page, flags=re.DOTALL)[:2]
     return plain, embed
 
 
@@ -132,8 +132,8 @@ def fill_and_send(page: Page, email: str, first_name: str) -> None:
     page.click("button[type=submit]")
 
 
-def test_readme_forms_capture_leads_with_attribution_in_chromium(rex: RexServer) -> None:
-    plain, embed = readme_snippets()
+def test_capture_page_forms_capture_leads_with_attribution_in_chromium(rex: RexServer) -> None:
+    plain, embed = capture_page_snippets()
     pages: dict[str, str] = {"/thanks": "<!doctype html><title>Thanks</title><p>Thanks page</p>"}
     with site_server(pages) as site, site_server(pages) as other_site, chromium() as browser:
         pages["/landing"] = page_html(embed, rex.url, site)

@@ -125,7 +125,7 @@ def test_rotation_signs_with_both_secrets_for_the_overlap(
         assert verifies(during, new) == ALL
         assert verifies(during, "whsec_" + "A" * 43 + "=") == NONE
         # The seeds' Python snippet reads one v1 (the last, the old secret's): it keeps
-        # working with the old secret until the overlap ends, as the README says.
+        # working with the old secret until the overlap ends, as docs/webhooks.md warns.
         assert verify_webhook(during.body, header, old)
         assert not verify_webhook(during.body, header, new)
 

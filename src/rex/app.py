@@ -19,6 +19,7 @@ from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
 from rex.capture.ratelimit import RateLimiter
 from rex.capture.router import router as capture_router
+from rex.consent.router import router as consent_router
 from rex.contacts.router import router as contacts_router
 from rex.db import outbox
 from rex.db.engine import Database
@@ -130,6 +131,7 @@ def create_app(
     app.add_middleware(DatabaseErrorsMiddleware)  # answers outages without dropping connections
     app.include_router(capture_router)
     app.include_router(contacts_router)
+    app.include_router(consent_router)
     app.include_router(deals_router)
     app.include_router(pipelines_router)
     app.include_router(tasks_router)

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     # Every request's body (the authenticated API's limit; /capture has its own, smaller one).
     max_request_bytes: int = 1024 * 1024
+    # Security limits (docs/security.md). A contact's metadata as stored by anonymous
+    # captures, in bytes of compact JSON: bounds every contact event a capture can cause.
+    max_contact_metadata_bytes: int = Field(16 * 1024, gt=0)
     log_level: str = "info"
     log_json: bool = False
 

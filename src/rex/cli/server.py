@@ -60,6 +60,37 @@ async def _bootstrap(settings: Settings) -> str | None:
         await db.close()
 
 
+def _show_first_key(key: str, settings: Settings, host: str, port: int) -> None:
+    """The first API key goes to a terminal, or to a file only its owner can read: never
+    into a log (stdout and stderr of a service end up in one)."""
+    import os
+    from pathlib import Path
+
+    from rex.secretbox import default_key_file
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    exports = f"  export REX_URL=http://{shown_host}:{port}\n  export REX_API_KEY={key}\n"
+    if sys.stdout.isatty():
+        typer.echo(
+            "\nRex created its database, the workspace 'default' and its first API key.\n"
+            "The key is shown only now; `rex keys create` makes another at any time.\n\n"
+            + exports
+        )
+        return
+    folder = default_key_file(settings.database_url).parent
+    path = Path(os.environ.get("REX_FIRST_KEY_FILE") or folder / "rex-first-key.txt")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(exports)
+    typer.echo(
+        "\nRex created its database, the workspace 'default' and its first API key.\n"
+        f"Not a terminal, so the key is not printed: it is in {path} (mode 0600).\n"
+        f"  . {path}   # sets REX_URL and REX_API_KEY; then delete the file\n",
+        err=True,
+    )
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -76,14 +107,7 @@ def serve(
     settings = _settings()
     first_key = asyncio.run(_bootstrap(settings))
     if first_key:
-        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        typer.echo(
-            "\nRex created its database, the workspace 'default' and its first API key.\n"
-            "The key is shown only now; `rex keys create` makes another at any time.\n\n"
-            f"  export REX_URL=http://{shown_host}:{port}\n"
-            f"  export REX_API_KEY={first_key}\n",
-            err=True,
-        )
+        _show_first_key(first_key, settings, host, port)
     run_worker = not no_worker
     application = create_app(settings, run_worker=run_worker)
     config = uvicorn.Config(

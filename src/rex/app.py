@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from rex._version import __version__
 from rex.api.client_ip import ProxyTrust
 from rex.api.errors import DatabaseErrorsMiddleware, install_error_handlers
+from rex.api.hosts import HostCheckMiddleware
 from rex.api.idempotency import IdempotencyMiddleware
 from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
@@ -31,7 +32,7 @@ from rex.delivery.worker import DeliveryWorker
 from rex.events.router import router as events_router
 from rex.events.webhooks import register_webhooks
 from rex.listen.router import router as listen_router
-from rex.listen.stream import ListenHub, expire_sessions
+from rex.listen.stream import ListenHub, StreamQuota, expire_sessions
 from rex.pipelines.router import router as pipelines_router
 from rex.settings import Settings
 from rex.tasks.router import router as tasks_router
@@ -124,11 +125,13 @@ def create_app(
     # `rex listen` streams of this process; servers call close_threadsafe() when they begin
     # to shut down (see `rex serve`), so open streams do not hold the shutdown up.
     app.state.listen_hub = ListenHub()
+    app.state.stream_quota = StreamQuota()
     install_error_handlers(app)
     # Innermost first: the guard bounds and checks the body before idempotency buffers it.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(DatabaseErrorsMiddleware)  # answers outages without dropping connections
+    app.add_middleware(HostCheckMiddleware)  # outermost: two Host headers are a 400
     app.include_router(capture_router)
     app.include_router(contacts_router)
     app.include_router(consent_router)

@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     # Security limits (docs/security.md). A contact's metadata as stored by anonymous
     # captures, in bytes of compact JSON: bounds every contact event a capture can cause.
     max_contact_metadata_bytes: int = Field(16 * 1024, gt=0)
+    # Per-workspace quotas (409 beyond them): webhook endpoints, open `rex listen` sessions,
+    # and `rex listen` streams connected at once.
+    max_endpoints_per_workspace: int = Field(100, gt=0)
+    max_listen_sessions_per_workspace: int = Field(10, gt=0)
+    max_streams_per_workspace: int = Field(10, gt=0)
+    # `rex serve`: connections (and requests) at once before uvicorn answers 503; the time a
+    # request may take to arrive (slow clients are disconnected); idle keep-alive seconds.
+    max_connections: int = Field(1000, gt=0)
+    request_read_timeout: float = Field(30.0, gt=0)
+    keep_alive_timeout: int = Field(5, gt=0)
     log_level: str = "info"
     log_json: bool = False
 

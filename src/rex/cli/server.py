@@ -103,6 +103,7 @@ def serve(
     import uvicorn
 
     from rex.app import create_app
+    from rex.http_protocol import make_protocol
 
     settings = _settings()
     first_key = asyncio.run(_bootstrap(settings))
@@ -122,6 +123,11 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
+        # Bounded for the open internet (docs/security.md): connections at once (503 past
+        # them), a deadline for each request to arrive, and idle keep-alive.
+        http=make_protocol(settings.request_read_timeout),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_timeout,
     )
 
     class Server(uvicorn.Server):

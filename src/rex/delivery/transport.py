@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Protocol
 
 import aiohttp
+import structlog
 from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -46,6 +47,11 @@ __all__ = [
 ]
 
 EXCERPT_BYTES = 1024
+# What an API client sees when the destination policy refused an address, or a name did not
+# resolve: one message, so attempts cannot map an internal network (the log has the detail).
+REFUSED = "destination refused (the host did not resolve to an allowed address)"
+_PUBLIC_ONLY = DestinationPolicy()
+log = structlog.get_logger("rex.delivery")
 # Bodies up to this size are read to the end so the connection can be reused;
 # a larger body is cut off and its connection closed.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -189,6 +195,13 @@ def _describe(exc: aiohttp.ClientError, host: str) -> str:
     return f"request failed: {exc}"
 
 
+def _peer_address(response: aiohttp.ClientResponse) -> str | None:
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if peer else None
+
+
 class AiohttpTransport:
     """``Transport`` on one aiohttp session with a keep-alive pool of up to
     ``limit`` connections, created lazily in the running event loop.
@@ -284,7 +297,8 @@ class AiohttpTransport:
         if literal_ip is not None:
             reason = self._policy.refusal_reason(literal_ip)
             if reason is not None:
-                raise DeliveryFailed(f"destination refused: {reason}")
+                log.info("destination_refused", host=host, detail=reason)
+                raise DeliveryFailed(REFUSED)
         problem = validate_endpoint_url(url, self._policy)
         if problem is not None:
             raise DeliveryFailed(problem)
@@ -303,8 +317,20 @@ class AiohttpTransport:
         except aiohttp.ClientError as exc:
             refusal = _find_refusal(exc)
             if refusal is not None:
-                raise DeliveryFailed(f"destination refused: {refusal.reason}") from None
+                log.info("destination_refused", host=host, detail=refusal.reason)
+                raise DeliveryFailed(REFUSED) from None
+            if isinstance(exc, aiohttp.ClientConnectorDNSError):
+                log.info("destination_refused", host=host, detail=_describe(exc, host))
+                raise DeliveryFailed(REFUSED) from None
             raise DeliveryFailed(_describe(exc, host)) from exc
+        peer = _peer_address(response)
+        # An address reachable only because REX_ALLOWED_NETWORKS opens it is internal: its
+        # answer is never stored where API clients can read it back.
+        internal = (
+            not self._policy.allow_private
+            and peer is not None
+            and _refusal_reason(_PUBLIC_ONLY, peer) is not None
+        )
 
         # The status line and headers decide the attempt. A body that stalls
         # or breaks off only shortens the excerpt.
@@ -327,9 +353,11 @@ class AiohttpTransport:
                 response.release()  # back to the keep-alive pool
             else:
                 response.close()  # unread data: the connection cannot be reused
+        if internal:
+            log.info("internal_response_not_stored", host=host, status_code=response.status)
         return TransportResponse(
             status_code=response.status,
-            excerpt=_decode_excerpt(bytes(data), complete=complete),
+            excerpt="" if internal else _decode_excerpt(bytes(data), complete=complete),
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
 

@@ -54,6 +54,28 @@ def is_connected(row: Any, settings: Settings, now: datetime) -> bool:
     return row.connection_id is not None and row.last_seen_at >= stale
 
 
+async def _check_session_quota(
+    conn: AsyncConnection, workspace_id: str, settings: Settings
+) -> None:
+    """At most ``REX_MAX_LISTEN_SESSIONS_PER_WORKSPACE`` sessions: each one receives a copy
+    of every event, so one workspace cannot multiply its deliveries without bound."""
+    count = (
+        await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(listen_sessions)
+            .where(listen_sessions.c.workspace_id == workspace_id)
+        )
+    ).scalar_one()
+    limit = settings.max_listen_sessions_per_workspace
+    if count >= limit:
+        raise ApiError(
+            409,
+            f"This workspace has {count} open rex listen sessions, the most it may have "
+            f"(REX_MAX_LISTEN_SESSIONS_PER_WORKSPACE={limit}); end one (DELETE "
+            "/listen/sessions/{id}) or wait for an idle one to expire.",
+        )
+
+
 def serialize(row: Any, settings: Settings, now: datetime) -> dict[str, Any]:
     connected = is_connected(row, settings, now)
     expires = row.last_seen_at + timedelta(seconds=settings.listen_grace_period)
@@ -128,6 +150,7 @@ async def open_session(
     else:
         if existing is not None:  # expired, not swept yet
             await _delete_endpoints(conn, [existing.id])
+        await _check_session_quota(conn, workspace_id, settings)
         session_id = new_id("wh")
         await conn.execute(
             sa.insert(endpoints).values(

@@ -304,4 +304,3 @@ def stored_contact(rex: RexServer, capture_response: httpx.Response) -> dict[str
         response.raise_for_status()
         data: dict[str, Any] = response.json()["data"]
         return data
-

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from rex.delivery.ssrf import DestinationPolicy
-from rex.delivery.transport import AiohttpTransport
+from rex.delivery.transport import REFUSED, AiohttpTransport
 from tests.receiver import Receiver
 from tests.support import StubResolver, make_settings, serve_rex, sql, wait_until
 
@@ -73,12 +73,13 @@ def test_names_resolving_to_refused_addresses_are_recorded_failures(
             assert len(attempts) == 3, name  # refused every time, on the schedule
             for attempt in attempts:
                 assert attempt.status_code is None and attempt.response_excerpt is None
-                assert attempt.error.startswith("destination refused: ")
-                assert words in attempt.error, (name, attempt.error)
+                # One message for API clients, whatever the address (the log has it).
+                assert attempt.error == REFUSED, (name, attempt.error)
+                assert words.split()[0] not in attempt.error
         with rex.client() as client:
             shown = client.get(f"/webhooks/{hooks['metadata.test']}/deliveries").json()
             detail = client.get(f"/deliveries/{shown['data'][0]['id']}").json()["data"]
-        assert "cloud metadata" in detail["attempts"][0]["error"]
+        assert detail["attempts"][0]["error"] == REFUSED  # no "cloud metadata" oracle
     assert receiver.requests == []  # nothing was ever dialled
 
 

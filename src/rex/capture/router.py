@@ -259,9 +259,13 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
             workspace_id = workspace.id
             contact, _created = await db.run_in_transaction(
                 lambda conn: service.capture(
-                    conn, workspace_id, lead, now=now, client_ip=client_ip,
+                    conn,
+                    workspace_id,
+                    lead,
+                    now=now,
+                    client_ip=client_ip,
                     max_metadata_bytes=settings.max_contact_metadata_bytes,
-                )  # fmt: skip
+                )
             )
             contact_id = contact["id"]
     except ApiError as exc:
@@ -276,7 +280,7 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
     cors = cors_headers(origin, workspace)
     if kind is BodyKind.JSON or wants_json(accept):
         # One status and shape for a new and a known address: no existence oracle.
-        return json_answer(capture_answer(lead, contact_id, rfc3339(now)), 201, cors)
+        return json_answer(capture_answer(lead, contact_id, rfc3339(now) or ""), 201, cors)
     location = _redirect_location(request, parsed, workspace)
     return Response(status_code=303, headers={"Location": location, **cors})
 

@@ -73,8 +73,7 @@ def _show_first_key(key: str, settings: Settings, host: str, port: int) -> None:
     if sys.stdout.isatty():
         typer.echo(
             "\nRex created its database, the workspace 'default' and its first API key.\n"
-            "The key is shown only now; `rex keys create` makes another at any time.\n\n"
-            + exports
+            "The key is shown only now; `rex keys create` makes another at any time.\n\n" + exports
         )
         return
     folder = default_key_file(settings.database_url).parent

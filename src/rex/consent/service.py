@@ -41,7 +41,9 @@ async def append(
     )
 
 
-async def history(conn: AsyncConnection, workspace_id: str, contact_id: str) -> list[dict[str, Any]]:
+async def history(
+    conn: AsyncConnection, workspace_id: str, contact_id: str
+) -> list[dict[str, Any]]:
     rows = await conn.execute(
         sa.select(consent_records)
         .where(
@@ -62,9 +64,7 @@ async def history(conn: AsyncConnection, workspace_id: str, contact_id: str) -> 
     ]
 
 
-def capture_decision(
-    current: dict[str, Any] | None, granted: bool, text: str | None
-) -> bool:
+def capture_decision(current: dict[str, Any] | None, granted: bool, text: str | None) -> bool:
     """Whether an anonymous capture's consent answer is recorded on an existing contact.
 
     A capture may add a grant (none yet, a refusal, or new wording); it never revokes, and a

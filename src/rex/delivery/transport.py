@@ -71,9 +71,11 @@ class TransportResponse:
 class DeliveryFailed(Exception):
     """No HTTP response was obtained; ``error`` says why in a few words."""
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, detail: str | None = None) -> None:
         super().__init__(error)
         self.error = error
+        # What the log gets; ``error`` is what API clients see (REFUSED for refusals).
+        self.detail = detail or error
 
 
 class Transport(Protocol):
@@ -298,7 +300,7 @@ class AiohttpTransport:
             reason = self._policy.refusal_reason(literal_ip)
             if reason is not None:
                 log.info("destination_refused", host=host, detail=reason)
-                raise DeliveryFailed(REFUSED)
+                raise DeliveryFailed(REFUSED, f"destination refused: {reason}")
         problem = validate_endpoint_url(url, self._policy)
         if problem is not None:
             raise DeliveryFailed(problem)
@@ -317,11 +319,12 @@ class AiohttpTransport:
         except aiohttp.ClientError as exc:
             refusal = _find_refusal(exc)
             if refusal is not None:
-                log.info("destination_refused", host=host, detail=refusal.reason)
-                raise DeliveryFailed(REFUSED) from None
+                detail = f"destination refused: {refusal.reason}"
+                log.info("destination_refused", host=host, detail=detail)
+                raise DeliveryFailed(REFUSED, detail) from None
             if isinstance(exc, aiohttp.ClientConnectorDNSError):
                 log.info("destination_refused", host=host, detail=_describe(exc, host))
-                raise DeliveryFailed(REFUSED) from None
+                raise DeliveryFailed(REFUSED, _describe(exc, host)) from None
             raise DeliveryFailed(_describe(exc, host)) from exc
         peer = _peer_address(response)
         # An address reachable only because REX_ALLOWED_NETWORKS opens it is internal: its

@@ -21,7 +21,7 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-_INDEXES = {
+_INDEXES: dict[str, list[tuple[str, ...]]] = {
     "contacts": [("workspace_id", "stage", "id")],
     "deals": [
         ("workspace_id", "stage", "id"),

@@ -53,10 +53,10 @@ def test_webhooks_create_list_test_delete(
     secret_line = next(line for line in table.splitlines() if line.startswith("secret"))
     assert secret_line.split()[-1].startswith("whsec_")
     created = run_json(
-        "webhooks", "create", receiver.url("/b"), "--secret", "whsec_my_own_secret",
+        "webhooks", "create", receiver.url("/b"), "--secret", "whsec_my_own_secret_0123456789abcdef",
         env=env, cwd=tmp_path,
     )  # fmt: skip
-    assert created["secret"] == "whsec_my_own_secret" and created["events"] == ["*"]
+    assert created["secret"] == "whsec_my_own_secret_0123456789abcdef" and created["events"] == ["*"]
     assert created["id"].startswith("wh_")
 
     listed = run_json("webhooks", "list", env=env, cwd=tmp_path)

@@ -137,6 +137,8 @@ class _PolicyResolver(AbstractResolver):
     def __init__(self, policy: DestinationPolicy, resolver: AbstractResolver) -> None:
         self._policy = policy
         self._resolver = resolver
+        # Names last resolved to an address that only REX_ALLOWED_NETWORKS opens.
+        self.internal_hosts: set[str] = set()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -146,6 +148,10 @@ class _PolicyResolver(AbstractResolver):
             reason = _refusal_reason(self._policy, result["host"])
             if reason is not None:
                 raise DestinationRefused(f"{reason} (resolved from {host})")
+        if any(_refusal_reason(_PUBLIC_ONLY, r["host"]) for r in results):
+            self.internal_hosts.add(host)
+        else:
+            self.internal_hosts.discard(host)
         return results
 
     async def close(self) -> None:
@@ -195,13 +201,6 @@ def _describe(exc: aiohttp.ClientError, host: str) -> str:
     if isinstance(exc, aiohttp.ClientResponseError):
         return f"invalid HTTP response: {exc.message}"
     return f"request failed: {exc}"
-
-
-def _peer_address(response: aiohttp.ClientResponse) -> str | None:
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    return str(peer[0]) if peer else None
 
 
 class AiohttpTransport:
@@ -326,13 +325,14 @@ class AiohttpTransport:
                 log.info("destination_refused", host=host, detail=_describe(exc, host))
                 raise DeliveryFailed(REFUSED, _describe(exc, host)) from None
             raise DeliveryFailed(_describe(exc, host)) from exc
-        peer = _peer_address(response)
         # An address reachable only because REX_ALLOWED_NETWORKS opens it is internal: its
         # answer is never stored where API clients can read it back.
-        internal = (
-            not self._policy.allow_private
-            and peer is not None
-            and _refusal_reason(_PUBLIC_ONLY, peer) is not None
+        internal = not self._policy.allow_private and (
+            (literal_ip is not None and _PUBLIC_ONLY.refusal_reason(literal_ip) is not None)
+            or (
+                self._policy_resolver is not None
+                and host.lower().rstrip(".") in self._policy_resolver.internal_hosts
+            )
         )
 
         # The status line and headers decide the attempt. A body that stalls

@@ -17,7 +17,6 @@ from tests.cli import assert_one_line_error, client_env, run_json, run_rex
 from tests.receiver import Receiver
 from tests.support import RexServer, free_port, make_settings, serve_rex
 
-
 OWN_SECRET = "whsec_my_own_secret_0123456789abcdef"  # chosen secrets: 32 characters at least
 
 

@@ -9,7 +9,9 @@ refusals named addresses, and two Host headers were accepted.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
 from rex import verify_signature
 from rex.db.engine import Database
@@ -27,6 +30,7 @@ from rex.delivery.transport import REFUSED, AiohttpTransport
 from rex.ids import utcnow
 from tests.receiver import Receiver, Respond
 from tests.support import (
+    REX_CLI,
     RexServer,
     StubResolver,
     first_key_from_log,
@@ -464,3 +468,28 @@ def test_two_host_headers_are_a_400(rex: RexServer) -> None:
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert b"Host" in answer
     assert sql(rex.database_url, "SELECT count(*) FROM contacts")[0][0] == 0
+
+
+def test_rotating_the_secret_key_with_rex_secrets_rotate_key(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/rex.db"
+    old, new = (Fernet.generate_key().decode() for _ in range(2))
+    secret = "whsec_" + "r" * 40
+    monkeypatch.setenv("REX_SECRET_KEY", old)
+    with serve_rex(make_settings(url)) as rex, rex.client() as client:
+        hook = {"url": receiver.url(), "events": ["*"], "secret": secret}
+        assert client.post("/webhooks", json=hook).status_code == 201
+
+    env = {**os.environ, "REX_DATABASE_URL": url, "REX_SECRET_KEY": f"{new},{old}"}
+    rotated = subprocess.run(
+        [REX_CLI, "secrets", "rotate-key"], env=env, capture_output=True, text=True, check=False
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    assert "re-encrypted 1 secrets" in rotated.stdout
+
+    monkeypatch.setenv("REX_SECRET_KEY", new)  # the old key is gone
+    with serve_rex(make_settings(url)) as rex:
+        _capture(rex, {"email": "rotated@example.com"}).raise_for_status()
+        [request] = receiver.wait_for(1)
+    verify_signature(request.body, request.headers["X-Rex-Signature"], secret)

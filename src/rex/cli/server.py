@@ -16,6 +16,7 @@ import typer
 from rex.cli._errors import CliError
 from rex.db.engine import Database
 from rex.logging import configure_logging
+from rex.secretbox import SecretKeyError
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
 
@@ -273,7 +274,7 @@ def main() -> None:
         _fail(exc.format_message(), exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except CliError as exc:
+    except (CliError, SecretKeyError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         sys.exit(130)

@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -100,12 +101,23 @@ def _box(keys: tuple[str, ...]) -> SecretBox:
     return SecretBox(list(keys))
 
 
+class _KeySettings(BaseSettings):
+    """Read like every setting (environment or ``.env``), at each engine's creation: the
+    engine has only its URL, not the app's ``Settings``."""
+
+    model_config = SettingsConfigDict(env_prefix="REX_", env_file=".env", extra="ignore")
+
+    secret_key: str = ""
+    secret_key_file: str = ""
+
+
 def for_database(database_url: str) -> SecretBox:
     """The box for ``database_url``: ``REX_SECRET_KEY``, else the key file (created once)."""
-    configured = os.environ.get("REX_SECRET_KEY", "").strip()
+    settings = _KeySettings()
+    configured = settings.secret_key.strip()
     if configured:
         return _box(tuple(configured.split(",")))
-    file = os.environ.get("REX_SECRET_KEY_FILE", "").strip()
+    file = settings.secret_key_file.strip()
     path = Path(file) if file else default_key_file(database_url)
     return _box(tuple(_read_or_create(path).split(",")))
 

@@ -493,3 +493,40 @@ def test_rotating_the_secret_key_with_rex_secrets_rotate_key(
         _capture(rex, {"email": "rotated@example.com"}).raise_for_status()
         [request] = receiver.wait_for(1)
     verify_signature(request.body, request.headers["X-Rex-Signature"], secret)
+
+
+# -- 3. fairness: slots per workspace first, then per endpoint ------------------------------
+
+
+async def test_worker_slots_are_shared_per_workspace_first(database_url: str) -> None:
+    from rex.db import outbox
+    from rex.webhooks import service as webhooks
+    from rex.webhooks.schemas import EndpointCreate
+    from rex.workspaces import service as workspaces
+
+    db = Database(database_url)
+    await db.migrate()
+    try:
+        at = utcnow() - timedelta(seconds=10)
+        async with db.transaction() as conn:
+            big = await workspaces.create_workspace(conn, f"big{os.getpid()}{time.time_ns()}")
+            small = await workspaces.create_workspace(conn, f"small{os.getpid()}{time.time_ns()}")
+            for workspace, hooks in ((big, 3), (small, 1)):
+                for n in range(hooks):
+                    body = EndpointCreate(url=f"https://h{n}.example.com/", events=["*"])
+                    await webhooks.create(conn, workspace.id, body, DestinationPolicy())
+                for i in range(10):
+                    await outbox.record_event(
+                        conn, workspace_id=workspace.id, event_type="contact.created",
+                        data={"n": i}, object_id=None, now=at + timedelta(milliseconds=i),
+                    )  # fmt: skip
+        async with db.transaction() as conn:
+            claimed = await outbox.claim_due_deliveries(
+                conn, worker_id="w", now=utcnow(), lease=30, limit=4
+            )
+    finally:
+        await db.close()
+    # Per endpoint alone, the big workspace's three endpoints took 3 of 4 slots.
+    by_workspace = {w: sum(c.workspace_id == w for c in claimed) for w in (big.id, small.id)}
+    assert by_workspace == {big.id: 2, small.id: 2}
+    assert len({c.endpoint_id for c in claimed if c.workspace_id == big.id}) == 2

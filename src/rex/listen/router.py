@@ -39,6 +39,10 @@ _STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
     }
     for status_code in (401, 404, 422, 503)
 }
+_STREAM_ERRORS[429] = {
+    "description": "Too many streams connected for this workspace (REX_MAX_STREAMS_PER_WORKSPACE)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+}
 
 
 def _hub(request: Request) -> ListenHub:

@@ -41,7 +41,19 @@ _STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _STREAM_ERRORS[429] = {
     "description": "Too many streams connected for this workspace (REX_MAX_STREAMS_PER_WORKSPACE)",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorEnvelope"},
+            "example": {
+                "error": {
+                    "type": "rate_limited",
+                    "message": "This workspace has the most rex listen streams connected at "
+                    "once (REX_MAX_STREAMS_PER_WORKSPACE=10); stop one and retry.",
+                    "field": None,
+                }
+            },
+        }
+    },
 }
 
 

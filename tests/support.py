@@ -281,3 +281,28 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None
             return False
 
     wait_until(ready, timeout=30, interval=0.1)
+
+
+def first_key_from_log(log_text: str) -> str:
+    """The first API key `rex serve` made: not in its log (that is not a terminal), but in the
+    0600 file the log names."""
+    import re
+
+    match = re.search(r"it is in (\S+) \(mode 0600\)", log_text)
+    assert match, log_text
+    path = Path(match.group(1))
+    assert path.stat().st_mode & 0o777 == 0o600
+    [line] = [ln for ln in path.read_text().splitlines() if "REX_API_KEY=" in ln]
+    assert line.split("=", 1)[1].strip() not in log_text
+    return line.split("=", 1)[1].strip()
+
+
+def stored_contact(rex: RexServer, capture_response: httpx.Response) -> dict[str, Any]:
+    """The contact a capture wrote, read with the API key: /capture's own answer only
+    echoes the request and the id (it never reads a stored value back)."""
+    contact_id = capture_response.json()["data"]["id"]
+    with rex.client() as client:
+        response = client.get(f"/contacts/{contact_id}")
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()["data"]
+        return data

@@ -14,10 +14,12 @@ from fastapi.responses import JSONResponse
 from rex._version import __version__
 from rex.api.deps import authenticated_routes
 from rex.api.errors import DatabaseErrorsMiddleware, install_error_handlers
+from rex.api.hosts import HostCheckMiddleware
 from rex.api.idempotency import IdempotencyMiddleware
 from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
 from rex.capture.router import router as capture_router
+from rex.consent.router import router as consent_router
 from rex.contacts.router import router as contacts_router
 from rex.db.engine import Database
 from rex.deals.router import router as deals_router
@@ -113,10 +115,12 @@ def create_app(
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(DatabaseErrorsMiddleware)  # answers outages without dropping connections
+    app.add_middleware(HostCheckMiddleware)  # outermost: two Host headers are a 400
     app.include_router(capture_router)  # no API key: the host names the workspace
     app.include_router(
         authenticated_routes(
             contacts_router,
+            consent_router,
             deals_router,
             pipelines_router,
             tasks_router,

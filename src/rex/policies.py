@@ -82,3 +82,5 @@ class ListenConfig:
     """The per-attempt timeout the CLI applies (the worker's)."""
     lease: float
     poll_interval: float
+    max_sessions_per_workspace: int = 10
+    """Open sessions one workspace may have (``REX_MAX_LISTEN_SESSIONS_PER_WORKSPACE``)."""

@@ -12,7 +12,7 @@ from typing import Any
 from rex.api.client_ip import ProxyTrust
 from rex.capture.ratelimit import CaptureLimits, RateLimiter
 from rex.db.engine import Database
-from rex.listen.stream import ListenHub
+from rex.listen.stream import ListenHub, StreamQuota
 from rex.settings import Settings
 from rex.worker.ssrf import DestinationPolicy
 from rex.workspaces.service import WorkspaceCache
@@ -43,6 +43,8 @@ class Runtime:
     # `rex listen` streams of this process; servers call close_threadsafe() when they begin
     # to shut down (see `rex serve`), so open streams do not hold the shutdown up.
     listen_hub: ListenHub = field(default_factory=ListenHub)
+    # `rex listen` streams connected at once, per workspace, in this process.
+    stream_quota: StreamQuota = field(default_factory=StreamQuota)
     _db: Database | None = None
 
     @classmethod

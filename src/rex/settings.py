@@ -178,6 +178,41 @@ class Settings(BaseSettings):
             "`413`. `/capture` has its own, smaller limit."
         ),
     )
+    max_contact_metadata_bytes: int = Field(
+        16 * 1024,
+        gt=0,
+        description=(
+            "Largest metadata an anonymous capture may leave on a contact, in bytes of compact "
+            "JSON (default 16 KiB): bounds every contact event a capture can cause."
+        ),
+    )
+    max_endpoints_per_workspace: int = Field(
+        100, gt=0, description="Webhook endpoints one workspace may have (`409` beyond)."
+    )
+    max_listen_sessions_per_workspace: int = Field(
+        10, gt=0, description="Open `rex listen` sessions one workspace may have (`409` beyond)."
+    )
+    max_streams_per_workspace: int = Field(
+        10,
+        gt=0,
+        description="`rex listen` streams one workspace may have connected at once (`429` beyond).",
+    )
+    max_connections: int = Field(
+        1000,
+        gt=0,
+        description="`rex serve`: connections and requests at once before it answers `503`.",
+    )
+    request_read_timeout: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "`rex serve`: seconds a request may take to arrive; slower clients (slowloris) "
+            "are disconnected."
+        ),
+    )
+    keep_alive_timeout: int = Field(
+        5, gt=0, description="`rex serve`: seconds an idle keep-alive connection stays open."
+    )
     log_level: str = Field(
         "info", description="Least severe log level printed: `debug`, `info`, `warning`, `error`."
     )
@@ -256,4 +291,5 @@ class Settings(BaseSettings):
             timeout=self.delivery_timeout,
             lease=self.delivery_lease,
             poll_interval=self.delivery_poll_interval,
+            max_sessions_per_workspace=self.max_listen_sessions_per_workspace,
         )

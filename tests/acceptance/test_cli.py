@@ -17,6 +17,8 @@ from tests.cli import assert_one_line_error, client_env, run_json, run_rex
 from tests.receiver import Receiver
 from tests.support import RexServer, free_port, make_settings, serve_rex
 
+OWN_SECRET = "whsec_my_own_secret_0123456789abcdef"  # chosen secrets: 32 characters at least
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RexServer]:
@@ -53,10 +55,10 @@ def test_webhooks_create_list_test_delete(
     secret_line = next(line for line in table.splitlines() if line.startswith("secret"))
     assert secret_line.split()[-1].startswith("whsec_")
     created = run_json(
-        "webhooks", "create", receiver.url("/b"), "--secret", "whsec_my_own_secret",
+        "webhooks", "create", receiver.url("/b"), "--secret", OWN_SECRET,
         env=env, cwd=tmp_path,
     )  # fmt: skip
-    assert created["secret"] == "whsec_my_own_secret" and created["events"] == ["*"]
+    assert created["secret"] == OWN_SECRET and created["events"] == ["*"]
     assert created["id"].startswith("wh_")
 
     listed = run_json("webhooks", "list", env=env, cwd=tmp_path)

@@ -31,7 +31,7 @@ from tests.acceptance.seedtext import (
     node_verify_source,
     seed,
 )
-from tests.support import free_port, wait_until
+from tests.support import first_key_from_log, free_port, wait_until
 
 REX = str(Path(sys.executable).with_name("rex"))
 
@@ -119,9 +119,7 @@ def rex_serve(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def _first_key(log_path: str) -> str:
-    banner = Path(log_path).read_text()
-    [line] = [ln for ln in banner.splitlines() if "export REX_API_KEY=" in ln]
-    return line.split("=", 1)[1].strip()
+    return first_key_from_log(Path(log_path).read_text())
 
 
 def test_seed_flow_end_to_end(rex_serve: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.receiver import Receiver, Slow
 from tests.support import (
+    first_key_from_log,
     free_port,
     make_settings,
     rex_process,
@@ -69,7 +70,7 @@ def test_sigterm_to_rex_serve_finishes_its_embedded_workers_attempt(
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/healthz", serve, log)
-        [key] = [ln.split("=", 1)[1] for ln in log.read_text().splitlines() if "REX_API_KEY=" in ln]
+        key = first_key_from_log(log.read_text())
         with httpx.Client(base_url=url, headers={"X-Api-Key": key.strip()}) as client:
             client.post("/webhooks", json={"url": receiver.url(), "events": ["*"]})
             client.post("/contacts", json={"email": "serve@example.com"}).raise_for_status()

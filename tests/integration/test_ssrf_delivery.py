@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from rex.worker.ssrf import DestinationPolicy
-from rex.worker.transport import AiohttpTransport
+from rex.worker.transport import REFUSED, AiohttpTransport
 from tests.receiver import Receiver
 from tests.support import StubResolver, make_settings, serve_rex, sql, wait_until
 
@@ -73,12 +73,13 @@ def test_names_resolving_to_refused_addresses_are_recorded_failures(
             assert len(attempts) == 3, name  # refused every time, on the schedule
             for attempt in attempts:
                 assert attempt.status_code is None and attempt.response_excerpt is None
-                assert attempt.error.startswith("destination refused: ")
-                assert words in attempt.error, (name, attempt.error)
+                # One message for API clients, whatever the address (the log has it).
+                assert attempt.error == REFUSED, (name, attempt.error)
+                assert words.split()[0] not in attempt.error
         with rex.client() as client:
             shown = client.get(f"/webhooks/{hooks['metadata.test']}/deliveries").json()
             detail = client.get(f"/deliveries/{shown['data'][0]['id']}").json()["data"]
-        assert "cloud metadata" in detail["attempts"][0]["error"]
+        assert detail["attempts"][0]["error"] == REFUSED  # no "cloud metadata" oracle
     assert receiver.requests == []  # nothing was ever dialled
 
 
@@ -143,12 +144,12 @@ def test_each_attempt_resolves_again_and_allowed_networks_open_a_range(
         wait_until(finished, timeout=30)
         refused, delivered = attempts_to(rex.database_url, hooks["hooks.test"])
         mixed = attempts_to(rex.database_url, hooks["mixed.test"])
-    assert "10.20.30.40 is a private address (resolved from hooks.test)" in refused.error
+    assert refused.error == REFUSED and "10.20.30.40" not in refused.error
     assert delivered.status_code == 200 and delivered.error is None
     assert request.json()["data"]["email"] == "dns@example.com"
     # One allowed address does not make a name allowed: every address is checked.
     assert len(mixed) == 3
-    assert all("10.0.0.1 is a private address" in a.error for a in mixed)
+    assert all(a.error == REFUSED for a in mixed)
     assert not [r for r in receiver.requests if r.path == "/mixed.test"]
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from rex.worker.ssrf import DestinationPolicy, DestinationRefused
 from rex.worker.transport import (
+    REFUSED,
     AiohttpTransport,
     DeliveryFailed,
     Transport,
@@ -240,7 +241,10 @@ async def test_dns_failure() -> None:
     async with AiohttpTransport(OPEN, resolver=resolver) as transport:
         with pytest.raises(DeliveryFailed) as failed:
             await transport.post("http://hooks.example.invalid/x", BODY, HEADERS, 5)
-    assert failed.value.error == "DNS lookup failed for hooks.example.invalid"
+    # API clients see one message for "no such name" and "refused" (no network map); the
+    # detail is for the log.
+    assert failed.value.error == REFUSED
+    assert failed.value.detail == "DNS lookup failed for hooks.example.invalid"
     assert resolver.closed
 
 
@@ -283,8 +287,9 @@ async def test_refused_destinations_are_never_contacted(
     async with AiohttpTransport(DestinationPolicy()) as transport:
         with pytest.raises(DeliveryFailed) as failed:
             await transport.post(url.format(port=rx.port), BODY, HEADERS, 5)
-    assert failed.value.error.startswith("destination refused: ")
-    assert reason in failed.value.error
+    assert failed.value.error == REFUSED
+    assert failed.value.detail.startswith("destination refused: ")
+    assert reason in failed.value.detail
     rx.assert_no_requests(within=0.1)
 
 
@@ -296,7 +301,7 @@ async def test_a_name_with_any_refused_address_is_refused(rx: Receiver) -> None:
     async with AiohttpTransport(policy, resolver=resolver) as transport:
         with pytest.raises(DeliveryFailed) as failed:
             await transport.post(f"http://mixed.test:{rx.port}/hook", BODY, HEADERS, 5)
-    assert failed.value.error == (
+    assert failed.value.detail == (
         "destination refused: 127.0.0.1 is a loopback address (resolved from mixed.test)"
     )
     rx.assert_no_requests(within=0.1)

@@ -22,6 +22,7 @@ import json
 import re
 from typing import Any
 
+import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -135,6 +136,10 @@ class IdempotencyMiddleware:
             await response(scope, receive, send)
             return
         if claim.outcome is store.ClaimOutcome.REPLAY:
+            withheld = _withheld_answer(claim.status or 200, claim.body or "")
+            if withheld is not None:
+                await withheld(scope, receive, send)
+                return
             await _send_stored(send, claim.status or 200, claim.body or "")
             return
 
@@ -163,7 +168,7 @@ class IdempotencyMiddleware:
                         key=key,
                         claimed_at=claim.claimed_at,
                         status=status,
-                        body=response_body.decode("utf-8", "replace"),
+                        body=_without_secret(response_body),
                     )
                 else:
                     await store.release(
@@ -175,6 +180,45 @@ class IdempotencyMiddleware:
             log.exception("idempotency_store_failed", key=key)
         for message in messages:
             await send(message)
+
+
+_WITHHELD = "rex_secret_withheld"
+
+
+def _without_secret(body: bytes) -> str:
+    """The response body to keep for replays: one whose ``data`` holds a signing secret is
+    kept without it (and marked), so no secret is ever stored in an idempotency record."""
+    text = body.decode("utf-8", "replace")
+    if b'"secret"' not in body:
+        return text
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return text
+    data = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(data, dict) or "secret" not in data:
+        return text
+    return orjson.dumps({_WITHHELD: True, "id": data.get("id")}).decode()
+
+
+def _withheld_answer(status: int, stored: str) -> Any:
+    if _WITHHELD not in stored:
+        return None
+    try:
+        document = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return None
+    if not (isinstance(document, dict) and document.get(_WITHHELD)):
+        return None
+    return error_response(
+        409,
+        f"The first request with this Idempotency-Key succeeded (HTTP {status}, id "
+        f"{document.get('id')}). Its answer held a signing secret, which Rex does not keep, so "
+        "it cannot be replayed: read the object without its secret, or rotate the secret if "
+        "the first answer was lost.",
+        type="idempotent_replay_withheld",
+        field="Idempotency-Key",
+    )
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Receive]:

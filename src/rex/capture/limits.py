@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from rex.api.errors import ApiError
 from rex.capture.schemas import ATTRIBUTION_KEYS
 
@@ -20,6 +22,16 @@ MAX_ATTRIBUTION_LENGTH = 2048
 # A contact's metadata grows by fill-only merges across captures; past this many top-level
 # keys, new keys from captures are no longer added (one address cannot be inflated forever).
 MAX_STORED_METADATA_KEYS = 100
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (how it is stored and sent)."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # integers beyond 64 bits
+        import json
+
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _fail(path: str, message: str) -> ApiError:

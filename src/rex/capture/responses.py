@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from rex.api.errors import error_response
 from rex.workspaces.origins import ANY_ORIGIN, origin_allowed
@@ -135,6 +136,59 @@ def error_answer(
     if html_page:
         return error_page(status, message, headers)
     return error_response(status, message, type=type, field=field, headers=headers)
+
+
+class CaptureAnswer(BaseModel):
+    """What ``/capture`` answers: the lead as the request sent it (email normalised), plus
+    the contact's ``id``. Never a stored value the request did not carry, and the same shape
+    for a new and a known address, so the public endpoint reads nothing back."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "cont_01HQ6M3V8J6C1X1ZJ3Y6Q4Z9K2",
+                    "email": "jane@example.com",
+                    "first_name": "Jane",
+                    "last_name": "Doe",
+                    "phone": None,
+                    "company": None,
+                    "stage": "lead",
+                    "source": "organic",
+                    "created_at": "2026-03-16T12:00:00Z",
+                }
+            ]
+        }
+    )
+
+    id: str = Field(description="The contact's id (a new or an existing contact).")
+    email: str = Field(description="The email as sent, trimmed and lower-cased.")
+    first_name: str | None = Field(description="As sent (null when not sent).")
+    last_name: str | None = Field(description="As sent (null when not sent).")
+    phone: str | None = Field(description="As sent (null when not sent).")
+    company: str | None = Field(description="As sent (null when not sent).")
+    stage: str = Field(description='Always "lead": the stage a new lead gets.')
+    source: str | None = Field(description="As sent (null when not sent).")
+    created_at: str = Field(description="When this capture was received (RFC 3339 UTC).")
+
+
+class CaptureEnvelope(BaseModel):
+    data: CaptureAnswer
+
+
+def capture_answer(lead: Any, contact_id: str, received_at: str) -> dict[str, Any]:
+    """The body of a successful capture, from ``lead`` (a validated ``CaptureIn``) alone."""
+    return {
+        "id": contact_id,
+        "email": lead.email,
+        "first_name": lead.first_name or None,
+        "last_name": lead.last_name or None,
+        "phone": lead.phone or None,
+        "company": lead.company or None,
+        "stage": "lead",
+        "source": lead.source or None,
+        "created_at": received_at,
+    }
 
 
 def json_answer(contact: dict[str, Any], status: int, headers: dict[str, str]) -> Response:

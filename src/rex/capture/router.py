@@ -34,6 +34,8 @@ from rex.capture.body import (
 from rex.capture.limits import check_metadata
 from rex.capture.responses import (
     THANK_YOU_PATH,
+    CaptureEnvelope,
+    capture_answer,
     cors_headers,
     error_answer,
     json_answer,
@@ -43,9 +45,8 @@ from rex.capture.responses import (
     wants_json,
 )
 from rex.capture.schemas import CAPTURE_FORM_SCHEMA, CaptureIn
-from rex.contacts.schemas import ContactEnvelope
 from rex.db.engine import Database
-from rex.ids import utcnow
+from rex.ids import rfc3339, utcnow
 from rex.runtime import Runtime, runtime_of
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
@@ -69,7 +70,6 @@ def _error(description: str, example: tuple[str, str, str | None], **extra: Any)
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": ContactEnvelope, "description": "Existing contact updated"},
     303: {
         "description": (
             "A form post without `Accept: application/json`: see `_next`. The redirect goes "
@@ -199,7 +199,11 @@ def _redirect_location(request: Request, parsed: ParsedCapture, workspace: Works
 @router.post(
     "/capture",
     status_code=201,
-    response_model=ContactEnvelope,
+    response_model=CaptureEnvelope,
+    response_description=(
+        "Lead received, whether the address was new or known (same status and shape: the "
+        "answer is built from the request and the contact's id, nothing stored is read back)"
+    ),
     responses=_RESPONSES,
     openapi_extra={
         "requestBody": {
@@ -212,7 +216,8 @@ def _redirect_location(request: Request, parsed: ParsedCapture, workspace: Works
     },
 )
 async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Response:
-    """Create or update a contact from a lead (upsert by email). 201 created, 200 updated.
+    """Create or update a contact from a lead (upsert by email). 201 for a new and a known
+    address alike; the answer echoes the request (email normalised) and the contact's id.
 
     Takes JSON, or a plain HTML form post (urlencoded or multipart). A form post is answered
     with a 303 redirect unless it sends `Accept: application/json`. No API key: the workspace
@@ -244,12 +249,20 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
         if parsed.honeypot_filled:
             # Answered exactly like a new contact; nothing stored, no event.
             log.info("capture_honeypot", workspace=workspace.slug)
-            contact, created = service.preview(lead, now=now, client_ip=client_ip), True
+            contact_id = service.preview(lead, now=now, client_ip=client_ip)["id"]
         else:
             workspace_id = workspace.id
-            contact, created = await db.run_in_transaction(
-                lambda conn: service.capture(conn, workspace_id, lead, now=now, client_ip=client_ip)
+            contact, _created = await db.run_in_transaction(
+                lambda conn: service.capture(
+                    conn,
+                    workspace_id,
+                    lead,
+                    now=now,
+                    client_ip=client_ip,
+                    max_metadata_bytes=settings.max_contact_metadata_bytes,
+                )
             )
+            contact_id = contact["id"]
     except ApiError as exc:
         return error_answer(
             exc.status,
@@ -261,7 +274,8 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
         )
     cors = cors_headers(origin, workspace)
     if kind is BodyKind.JSON or wants_json(accept):
-        return json_answer(contact, 201 if created else 200, cors)
+        # One status and shape for a new and a known address: no existence oracle.
+        return json_answer(capture_answer(lead, contact_id, rfc3339(now) or ""), 201, cors)
     location = _redirect_location(request, parsed, workspace)
     return Response(status_code=303, headers={"Location": location, **cors})
 

@@ -10,8 +10,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.capture.limits import MAX_STORED_METADATA_KEYS
+from rex.api.errors import ApiError
+from rex.capture.limits import MAX_STORED_METADATA_KEYS, json_size
 from rex.capture.schemas import ATTRIBUTION_KEYS, CaptureIn
+from rex.consent import service as consent_service
 from rex.contacts import service as contacts_service
 from rex.contacts.schemas import Contact
 from rex.db.schema import contacts
@@ -98,12 +100,23 @@ async def capture(
     *,
     now: datetime,
     client_ip: str | None,
+    max_metadata_bytes: int = 16 * 1024,
 ) -> tuple[dict[str, Any], bool]:
     """Create or update the contact for ``lead.email``; returns ``(contact, created)``.
 
     Emits ``contact.created``, or ``contact.updated`` when the capture changed something.
+    Anonymous, so fill-only: it never overwrites a field, never revokes consent (it may add
+    a grant to the history), and never grows the stored metadata past ``max_metadata_bytes``
+    (compact JSON).
     """
     fields = _split_lead(lead, now, client_ip)
+    if json_size(fields["metadata"]) > max_metadata_bytes:
+        raise ApiError(
+            422,
+            f"metadata: {json_size(fields['metadata'])} bytes is too much; a contact's "
+            f"metadata is at most {max_metadata_bytes} bytes (REX_MAX_CONTACT_METADATA_BYTES)",
+            field="metadata",
+        )
     touch = fields.pop("touch")
     values = {
         "id": new_id("cont"),
@@ -121,6 +134,11 @@ async def capture(
     row = (await conn.execute(_INSERT_NEW[conn.dialect.name], values)).first()
     if row is not None:
         contact = Contact.from_row(row).data()
+        if lead.consent is not None:
+            await consent_service.append(
+                conn, workspace_id, contact["id"], granted=lead.consent.granted,
+                text=lead.consent.text, ip=client_ip, via="capture", now=now,
+            )  # fmt: skip
         await record_event(
             conn,
             workspace_id=workspace_id,
@@ -145,20 +163,31 @@ async def capture(
     }
     room = max(0, MAX_STORED_METADATA_KEYS - len(before["metadata"]))
     new_keys = {k: v for k, v in fields["metadata"].items() if k not in before["metadata"]}
-    new_keys = dict(list(new_keys.items())[:room])
-    if new_keys:
-        changes["metadata"] = {**before["metadata"], **new_keys}
+    metadata = dict(before["metadata"])
+    size = json_size(metadata)
+    for key, value in list(new_keys.items())[:room]:
+        # Compact JSON: '"key":value' plus a comma (or the braces of an empty object).
+        grown = size + json_size(key) + 1 + json_size(value) + (1 if metadata else 0)
+        if grown > max_metadata_bytes:
+            continue  # fill-only: a key that does not fit is dropped, the rest still may fit
+        metadata[key] = value
+        size = grown
+    if len(metadata) != len(before["metadata"]):
+        changes["metadata"] = metadata
     if touch is not None:
         if before["first_touch"] is None:
             changes["first_touch"] = touch
         # A repeat of the same attribution is not a change worth an event.
         if _without_time(before["last_touch"]) != _without_time(touch):
             changes["last_touch"] = touch
-    if fields["consent"] is not None and (
-        before["consent"] is None
-        or (before["consent"].get("granted"), before["consent"].get("text"))
-        != (fields["consent"]["granted"], fields["consent"]["text"])
+    consent = fields["consent"]
+    if consent is not None and consent_service.capture_decision(
+        before["consent"], consent["granted"], consent["text"]
     ):
-        changes["consent"] = fields["consent"]
+        changes["consent"] = consent
+        await consent_service.append(
+            conn, workspace_id, stored.id, granted=True, text=consent["text"],
+            ip=client_ip, via="capture", now=now,
+        )  # fmt: skip
     updated = await contacts_service.apply_changes(conn, workspace_id, stored, changes)
     return updated.data(), False

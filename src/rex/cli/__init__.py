@@ -8,6 +8,7 @@ Server side (``rex.cli.server``): ``serve``, ``worker``, ``migrate``, ``keys``,
 
 from rex.cli import operator
 from rex.cli.listen import listen
+from rex.cli.secrets import secrets_app
 from rex.cli.server import app, main
 from rex.cli.trigger import trigger
 
@@ -17,5 +18,6 @@ app.add_typer(operator.webhooks_app, name="webhooks")
 app.add_typer(operator.deliveries_app, name="deliveries")
 app.add_typer(operator.events_app, name="events")
 app.add_typer(operator.contacts_app, name="contacts")
+app.add_typer(secrets_app, name="secrets")
 
 __all__ = ["app", "main"]

@@ -16,6 +16,7 @@ import typer
 from rex.cli._errors import CliError
 from rex.db.engine import Database
 from rex.logging import configure_logging
+from rex.secretbox import SecretKeyError
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
 
@@ -60,6 +61,36 @@ async def _bootstrap(settings: Settings) -> str | None:
         await db.close()
 
 
+def _show_first_key(key: str, settings: Settings, host: str, port: int) -> None:
+    """The first API key goes to a terminal, or to a file only its owner can read: never
+    into a log (stdout and stderr of a service end up in one)."""
+    import os
+    from pathlib import Path
+
+    from rex.secretbox import default_key_file
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    exports = f"  export REX_URL=http://{shown_host}:{port}\n  export REX_API_KEY={key}\n"
+    if sys.stdout.isatty():
+        typer.echo(
+            "\nRex created its database, the workspace 'default' and its first API key.\n"
+            "The key is shown only now; `rex keys create` makes another at any time.\n\n" + exports
+        )
+        return
+    folder = default_key_file(settings.database_url).parent
+    path = Path(os.environ.get("REX_FIRST_KEY_FILE") or folder / "rex-first-key.txt")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(exports)
+    typer.echo(
+        "\nRex created its database, the workspace 'default' and its first API key.\n"
+        f"Not a terminal, so the key is not printed: it is in {path} (mode 0600).\n"
+        f"  . {path}   # sets REX_URL and REX_API_KEY; then delete the file\n",
+        err=True,
+    )
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -72,19 +103,13 @@ def serve(
     import uvicorn
 
     from rex.app import create_app
+    from rex.http_protocol import make_protocol
     from rex.runtime import runtime_of
 
     settings = _settings()
     first_key = asyncio.run(_bootstrap(settings))
     if first_key:
-        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        typer.echo(
-            "\nRex created its database, the workspace 'default' and its first API key.\n"
-            "The key is shown only now; `rex keys create` makes another at any time.\n\n"
-            f"  export REX_URL=http://{shown_host}:{port}\n"
-            f"  export REX_API_KEY={first_key}\n",
-            err=True,
-        )
+        _show_first_key(first_key, settings, host, port)
     run_worker = not no_worker
     application = create_app(settings, run_worker=run_worker)
     config = uvicorn.Config(
@@ -99,6 +124,11 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
+        # Bounded for the open internet (docs/security.md): connections at once (503 past
+        # them), a deadline for each request to arrive, and idle keep-alive.
+        http=make_protocol(settings.request_read_timeout),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_timeout,
     )
 
     class Server(uvicorn.Server):
@@ -246,7 +276,7 @@ def main() -> None:
         _fail(exc.format_message(), exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except CliError as exc:
+    except (CliError, SecretKeyError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         sys.exit(130)

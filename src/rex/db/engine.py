@@ -7,9 +7,10 @@ service functions).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from rex import secretbox
 from rex.db import sqlite_driver
 from rex.db.group_commit import Committer
 
@@ -58,7 +60,7 @@ class Database:
         if self.is_sqlite:
             database = target.database
             if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                _create_private_file(Path(database))
             path = database or ":memory:"
             self.engine: AsyncEngine = create_async_engine(
                 target,
@@ -79,6 +81,8 @@ class Database:
                 pool_timeout=30,
             )
             _ping_when_idle(self.engine)
+        # Endpoint secrets are encrypted with this database's key (see rex.secretbox).
+        secretbox.attach(self.engine.sync_engine.dialect, secretbox.for_database(url))
         self._queued_callbacks: list[Callable[[], None]] = []
         # SQLite allows one writer at a time: this process's writers share transactions
         # (group commit) instead of queueing for the lock one commit at a time.
@@ -154,6 +158,8 @@ class Database:
                 await conn.execute(sa.text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_ID})"))
             try:
                 await conn.run_sync(_upgrade_head)
+                # Plain-text secrets (before 0006) are encrypted; a wrong key fails here.
+                await secretbox.encrypt_stored_secrets(conn)
                 await conn.commit()
             finally:
                 if not self.is_sqlite:
@@ -164,6 +170,15 @@ class Database:
         if self._committer is not None:
             await self._committer.close()
         await self.engine.dispose()
+
+
+def _create_private_file(path: Path) -> None:
+    """A new SQLite database is readable by its owner only: folder 0700, file 0600 (SQLite
+    gives its -wal and -shm files the database file's permissions)."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _upgrade_head(connection: sa.Connection) -> None:

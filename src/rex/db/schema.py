@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from rex.db.types import JSONType, UTCDateTime
+from rex.secretbox import EncryptedSecret
 
 metadata = sa.MetaData(
     naming_convention={
@@ -83,6 +84,30 @@ contacts = sa.Table(
     *_timestamps(),
     sa.UniqueConstraint("workspace_id", "email"),
     sa.Index(None, "workspace_id", "id"),
+    # Every list filter has an index that also serves the newest-first order (0006).
+    sa.Index(None, "workspace_id", "stage", "id"),
+)
+
+# Every consent a contact gave or withdrew, oldest first, never updated or deleted (but with
+# its contact). ``contacts.consent`` holds the latest record. ``via``: "capture" (anonymous,
+# grants and first answers only) or "api" (an API key; the only way to revoke).
+consent_records = sa.Table(
+    "consent_records",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    _workspace(),
+    sa.Column(
+        "contact_id",
+        sa.String(40),
+        sa.ForeignKey("contacts.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("granted", sa.Boolean(), nullable=False),
+    sa.Column("text", sa.Text()),
+    sa.Column("ip", sa.String(64)),
+    sa.Column("via", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "contact_id", "id"),
 )
 
 pipelines = sa.Table(
@@ -123,6 +148,10 @@ deals = sa.Table(
     sa.Column("metadata", JSONType, nullable=False, default=dict),
     *_timestamps(),
     sa.Index(None, "workspace_id", "id"),
+    sa.Index(None, "workspace_id", "stage", "id"),
+    sa.Index(None, "workspace_id", "status", "id"),
+    sa.Index(None, "workspace_id", "contact_id", "id"),
+    sa.Index(None, "workspace_id", "pipeline_id", "id"),
 )
 
 tasks = sa.Table(
@@ -139,6 +168,10 @@ tasks = sa.Table(
     sa.Column("deal_id", sa.String(40), sa.ForeignKey("deals.id", ondelete="SET NULL")),
     *_timestamps(),
     sa.Index(None, "workspace_id", "id"),
+    sa.Index(None, "workspace_id", "status", "id"),
+    sa.Index(None, "workspace_id", "contact_id", "id"),
+    sa.Index(None, "workspace_id", "deal_id", "id"),
+    sa.Index(None, "workspace_id", "due_at"),
 )
 
 events = sa.Table(
@@ -154,6 +187,8 @@ events = sa.Table(
     sa.Index(None, "workspace_id", "id"),
     sa.Index(None, "workspace_id", "object_id"),
     sa.Index(None, "created_at"),
+    sa.Index(None, "workspace_id", "type", "id"),
+    sa.Index(None, "workspace_id", "created_at"),
 )
 
 endpoints = sa.Table(
@@ -164,8 +199,10 @@ endpoints = sa.Table(
     sa.Column("url", sa.Text(), nullable=False),
     sa.Column("events", JSONType, nullable=False),
     sa.Column("description", sa.Text()),
-    sa.Column("secret", sa.String(200), nullable=False),
-    sa.Column("previous_secret", sa.String(200)),
+    # Encrypted at rest (rex.secretbox: "fernet:" + token); plain text from before 0006 is
+    # still read, and re-encrypted at start-up.
+    sa.Column("secret", EncryptedSecret(), nullable=False),
+    sa.Column("previous_secret", EncryptedSecret()),
     sa.Column("previous_secret_expires_at", UTCDateTime()),
     sa.Column("enabled", sa.Boolean(), nullable=False, default=True),
     sa.Column("disabled_reason", sa.Text()),
@@ -234,6 +271,7 @@ deliveries = sa.Table(
     sa.Index(None, "endpoint_id", "id"),
     sa.Index(None, "event_id"),
     sa.Index(None, "workspace_id", "id"),
+    sa.Index(None, "workspace_id", "status", "id"),
     # The claim query's index: only pending rows, in due order.
     sa.Index(
         "ix_deliveries_due",

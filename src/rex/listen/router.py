@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
 from rex.api.deps import AuthDep, DbDep, SettingsDep
-from rex.api.errors import ERROR_RESPONSES
+from rex.api.errors import ERROR_RESPONSES, ApiError
 from rex.api.pagination import CursorQuery, LimitQuery
 from rex.api.schemas import Deleted
 from rex.delivery.schemas import DeliveryEnvelope
@@ -21,7 +22,7 @@ from rex.listen.schemas import (
     SessionOpen,
     SessionOpenedEnvelope,
 )
-from rex.listen.stream import EventStream, ListenHub, SessionStreamer
+from rex.listen.stream import EventStream, ListenHub, SessionStreamer, Write
 from rex.runtime import runtime_of
 
 # Error responses are declared per route: the stream's errors are JSON, not event streams.
@@ -38,6 +39,22 @@ _STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
         },
     }
     for status_code in (401, 404, 422, 503)
+}
+_STREAM_ERRORS[429] = {
+    "description": "Too many streams connected for this workspace (REX_MAX_STREAMS_PER_WORKSPACE)",
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorEnvelope"},
+            "example": {
+                "error": {
+                    "type": "rate_limited",
+                    "message": "This workspace has the most rex listen streams connected at "
+                    "once (REX_MAX_STREAMS_PER_WORKSPACE=10); stop one and retry.",
+                    "field": None,
+                }
+            },
+        }
+    },
 }
 
 
@@ -154,7 +171,24 @@ async def stream_session(
     async with db.read() as conn:
         await service.fetch_row(conn, auth.workspace.id, session_id)
     streamer = SessionStreamer(db, settings.listen, _hub(request), session_id)
-    return EventStream(streamer.run)
+    quota = runtime_of(request.app).stream_quota
+    workspace_id = auth.workspace.id
+    if not quota.acquire(workspace_id, settings.max_streams_per_workspace):
+        raise ApiError(
+            429,
+            "This workspace has the most rex listen streams connected at once "
+            f"(REX_MAX_STREAMS_PER_WORKSPACE={settings.max_streams_per_workspace}); "
+            "stop one and retry.",
+            headers={"Retry-After": "5"},
+        )
+
+    async def run(write: Write, disconnected: asyncio.Event) -> None:
+        try:
+            await streamer.run(write, disconnected)
+        finally:
+            quota.release(workspace_id)
+
+    return EventStream(run)
 
 
 @router.post("/{session_id}/results", response_model=DeliveryEnvelope, responses=ERROR_RESPONSES)

@@ -59,6 +59,24 @@ def is_connected(session: ListenSession, config: ListenConfig, now: datetime) ->
     return session.connection_id is not None and session.last_seen_at >= stale
 
 
+async def _check_session_quota(conn: AsyncConnection, workspace_id: str, limit: int) -> None:
+    """At most ``REX_MAX_LISTEN_SESSIONS_PER_WORKSPACE`` sessions: each one receives a copy
+    of every event, so one workspace cannot multiply its deliveries without bound."""
+    count = (
+        await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(listen_sessions)
+            .where(listen_sessions.c.workspace_id == workspace_id)
+        )
+    ).scalar_one()
+    if count >= limit:
+        raise Conflict(
+            f"This workspace has {count} open rex listen sessions, the most it may have "
+            f"(REX_MAX_LISTEN_SESSIONS_PER_WORKSPACE={limit}); end one (DELETE "
+            "/listen/sessions/{id}) or wait for an idle one to expire."
+        )
+
+
 def serialize(row: Any, config: ListenConfig, now: datetime) -> dict[str, Any]:
     session = ListenSession.from_row(row)
     connected = is_connected(session, config, now)
@@ -142,6 +160,7 @@ async def open_session(
     else:
         if existing is not None:  # expired, not swept yet
             await delete_endpoints(conn, [existing.id])
+        await _check_session_quota(conn, workspace_id, config.max_sessions_per_workspace)
         session_id = new_id("wh")
         await conn.execute(
             sa.insert(endpoints).values(

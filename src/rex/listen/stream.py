@@ -282,3 +282,24 @@ async def expire_sessions(db: Database, config: ListenConfig, stop: asyncio.Even
             log.warning("listen_expiry_failed", error=str(exc)[:200])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
+
+
+class StreamQuota:
+    """Streams connected at once per workspace, in this process (each holds a connection
+    and a claim loop)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def acquire(self, workspace_id: str, limit: int) -> bool:
+        if self._open.get(workspace_id, 0) >= limit:
+            return False
+        self._open[workspace_id] = self._open.get(workspace_id, 0) + 1
+        return True
+
+    def release(self, workspace_id: str) -> None:
+        left = self._open.get(workspace_id, 0) - 1
+        if left > 0:
+            self._open[workspace_id] = left
+        else:
+            self._open.pop(workspace_id, None)

@@ -78,11 +78,16 @@ async def prune_finished_events(conn: AsyncConnection, *, before: datetime, batc
         )
         if not got_lock:
             return 0
+    # A delivery pending for a disabled endpoint holds nothing: it is pruned with its event.
+    live = sa.select(endpoints.c.id).where(
+        endpoints.c.id == deliveries.c.endpoint_id, endpoints.c.enabled.is_(True)
+    )
     pending = (
         sa.select(deliveries.c.id)
         .where(
             deliveries.c.event_id == events.c.id,
             deliveries.c.status == DeliveryStatus.PENDING.value,
+            live.exists(),
         )
         .exists()
     )
@@ -102,7 +107,7 @@ async def prune_finished_events(conn: AsyncConnection, *, before: datetime, batc
         return 0
     finished = sa.and_(
         deliveries.c.event_id.in_(event_ids),
-        deliveries.c.status != DeliveryStatus.PENDING.value,
+        sa.or_(deliveries.c.status != DeliveryStatus.PENDING.value, ~live.exists()),
     )
     await conn.execute(
         sa.delete(attempts).where(

@@ -113,7 +113,12 @@ _LEASED_NOW = (
 def _oldest_due(endpoint_count: int) -> sa.CompoundSelect[Any]:
     """The oldest due rows of ``endpoint_{n}``, at most ``slots_{n}`` each."""
     parts = [
-        sa.select(deliveries.c.id, deliveries.c.endpoint_id, deliveries.c.next_attempt_at)
+        sa.select(
+            deliveries.c.id,
+            deliveries.c.endpoint_id,
+            deliveries.c.next_attempt_at,
+            deliveries.c.workspace_id,
+        )
         .where(deliveries.c.endpoint_id == sa.bindparam(f"endpoint_{n}"), _due_clause(_NOW))
         # In index order only (no tie-break on id), so the scan stops after `slots` rows.
         .order_by(deliveries.c.next_attempt_at)
@@ -222,13 +227,20 @@ async def claim_due_deliveries(
         parameters[f"endpoint_{n}"] = endpoint_id
         parameters[f"slots_{n}"] = slots
     due = (await conn.execute(_oldest_due(len(room)), parameters)).all()
-    # Round-robin: every endpoint's oldest row, then every endpoint's second oldest...
+    # Round-robin between workspaces first (a tenant with many endpoints gets no more slots
+    # than one with a single endpoint), then within a workspace between its endpoints:
+    # every endpoint's oldest row, then every endpoint's second oldest...
     rank: dict[str, int] = {}
-    ranked = []
+    per_workspace: dict[str, list[tuple[int, datetime, str]]] = {}
     for row in sorted(due, key=lambda r: (r.next_attempt_at, r.id)):
         rank[row.endpoint_id] = rank.get(row.endpoint_id, 0) + 1
-        ranked.append((rank[row.endpoint_id], row.next_attempt_at, row.id))
-    chosen = [delivery_id for _, _, delivery_id in sorted(ranked)[:limit]]
+        per_workspace.setdefault(row.workspace_id, []).append(
+            (rank[row.endpoint_id], row.next_attempt_at, row.id)
+        )
+    ranked = [
+        (turn, *row) for rows in per_workspace.values() for turn, row in enumerate(sorted(rows))
+    ]
+    chosen = [delivery_id for *_, delivery_id in sorted(ranked)[:limit]]
     claimed_ids = (
         (
             await conn.execute(

@@ -9,7 +9,9 @@
  *    or the error next to the form (in [data-rex-error] when the form has one);
  *  - if the post cannot be made from script (no fetch, network or CORS failure), lets the
  *    browser post the form the plain way, which works with no script at all.
- * The form also fires "rex:success" (event.detail.data is the contact) and "rex:error".
+ * The form also fires "rex:success" and "rex:error". rex:success's event.detail is
+ * /capture's answer: the fields the form sent (email normalised) plus the contact's id, the
+ * same 201 answer for a new and a known address; it never holds a stored value.
  */
 (function () {
   "use strict";

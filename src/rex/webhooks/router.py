@@ -38,7 +38,13 @@ async def create_endpoint(
 ) -> dict[str, Any]:
     """Subscribe a URL to events. The response is the only time the secret is shown."""
     async with db.transaction() as conn:
-        endpoint = await service.create(conn, auth.workspace.id, body, _policy(request))
+        endpoint = await service.create(
+            conn,
+            auth.workspace.id,
+            body,
+            _policy(request),
+            max_endpoints=runtime_of(request.app).settings.max_endpoints_per_workspace,
+        )
     return {"data": endpoint}
 
 

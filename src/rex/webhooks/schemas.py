@@ -9,7 +9,22 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from rex.outbox.catalogue import EVENT_TYPES, WILDCARD
 
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
-Secret = Annotated[str, StringConstraints(min_length=8, max_length=200)]
+MIN_SECRET_LENGTH = 32
+# The seeds' placeholder secrets, shorter than 32 characters: the seeds must keep working as
+# written, so these exact strings are still accepted (docs/security.md says to replace them).
+SEED_EXAMPLE_SECRETS = frozenset({"whsec_your_signing_secret", "whsec_test_secret"})
+
+
+def _check_secret(value: str | None) -> str | None:
+    if value is not None and len(value) < MIN_SECRET_LENGTH and value not in SEED_EXAMPLE_SECRETS:
+        raise ValueError(
+            f"a signing secret needs at least {MIN_SECRET_LENGTH} characters (this one has "
+            f"{len(value)}); leave it out and Rex generates a strong one"
+        )
+    return value
+
+
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=500)]
 MaxConcurrency = Annotated[
     int,
@@ -51,12 +66,17 @@ class EndpointCreate(BaseModel):
     url: Url
     events: list[str] | str = Field(description='Event names, or "*" for every event.')
     secret: Secret | None = Field(
-        None, description="Signing secret; one of the form whsec_... is generated when absent."
+        None,
+        description=(
+            "Signing secret, at least 32 characters; one of the form whsec_... is generated "
+            "when absent."
+        ),
     )
     description: Description | None = None
     max_concurrency: MaxConcurrency = DEFAULT_MAX_CONCURRENCY
 
     _events = field_validator("events")(_check_events)
+    _secret = field_validator("secret")(_check_secret)
 
 
 class EndpointUpdate(BaseModel):
@@ -125,12 +145,21 @@ class EndpointList(BaseModel):
 
 class SecretRotation(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{}, {"secret": "whsec_my_new_secret"}]}
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{}, {"secret": "whsec_my_new_secret_of_at_least_32_chars"}]
+        },
     )
 
     secret: Secret | None = Field(
-        None, description="The new secret; one of the form whsec_... is generated when absent."
+        None,
+        description=(
+            "The new secret (at least 32 characters); one of the form whsec_... is generated "
+            "when absent."
+        ),
     )
+
+    _secret = field_validator("secret")(_check_secret)
 
 
 class Recovery(BaseModel):

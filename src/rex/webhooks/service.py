@@ -52,9 +52,30 @@ async def fetch_row(
 
 
 async def create(
-    conn: AsyncConnection, workspace_id: str, body: EndpointCreate, policy: DestinationPolicy
+    conn: AsyncConnection,
+    workspace_id: str,
+    body: EndpointCreate,
+    policy: DestinationPolicy,
+    *,
+    max_endpoints: int | None = None,
 ) -> dict[str, Any]:
     _check_url(body.url, policy)
+    if max_endpoints is not None:
+        count = (
+            await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(endpoints)
+                .where(
+                    endpoints.c.workspace_id == workspace_id,
+                    endpoints.c.kind == EndpointKind.WEBHOOK.value,
+                )
+            )
+        ).scalar_one()
+        if count >= max_endpoints:
+            raise Conflict(
+                f"This workspace has {count} webhook endpoints, the most it may have "
+                f"(REX_MAX_ENDPOINTS_PER_WORKSPACE={max_endpoints}); delete one first.",
+            )
     now = utcnow()
     values = {
         "id": new_id("wh"),

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Protocol
 
 import aiohttp
+import structlog
 from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -46,6 +47,11 @@ __all__ = [
 ]
 
 EXCERPT_BYTES = 1024
+# What an API client sees when the destination policy refused an address, or a name did not
+# resolve: one message, so attempts cannot map an internal network (the log has the detail).
+REFUSED = "destination refused (the host did not resolve to an allowed address)"
+_PUBLIC_ONLY = DestinationPolicy()
+log = structlog.get_logger("rex.delivery")
 # Bodies up to this size are read to the end so the connection can be reused;
 # a larger body is cut off and its connection closed.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -65,9 +71,11 @@ class TransportResponse:
 class DeliveryFailed(Exception):
     """No HTTP response was obtained; ``error`` says why in a few words."""
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, detail: str | None = None) -> None:
         super().__init__(error)
         self.error = error
+        # What the log gets; ``error`` is what API clients see (REFUSED for refusals).
+        self.detail = detail or error
 
 
 class Transport(Protocol):
@@ -129,6 +137,8 @@ class _PolicyResolver(AbstractResolver):
     def __init__(self, policy: DestinationPolicy, resolver: AbstractResolver) -> None:
         self._policy = policy
         self._resolver = resolver
+        # Names last resolved to an address that only REX_ALLOWED_NETWORKS opens.
+        self.internal_hosts: set[str] = set()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -138,6 +148,10 @@ class _PolicyResolver(AbstractResolver):
             reason = _refusal_reason(self._policy, result["host"])
             if reason is not None:
                 raise DestinationRefused(f"{reason} (resolved from {host})")
+        if any(_refusal_reason(_PUBLIC_ONLY, r["host"]) for r in results):
+            self.internal_hosts.add(host)
+        else:
+            self.internal_hosts.discard(host)
         return results
 
     async def close(self) -> None:
@@ -284,7 +298,8 @@ class AiohttpTransport:
         if literal_ip is not None:
             reason = self._policy.refusal_reason(literal_ip)
             if reason is not None:
-                raise DeliveryFailed(f"destination refused: {reason}")
+                log.info("destination_refused", host=host, detail=reason)
+                raise DeliveryFailed(REFUSED, f"destination refused: {reason}")
         problem = validate_endpoint_url(url, self._policy)
         if problem is not None:
             raise DeliveryFailed(problem)
@@ -303,8 +318,22 @@ class AiohttpTransport:
         except aiohttp.ClientError as exc:
             refusal = _find_refusal(exc)
             if refusal is not None:
-                raise DeliveryFailed(f"destination refused: {refusal.reason}") from None
+                detail = f"destination refused: {refusal.reason}"
+                log.info("destination_refused", host=host, detail=detail)
+                raise DeliveryFailed(REFUSED, detail) from None
+            if isinstance(exc, aiohttp.ClientConnectorDNSError):
+                log.info("destination_refused", host=host, detail=_describe(exc, host))
+                raise DeliveryFailed(REFUSED, _describe(exc, host)) from None
             raise DeliveryFailed(_describe(exc, host)) from exc
+        # An address reachable only because REX_ALLOWED_NETWORKS opens it is internal: its
+        # answer is never stored where API clients can read it back.
+        internal = not self._policy.allow_private and (
+            (literal_ip is not None and _PUBLIC_ONLY.refusal_reason(literal_ip) is not None)
+            or (
+                self._policy_resolver is not None
+                and host.lower().rstrip(".") in self._policy_resolver.internal_hosts
+            )
+        )
 
         # The status line and headers decide the attempt. A body that stalls
         # or breaks off only shortens the excerpt.
@@ -327,9 +356,11 @@ class AiohttpTransport:
                 response.release()  # back to the keep-alive pool
             else:
                 response.close()  # unread data: the connection cannot be reused
+        if internal:
+            log.info("internal_response_not_stored", host=host, status_code=response.status)
         return TransportResponse(
             status_code=response.status,
-            excerpt=_decode_excerpt(bytes(data), complete=complete),
+            excerpt="" if internal else _decode_excerpt(bytes(data), complete=complete),
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
 

@@ -33,8 +33,8 @@ NODE = shutil.which("node") or ("/usr/bin/node" if Path("/usr/bin/node").exists(
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed (Debian: nodejs)")
 UVICORN = str(Path(sys.executable).with_name("uvicorn"))
 
-SECRET = "whsec_the_receivers_secret"
-NEWER = "whsec_rotated_in_since"
+SECRET = "whsec_the_receivers_secret_of_32_chars_or_more"
+NEWER = "whsec_rotated_in_since_then_also_32_chars_long"
 BODY = json.dumps(
     {"id": "evt_01DOCS", "event": "contact.created", "data": {"email": "jane@example.com"}}
 ).encode()

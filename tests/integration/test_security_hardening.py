@@ -21,9 +21,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from rex.delivery.retention import prune_expired
-from rex.delivery.ssrf import DestinationPolicy
-from rex.delivery.transport import REFUSED, AiohttpTransport
+from rex.worker.retention import prune_expired
+from rex.worker.ssrf import DestinationPolicy
+from rex.worker.transport import REFUSED, AiohttpTransport
 
 from rex import verify_signature
 from rex.db.engine import Database
@@ -499,7 +499,8 @@ def test_rotating_the_secret_key_with_rex_secrets_rotate_key(
 
 
 async def test_worker_slots_are_shared_per_workspace_first(database_url: str) -> None:
-    from rex.db import outbox
+    from rex.outbox.events import record_event
+    from rex.outbox.queue import claim_due_deliveries
     from rex.webhooks import service as webhooks
     from rex.webhooks.schemas import EndpointCreate
     from rex.workspaces import service as workspaces
@@ -516,12 +517,12 @@ async def test_worker_slots_are_shared_per_workspace_first(database_url: str) ->
                     body = EndpointCreate(url=f"https://h{n}.example.com/", events=["*"])
                     await webhooks.create(conn, workspace.id, body, DestinationPolicy())
                 for i in range(10):
-                    await outbox.record_event(
+                    await record_event(
                         conn, workspace_id=workspace.id, event_type="contact.created",
                         data={"n": i}, object_id=None, now=at + timedelta(milliseconds=i),
                     )  # fmt: skip
         async with db.transaction() as conn:
-            claimed = await outbox.claim_due_deliveries(
+            claimed = await claim_due_deliveries(
                 conn, worker_id="w", now=utcnow(), lease=30, limit=4
             )
     finally:

@@ -6,7 +6,7 @@ import json
 import time
 
 import httpx
-from rex.delivery.transport import REFUSED
+from rex.worker.transport import REFUSED
 
 import rex as rexlib
 from tests.receiver import Receiver, Reset, Slow

@@ -19,6 +19,7 @@ from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
 from rex.capture.ratelimit import RateLimiter
 from rex.capture.router import router as capture_router
+from rex.clock import SYSTEM_CLOCK, Clock
 from rex.contacts.router import router as contacts_router
 from rex.db import outbox
 from rex.db.engine import Database
@@ -70,10 +71,12 @@ def create_app(
     *,
     run_worker: bool | None = None,
     transport: Transport | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
     """Build the app. ``run_worker`` defaults to True on SQLite (the embedded worker), which
     sends with ``transport`` (default: ``AiohttpTransport`` under the destination policy; it
-    is closed at shutdown)."""
+    is closed at shutdown). ``clock`` (default: the system's) is the time the app and its
+    worker decide durations by (see ``rex.clock``)."""
     settings = settings or Settings()
     embedded_worker = settings.is_sqlite if run_worker is None else run_worker
 
@@ -96,7 +99,7 @@ def create_app(
                 # One worker per SQLite database: leases left by a previous run are stale.
                 async with db.transaction() as conn:
                     await outbox.release_all_leases(conn)
-            worker = DeliveryWorker(db, settings, sender)
+            worker = DeliveryWorker(db, settings, sender, clock=app.state.clock)
             worker_task = asyncio.create_task(worker.run(stop))
         try:
             yield
@@ -116,6 +119,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.clock = clock or SYSTEM_CLOCK
     app.state.destination_policy = destination_policy(settings)
     app.state.proxy_trust = ProxyTrust(settings.trusted_proxies)
     app.state.capture_limiter = RateLimiter()

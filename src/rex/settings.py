@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = 64
     endpoint_disable_after: float = 5 * 24 * 3600.0
     retention_days: int = 30
+    # Seconds between two retention runs of a worker (the first runs when it starts).
+    retention_interval: float = Field(3600.0, gt=0)
     # `rex listen`: how long a disconnected session keeps its secret and queues its events,
     # and the longest pause between two heartbeats of a connected one.
     listen_grace_period: float = Field(600.0, gt=0)

@@ -28,9 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rex.api.deps import api_key_from_headers
 from rex.api.errors import error_response
 from rex.api.routes import api_operations
+from rex.clock import Clock
 from rex.db import idempotency as store
 from rex.db.engine import Database
-from rex.ids import utcnow
 from rex.workspaces import service as workspaces
 
 log = structlog.get_logger("rex.api")
@@ -112,9 +112,10 @@ class IdempotencyMiddleware:
 
         body, receive = await _read_body(receive)
         fingerprint = request_fingerprint(scope, body, headers.get("content-type", "").lower())
+        clock: Clock = scope["app"].state.clock
         async with db.transaction() as conn:
             claim = await store.claim(
-                conn, workspace_id=workspace_id, key=key, request_hash=fingerprint, now=utcnow()
+                conn, workspace_id=workspace_id, key=key, request_hash=fingerprint, now=clock.now()
             )
         if claim.outcome is store.ClaimOutcome.MISMATCH:
             response = error_response(

@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex._signing import is_standard_webhooks_secret, sign, sign_standard_webhooks
 from rex._version import __version__
+from rex.clock import SYSTEM_CLOCK, Clock
 from rex.db import outbox
 from rex.db.engine import Database, asyncpg_dsn
 from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus
 from rex.delivery.retention import prune_expired
 from rex.delivery.retry import next_state
 from rex.delivery.transport import DeliveryFailed, Transport
-from rex.ids import utcnow
 from rex.settings import Settings
 from rex.webhooks import service as webhooks
 
@@ -34,8 +34,6 @@ log = structlog.get_logger("rex.worker")
 USER_AGENT = f"Rex-Webhooks/{__version__}"
 _MIN_IDLE_WAIT = 0.05
 _MIN_CYCLE_INTERVAL = 0.005
-RETENTION_INTERVAL = 3600.0
-"""Seconds between two retention runs (the first runs when the worker starts)."""
 GONE_REASON = "the endpoint answered 410 Gone: it asked not to receive webhooks any more"
 
 
@@ -79,8 +77,10 @@ class DeliveryWorker:
         *,
         concurrency: int | None = None,
         worker_id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
+        self.clock = clock
         self.settings = settings
         self.transport = transport
         self.concurrency = concurrency or settings.worker_concurrency
@@ -142,11 +142,13 @@ class DeliveryWorker:
         finished, self._finished = self._finished, []
         if free <= 0 and not finished:
             return self.settings.delivery_poll_interval  # a finishing attempt kicks us
-        now = utcnow()
 
         async def record_and_claim(
             conn: AsyncConnection,
         ) -> tuple[list[str], list[ClaimedDelivery], datetime | None]:
+            # Read when the transaction runs, not before it waited for the write lock: the
+            # claim (leases, due times, which secrets still sign) is decided at this time.
+            now = self.clock.now()
             disabled: list[str] = []
             if finished:
                 # First, so that the slots these attempts held are free for the claim.
@@ -199,7 +201,7 @@ class DeliveryWorker:
             return 0.0
         if next_due is None:
             return self.settings.delivery_poll_interval
-        until_due = (next_due - utcnow()).total_seconds()
+        until_due = (next_due - self.clock.now()).total_seconds()
         return min(max(until_due, _MIN_IDLE_WAIT), self.settings.delivery_poll_interval)
 
     def _attempt_done(self, task: asyncio.Task[None]) -> None:
@@ -207,7 +209,7 @@ class DeliveryWorker:
         self._kick.set()
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
-        at = utcnow()
+        at = self.clock.now()
         headers = signed_headers(delivery, int(at.timestamp()))
         started = time.perf_counter()
         status_code: int | None = None
@@ -268,13 +270,13 @@ class DeliveryWorker:
         )
 
     async def _retention_loop(self, stop: asyncio.Event) -> None:
-        """Prune old finished events now, then every ``RETENTION_INTERVAL`` seconds."""
+        """Prune old finished events now, then every ``retention_interval`` seconds."""
         if self.settings.retention_days <= 0:
             return
         while not stop.is_set():
             try:
                 removed = await prune_expired(
-                    self.db, retention_days=self.settings.retention_days, now=utcnow()
+                    self.db, retention_days=self.settings.retention_days, now=self.clock.now()
                 )
             except Exception as exc:  # retried at the next run
                 log.warning("retention_failed", error=str(exc)[:200])
@@ -282,7 +284,7 @@ class DeliveryWorker:
                 if removed:
                     log.info("retention_pruned", events=removed)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL)
+                await asyncio.wait_for(stop.wait(), self.settings.retention_interval)
 
     async def _listen_for_notifications(self, stop: asyncio.Event) -> None:
         """PostgreSQL LISTEN on a dedicated connection: a wake-up hint, reconnected forever."""

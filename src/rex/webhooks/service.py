@@ -160,7 +160,12 @@ async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) 
 
 
 async def rotate_secret(
-    conn: AsyncConnection, workspace_id: str, endpoint_id: str, body: SecretRotation
+    conn: AsyncConnection,
+    workspace_id: str,
+    endpoint_id: str,
+    body: SecretRotation,
+    *,
+    now: datetime,
 ) -> dict[str, Any]:
     """Replace the secret; the current one keeps signing for ``ROTATION_OVERLAP``.
 
@@ -171,7 +176,6 @@ async def rotate_secret(
     secret = body.secret or generate_secret()
     if secret == row.secret:
         raise ApiError(422, "The new secret must differ from the current one.", field="secret")
-    now = utcnow()
     row = (
         await conn.execute(
             sa.update(endpoints)

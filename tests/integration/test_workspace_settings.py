@@ -89,10 +89,14 @@ def test_removing_the_redirects_origin_is_refused(rex: RexServer) -> None:
             "/workspace",
             json={"allowed_origins": ["https://a.test"], "redirect_url": "https://a.test/ok"},
         ).raise_for_status()
+        before = client.get("/workspace").json()["data"]
         response = client.patch("/workspace", json={"allowed_origins": ["https://b.test"]})
+        after = client.get("/workspace").json()["data"]
 
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "allowed_origins"
+    assert after == before
+    assert after["allowed_origins"] == ["https://a.test"]
 
 
 def test_workspace_needs_a_key_and_shows_only_the_keys_own(rex: RexServer) -> None:

@@ -145,6 +145,16 @@ def test_capture_lands_in_the_workspace_its_host_names(multi: RexServer) -> None
     assert emails(multi, multi.key) == ["d@example.com"]
 
 
+def test_localhost_and_the_bare_base_domain_land_in_default(multi: RexServer) -> None:
+    acme = multi.key_for("acme")
+    hosts = ["localhost", "LOCALHOST:8000", BASE, f"{BASE}:8080", f"{BASE}.", "[::1]:8000"]
+    for i, host in enumerate(hosts):
+        response = capture_on(multi, host, {"email": f"d{i}@example.com"})
+        assert response.status_code == 201, (host, response.text)
+    assert sorted(emails(multi, multi.key)) == [f"d{i}@example.com" for i in range(len(hosts))]
+    assert emails(multi, acme) == []
+
+
 def test_unknown_or_nested_workspace_hosts_are_404(multi: RexServer) -> None:
     multi.key_for("acme")
     unknown = capture_on(multi, f"nope.{BASE}", {"email": "a@example.com"})

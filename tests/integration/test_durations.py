@@ -25,7 +25,7 @@ from rex.db import outbox
 from rex.db.engine import Database
 from rex.db.schema import idempotency_keys
 from rex.delivery.retention import prune_expired
-from rex.ids import utcnow
+from rex.ids import rfc3339, utcnow
 from rex.workspaces import service as workspaces
 from tests.receiver import ReceivedRequest, Receiver, Respond
 from tests.support import RexServer, make_settings, serve_rex, sql, wait_until
@@ -318,4 +318,9 @@ def test_endpoint_disable_after_zero_never_disables(
             assert count(database_url, "attempts") == 4  # the whole schedule, 30 days on
     assert endpoint["enabled"] is not disabled
     assert (endpoint["disabled_reason"] is not None) is disabled
+    if disabled:  # the reason names the limit and when the failures began (the first one)
+        [(first_at,)] = sql(database_url, "SELECT min(at) FROM attempts")
+        reason = endpoint["disabled_reason"]
+        assert "no successful delivery for 1 hour" in reason, reason
+        assert f"(failing since {rfc3339(_as_datetime(first_at))})" in reason, reason
     assert count(database_url, "events", "type = 'endpoint.disabled'") == int(disabled)

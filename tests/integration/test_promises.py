@@ -234,3 +234,39 @@ def test_rex_listen_honours_a_429_retry_after(
             ),
             timeout=30,
         )
+
+
+# -- deleting keeps what linked to it, unlinked, without *.updated events --------------------
+
+
+def test_deleting_a_contact_or_a_deal_unlinks_without_updated_events(rex: RexServer) -> None:
+    from tests.integration.crm import event_types
+
+    with rex.client() as client:
+        contact = client.post("/contacts", json={"email": "gone@example.com"}).json()["data"]
+        deal = client.post("/deals", json={"name": "D", "contact_id": contact["id"]})
+        deal = deal.json()["data"]
+        task = client.post(
+            "/tasks", json={"title": "t", "deal_id": deal["id"], "contact_id": contact["id"]}
+        ).json()["data"]
+        client.delete(f"/contacts/{contact['id']}").raise_for_status()
+        assert client.get(f"/deals/{deal['id']}").json()["data"]["contact_id"] is None
+        assert client.get(f"/tasks/{task['id']}").json()["data"]["contact_id"] is None
+        client.delete(f"/deals/{deal['id']}").raise_for_status()
+        assert client.get(f"/tasks/{task['id']}").json()["data"]["deal_id"] is None
+    assert event_types(rex) == [
+        "contact.created", "deal.created", "task.created", "contact.deleted", "deal.deleted",
+    ]  # fmt: skip
+
+
+# -- /embed.js under 6 KiB, /redoc served ---------------------------------------------------
+
+
+def test_embed_js_is_under_6_kib_and_redoc_is_served(rex: RexServer) -> None:
+    embed = httpx.get(f"{rex.url}/embed.js")
+    assert embed.status_code == 200
+    assert "javascript" in embed.headers["content-type"]
+    assert 0 < len(embed.content) < 6 * 1024
+    redoc = httpx.get(f"{rex.url}/redoc")
+    assert redoc.status_code == 200 and "redoc" in redoc.text.lower()
+    assert "/openapi.json" in redoc.text

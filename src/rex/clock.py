@@ -6,7 +6,8 @@ secret stops signing, when an idempotency key expires or goes stale, which event
 enough to prune, how long an endpoint has been failing, and when a lease ends.
 
 Tests pass a ``ShiftedClock`` to move Rex's idea of "now" forward without rewriting stored
-timestamps: the time still flows (timeouts and sleeps are real), only shifted.
+timestamps: the time still flows (timeouts and sleeps are real), only shifted. A
+``FixedClock`` stands still, for boundaries that must be hit to the second.
 """
 
 from __future__ import annotations
@@ -52,6 +53,23 @@ class ShiftedClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.offset
+
+
+class FixedClock:
+    """A clock that stands still at a moment until it is set to another (from any thread):
+    for a test that must hit a boundary to the second however slow the machine is."""
+
+    def __init__(self, moment: datetime) -> None:
+        self._moment = moment
+        self._lock = threading.Lock()
+
+    def set(self, moment: datetime) -> None:
+        with self._lock:
+            self._moment = moment
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._moment
 
 
 SYSTEM_CLOCK = SystemClock()

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from rex.api.idempotency import request_fingerprint
-from rex.clock import ShiftedClock
+from rex.clock import FixedClock, ShiftedClock
 from rex.db import outbox
 from rex.db.engine import Database
 from rex.db.schema import idempotency_keys
@@ -110,24 +110,23 @@ def _as_datetime(value: object) -> datetime:
 # -- idempotency keys: 24 hours to replay, 5 minutes in flight ------------------------------
 
 
-def test_a_key_replays_for_24_hours_then_runs_again(
-    shifted_rex: RexServer, clock: ShiftedClock
-) -> None:
-    rex = shifted_rex
+def test_a_key_replays_for_24_hours_then_runs_again(database_url: str) -> None:
+    start = utcnow()
+    clock = FixedClock(start)  # still: the boundary is hit exactly, however slow the machine
     body = {"title": "Call back"}
-    with rex.client() as client:
+    with serve_rex(make_settings(database_url), clock=clock) as rex, rex.client() as client:
         client.headers["Idempotency-Key"] = "ttl-1"
         first = client.post("/tasks", json=body)
         assert first.status_code == 201, first.text
 
-        clock.set(23 * HOUR + 59 * MINUTE)
+        clock.set(start + 23 * HOUR + 59 * MINUTE)
         replay = client.post("/tasks", json=body)
         assert replay.status_code == 201
         assert replay.headers.get("idempotent-replayed") == "true"
         assert replay.json() == first.json()
         assert count(rex.database_url, "tasks") == 1
 
-        clock.set(24 * HOUR + MINUTE)
+        clock.set(start + 24 * HOUR + MINUTE)
         again = client.post("/tasks", json=body)
         assert again.status_code == 201, again.text
         assert "idempotent-replayed" not in again.headers
@@ -165,16 +164,15 @@ def _claim_in_flight(database_url: str, key: str, body: dict[str, str], now: dat
     asyncio.run(run())
 
 
-def test_a_key_in_flight_answers_409_for_5_minutes_then_runs_again(
-    shifted_rex: RexServer, clock: ShiftedClock
-) -> None:
-    rex = shifted_rex
+def test_a_key_in_flight_answers_409_for_5_minutes_then_runs_again(database_url: str) -> None:
+    start = utcnow()
+    clock = FixedClock(start)  # still: 1 s either side of 5 min is hit exactly
     body = {"title": "In flight"}
-    _claim_in_flight(rex.database_url, "flight-1", body, clock.now())
-    with rex.client() as client:
+    with serve_rex(make_settings(database_url), clock=clock) as rex, rex.client() as client:
+        _claim_in_flight(rex.database_url, "flight-1", body, start)
         client.headers["Idempotency-Key"] = "flight-1"
         for shift in (timedelta(0), 4 * MINUTE + timedelta(seconds=59)):
-            clock.set(shift)
+            clock.set(start + shift)
             busy = client.post("/tasks", json=body)
             assert busy.status_code == 409, (shift, busy.text)
             assert busy.json()["error"]["type"] == "idempotency_key_in_use"
@@ -185,7 +183,7 @@ def test_a_key_in_flight_answers_409_for_5_minutes_then_runs_again(
         other = client.post("/tasks", json={"title": "Something else"})
         assert other.json()["error"]["type"] == "idempotency_key_reused"
 
-        clock.set(5 * MINUTE + timedelta(seconds=1))  # the first request died: run it
+        clock.set(start + 5 * MINUTE + timedelta(seconds=1))  # the first request died: run it
         ran = client.post("/tasks", json=body)
         assert ran.status_code == 201, ran.text
         assert "idempotent-replayed" not in ran.headers

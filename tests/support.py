@@ -23,6 +23,7 @@ import uvicorn
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from rex.app import create_app
+from rex.clock import Clock
 from rex.db.engine import Database
 from rex.db.schema import metadata
 from rex.runtime import runtime_of
@@ -121,13 +122,18 @@ class RexServer:
 
 @contextmanager
 def serve_rex(
-    settings: Settings, *, run_worker: bool = True, transport: Transport | None = None
+    settings: Settings,
+    *,
+    run_worker: bool = True,
+    transport: Transport | None = None,
+    clock: Clock | None = None,
 ) -> Iterator[RexServer]:
     """Serve Rex with uvicorn in a thread on a free 127.0.0.1 port (its worker sending with
-    ``transport``, e.g. an ``AiohttpTransport`` with a ``StubResolver``)."""
+    ``transport``, e.g. an ``AiohttpTransport`` with a ``StubResolver``; the app and worker
+    telling the time by ``clock``, e.g. a ``ShiftedClock``)."""
     key = api_key(settings.database_url)
     port = free_port()
-    app = create_app(settings, run_worker=run_worker, transport=transport)
+    app = create_app(settings, run_worker=run_worker, transport=transport, clock=clock)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

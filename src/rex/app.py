@@ -19,6 +19,7 @@ from rex.api.idempotency import IdempotencyMiddleware
 from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
 from rex.capture.router import router as capture_router
+from rex.clock import Clock
 from rex.consent.router import router as consent_router
 from rex.contacts.router import router as contacts_router
 from rex.db.engine import Database
@@ -63,13 +64,15 @@ def create_app(
     *,
     run_worker: bool | None = None,
     transport: Transport | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
     """Build the app. ``run_worker`` defaults to True on SQLite (the embedded worker), which
     sends with ``transport`` (default: ``AiohttpTransport`` under the destination policy; it
-    is closed at shutdown)."""
+    is closed at shutdown). ``clock`` (default: the system's) is the time the app and its
+    worker decide durations by (see ``rex.clock``)."""
     settings = settings or Settings()
     embedded_worker = settings.is_sqlite if run_worker is None else run_worker
-    runtime = Runtime.from_settings(settings)
+    runtime = Runtime.from_settings(settings, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,7 +93,7 @@ def create_app(
                 # One worker per SQLite database: leases left by a previous run are stale.
                 async with db.transaction() as conn:
                     await queue.release_all_leases(conn)
-            worker = DeliveryWorker(db, settings.delivery, sender)
+            worker = DeliveryWorker(db, settings.delivery, sender, clock=runtime.clock)
             worker_task = asyncio.create_task(worker.run(stop))
         try:
             yield

@@ -66,6 +66,8 @@ class DeliveryConfig:
     """Seconds without a success after which a failing endpoint is disabled (None: never)."""
     retention_days: int
     """Finished events older than this are pruned (<= 0: kept forever)."""
+    retention_interval: float = 3600.0
+    """Seconds between two retention runs (the first runs when the worker starts)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from rex.api.client_ip import ProxyTrust
 from rex.capture.ratelimit import CaptureLimits, RateLimiter
+from rex.clock import SYSTEM_CLOCK, Clock
 from rex.db.engine import Database
 from rex.listen.stream import ListenHub, StreamQuota
 from rex.settings import Settings
@@ -45,12 +46,15 @@ class Runtime:
     listen_hub: ListenHub = field(default_factory=ListenHub)
     # `rex listen` streams connected at once, per workspace, in this process.
     stream_quota: StreamQuota = field(default_factory=StreamQuota)
+    # The time the app and its worker decide durations by (``rex.clock``; tests shift it).
+    clock: Clock = SYSTEM_CLOCK
     _db: Database | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
         return cls(
             settings=settings,
+            clock=clock or SYSTEM_CLOCK,
             capture_limits=CaptureLimits.from_settings(settings),
             destination_policy=destination_policy(settings),
             proxy_trust=ProxyTrust(settings.trusted_proxies),

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
             "deliveries and attempts (hourly, by every worker). `0` keeps everything."
         ),
     )
+    retention_interval: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "Seconds between two retention runs of a worker (the first runs when it starts)."
+        ),
+    )
     # `rex listen`: how long a disconnected session keeps its secret and queues its events,
     # and the longest pause between two heartbeats of a connected one.
     listen_grace_period: float = Field(
@@ -280,6 +287,7 @@ class Settings(BaseSettings):
             concurrency=self.worker_concurrency,
             disable_after=self.endpoint_disable_after or None,
             retention_days=self.retention_days,
+            retention_interval=self.retention_interval,
         )
 
     @functools.cached_property

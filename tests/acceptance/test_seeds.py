@@ -163,10 +163,18 @@ def test_seed_flow_end_to_end(rex_serve: dict[str, str]) -> None:
         wait_until(lambda: len(listener.received) == 2, timeout=15)
         assert listener.received[1]["event"] == "webhook.test"
 
-        # Every delivery answered 2xx: the seed's verify_signature never said 401.
+        # Every delivery answered 2xx on its first attempt: the seed's verify_signature
+        # never said 401 (a 401 would be retried, and still end up delivered).
         with httpx.Client(base_url=rex_url, headers={"X-Api-Key": key}) as client:
-            delivery = client.get(f"/webhooks/{endpoint['id']}").json()["data"]
-            assert delivery["enabled"] is True
+            listed = client.get(f"/webhooks/{endpoint['id']}/deliveries")
+            assert listed.status_code == 200, listed.text
+            deliveries = listed.json()["data"]
+            assert len(deliveries) == 2, deliveries
+            for summary in deliveries:
+                delivery = client.get(f"/deliveries/{summary['id']}").json()["data"]
+                assert delivery["status"] == "delivered", delivery
+                assert delivery["attempt_count"] == 1, delivery
+                assert [200 <= a["status_code"] < 300 for a in delivery["attempts"]] == [True]
 
 
 def test_catch_all_subscription_from_the_listener_doc(rex_serve: dict[str, str]) -> None:

@@ -58,6 +58,11 @@ def api_sigkill_scenario(
 
     assert_clean_errors(load, allowed=set())
     figures = assert_lead_promise(database_url, load, requests)
+    # The scenario happened: the kills cut captures in flight (sent, then no answer; or
+    # stored without an acknowledgement), else "loses nothing acknowledged" was never put to
+    # the test. A refused connection (ConnectError: the server was down) sent nothing.
+    cut = [o for o in load.outcomes if o.status is None and o.error != "ConnectError"]
+    assert cut or figures["stored_unacknowledged"] > 0, "no kill hit a capture in flight"
     report(
         f"API SIGKILL ({database_url.split(':')[0]})",
         kills=kills,

@@ -18,6 +18,7 @@ import pytest
 
 from tests.faults.harness import (
     CaptureLoad,
+    Outcome,
     assert_clean_errors,
     assert_lead_promise,
     fast_env,
@@ -55,10 +56,13 @@ def hold_write_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
     return locker
 
 
-def sqlite_locked_scenario(tmp_path: Path, *, lock_seconds: float, before: int) -> None:
+def sqlite_locked_scenario(
+    tmp_path: Path, *, lock_seconds: float, before: int, allowed: set[int]
+) -> list[Outcome]:
     """``before`` captures are acknowledged before the lock is taken; the load goes on
     through the lock and for a moment after it (however fast the server is), then stops
-    taking new leads and lets every lead it holds finish."""
+    taking new leads and lets every lead it holds finish. ``allowed``: the error statuses the
+    load may get. Returns the captures in flight while the file was locked."""
     path = tmp_path / "rex.db"
     database_url = f"sqlite:///{path}"
     env = fast_env(database_url)
@@ -95,7 +99,7 @@ def sqlite_locked_scenario(tmp_path: Path, *, lock_seconds: float, before: int) 
         wait_all_delivered(database_url, timeout=60)
         requests = receiver.requests
 
-    assert_clean_errors(load, allowed={503})
+    assert_clean_errors(load, allowed=allowed)
     assert not [o for o in load.outcomes if o.status is None], "a capture got no answer"
     assert during, "no capture was attempted while the file was locked"
     assert reads and set(reads) == {200}, reads
@@ -113,14 +117,20 @@ def sqlite_locked_scenario(tmp_path: Path, *, lock_seconds: float, before: int) 
         longest_wait_s=max(waits),
         reads_while_locked=len(reads),
     )
+    return during
 
 
 def test_sqlite_locked_by_another_process_for_a_few_seconds(tmp_path: Path) -> None:
     """Under busy_timeout (10 s): captures wait, then succeed."""
-    sqlite_locked_scenario(tmp_path, lock_seconds=3, before=75)
+    during = sqlite_locked_scenario(tmp_path, lock_seconds=3, before=75, allowed=set())
+    # They waited for the lock (a broken busy_timeout fails fast, with 503s)...
+    assert 503 not in {o.status for o in during}, [o.status for o in during]
+    assert max(o.done - o.at for o in during) >= 2, "no capture waited for the lock"
+    # ... and every one of them succeeded.
+    assert {o.status for o in during} <= {200, 201}, [o.status for o in during]
 
 
 @pytest.mark.long
 def test_sqlite_locked_past_the_busy_timeout(tmp_path: Path) -> None:
     """Past busy_timeout: the waiting capture gets a clean 503 + Retry-After, nothing else."""
-    sqlite_locked_scenario(tmp_path, lock_seconds=25, before=150)
+    sqlite_locked_scenario(tmp_path, lock_seconds=25, before=150, allowed={503})

@@ -69,6 +69,9 @@ def worker_sigkill_scenario(postgres_url: str, tmp_path: Path, *, total: int, ki
         requests = receiver.requests
 
     assert_clean_errors(load, allowed=set())
+    # The scenario happened: a kill left deliveries leased to the dead worker, which the
+    # next one had to take over (else "loses no event" was never put to the test).
+    assert sum(in_flight_at_kills) > 0, in_flight_at_kills
     figures = assert_lead_promise(postgres_url, load, requests)
     assert figures["acknowledged"] == total
     assert figures["duplicates"] <= sum(in_flight_at_kills), in_flight_at_kills

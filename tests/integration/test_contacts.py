@@ -46,6 +46,7 @@ def test_duplicate_email_is_409(rex: RexServer) -> None:
         response = client.post("/contacts", json={"email": "DUP@example.com"})
     assert response.status_code == 409
     assert response.json()["error"]["field"] == "email"
+    assert sql(rex.database_url, "SELECT email FROM contacts") == [("dup@example.com",)]
 
 
 def test_unknown_fields_and_bad_types_are_422(rex: RexServer) -> None:
@@ -55,6 +56,8 @@ def test_unknown_fields_and_bad_types_are_422(rex: RexServer) -> None:
     assert unknown.status_code == 422
     assert unknown.json()["error"]["field"] == "nickname"
     assert wrong.status_code == 422
+    assert sql(rex.database_url, "SELECT count(*) FROM contacts") == [(0,)]
+    assert sql(rex.database_url, "SELECT count(*) FROM events") == [(0,)]
 
 
 def test_list_paginates_newest_first_with_cursor(rex: RexServer) -> None:

@@ -128,6 +128,9 @@ def test_pipeline_rules(rex: RexServer) -> None:
             json={"stages": [{"name": "a"}, {"name": "b", "status": "won"}]},
         )
         assert restatus.status_code == 409
+        # Both refusals changed nothing: the pipeline reads back as it was.
+        stored = client.get(f"/pipelines/{pipeline['id']}").json()["data"]
+        assert stored == pipeline
         adding = client.patch(
             f"/pipelines/{pipeline['id']}",
             json={"name": "Q", "stages": [{"name": "a"}, {"name": "b"}, {"name": "c"}]},

@@ -54,6 +54,8 @@ SAMPLE_IDS: dict[str, Callable[[Samples], str]] = {
     "event_id": lambda s: s.event,
     "delivery_id": lambda s: s.delivery,
     "session_id": lambda s: s.session,
+    # Query filters (see the list-filter test): an event's object, e.g. the contact.
+    "object_id": lambda s: s.contact,
 }
 
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
@@ -202,3 +204,54 @@ def test_links_to_another_workspaces_objects_are_refused(rex: RexServer) -> None
             missing = theirs.request(method, url, json=fake)
             assert missing.status_code == response.status_code
             assert missing.json()["error"]["field"] == response.json()["error"]["field"]
+
+
+def test_every_list_filter_naming_another_workspaces_ids_shows_nothing(
+    rex: RexServer, receiver: Receiver
+) -> None:
+    """Every list operation, with each id-valued query parameter set to one of workspace A's
+    ids, called with B's key: the same answer as for an id that does not exist, and none of
+    A's objects. Found by walking the routes and their OpenAPI query parameters, so a filter
+    added later is covered (an ``*_id`` parameter missing from ``SAMPLE_IDS`` fails here)."""
+    app = create_app(make_settings(rex.database_url))
+    operations = [
+        op
+        for op in api_operations(app)
+        if op.requires_api_key and "GET" in op.methods and not _PARAM.findall(op.path)
+    ]
+    with rex.client() as mine, rex.client(rex.key_for("other")) as theirs:
+        samples = _make_samples(mine, receiver)
+        # An event and a delivery about the contact and the deal, so filters find something.
+        mine.patch(f"/contacts/{samples.contact}", json={"first_name": "A"}).raise_for_status()
+        openapi = mine.get("/openapi.json").json()
+        checked = []
+        for op in operations:
+            parameters = openapi["paths"][op.path]["get"].get("parameters", [])
+            for parameter in (p for p in parameters if p["in"] == "query"):
+                name = parameter["name"]
+                if not name.endswith("_id") and name not in SAMPLE_IDS:
+                    continue
+                assert name in SAMPLE_IDS, f"GET {op.path}?{name}=: add {name} to SAMPLE_IDS"
+                theirs_id = SAMPLE_IDS[name](samples)
+                missing = re.sub(r"_[0-9A-Z]{26}$", "_01JAAAAAAAAAAAAAAAAAAAAAAA", theirs_id)
+                response = theirs.get(op.path, params={name: theirs_id})
+                nothing = theirs.get(op.path, params={name: missing})
+                assert response.status_code == nothing.status_code, (op.path, name, response.text)
+                assert response.status_code in (200, 404, 422), (op.path, name, response.text)
+                if response.status_code == 200:
+                    assert response.json()["data"] == [], (op.path, name, response.text)
+                leaked = [i for i in samples.all_ids() if i in response.text]
+                assert not leaked, f"GET {op.path}?{name}= shows workspace A's {leaked}"
+                # The filter itself works: with A's own key it answers.
+                assert mine.get(op.path, params={name: theirs_id}).status_code == 200, (
+                    op.path,
+                    name,
+                )
+                checked.append(f"{op.path}?{name}")
+    assert {
+        "/deliveries?endpoint_id",
+        "/deliveries?event_id",
+        "/events?object_id",
+        "/tasks?deal_id",
+        "/deals?contact_id",
+    } <= set(checked), checked

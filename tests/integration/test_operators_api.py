@@ -204,7 +204,10 @@ def test_recover_refuses_bad_input(rex: RexServer, receiver: Receiver, body: Any
 
 
 def test_recover_needs_an_enabled_endpoint(rex: RexServer, receiver: Receiver) -> None:
+    receiver.set_default(500)
     hook = subscribe(rex, receiver.url())
+    capture(rex, "failed@example.com")
+    wait_until(lambda: all_are(rex, hook["id"], "failed", 1), timeout=20)
     with rex.client() as client:
         client.patch(f"/webhooks/{hook['id']}", json={"enabled": False}).raise_for_status()
         response = client.post(
@@ -212,6 +215,13 @@ def test_recover_needs_an_enabled_endpoint(rex: RexServer, receiver: Receiver) -
         )
     assert response.status_code == 409
     assert "enable it" in response.json()["error"]["message"]
+    # The refusal re-queued nothing: the failed delivery is as it was.
+    [row] = sql(
+        rex.database_url,
+        "SELECT status, attempt_count FROM deliveries WHERE endpoint_id = :e",
+        e=hook["id"],
+    )
+    assert (row.status, row.attempt_count) == ("failed", 4)
 
 
 def test_everything_is_workspace_scoped(rex: RexServer, receiver: Receiver) -> None:
@@ -232,7 +242,10 @@ def test_everything_is_workspace_scoped(rex: RexServer, receiver: Receiver) -> N
             response = other.request(method, path, json=body)
             assert response.status_code == 404, (path, response.text)
             assert response.json()["error"]["type"] == "not_found"
-    assert len(receiver.requests) == 1  # the other workspace's retry sent nothing
+    # The other workspace's retry and recover queued nothing: the delivery row is as it was
+    # (a retry re-queues in the transaction that answers, so no wait is needed).
+    [row] = sql(rex.database_url, "SELECT status, attempt_count FROM deliveries")
+    assert (row.status, row.attempt_count) == ("delivered", 1)
 
 
 def test_unknown_ids_and_bad_parameters(rex: RexServer) -> None:

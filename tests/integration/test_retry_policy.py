@@ -140,13 +140,23 @@ def test_retry_after_is_honoured_and_bounded(database_url: str, receiver: Receiv
 
 
 def test_retry_after_is_ignored_on_other_statuses(database_url: str, receiver: Receiver) -> None:
+    # Honoured, an hour's Retry-After would hold the retry to the schedule's longest pause
+    # (30 s): far beyond the bound below. Ignored, the retry comes after 0.2 s.
     settings = make_settings(database_url, retry_schedule=(0.2, 30.0))
-    receiver.respond_with(Respond(500, headers={"Retry-After": "20"}))
+    receiver.respond_with(Respond(500, headers={"Retry-After": "3600"}))
     with serve_rex(settings) as rex:
         hook = subscribe(rex, receiver.url(), ["contact.created"])
         capture(rex)
         row = delivery_of(rex, hook["id"], status="delivered")
     assert row.attempt_count == 2
+    first, second = attempts_of(rex, row.id)
+    assert first.status_code == 500 and second.status_code == 200
+    gap = _at(second.at) - _at(first.at)
+    assert gap < timedelta(seconds=5), gap
+
+
+def _at(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def test_410_gone_disables_the_endpoint_at_once(rex: RexServer, receiver: Receiver) -> None:

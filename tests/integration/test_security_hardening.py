@@ -21,13 +21,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from rex.worker.retention import prune_expired
-from rex.worker.ssrf import DestinationPolicy
-from rex.worker.transport import REFUSED, AiohttpTransport
 
 from rex import verify_signature
 from rex.db.engine import Database
 from rex.ids import utcnow
+from rex.worker.retention import prune_expired
+from rex.worker.ssrf import DestinationPolicy
+from rex.worker.transport import REFUSED, AiohttpTransport
 from tests.receiver import Receiver, Respond
 from tests.support import (
     REX_CLI,

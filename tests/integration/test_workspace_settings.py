@@ -89,10 +89,14 @@ def test_removing_the_redirects_origin_is_refused(rex: RexServer) -> None:
             "/workspace",
             json={"allowed_origins": ["https://a.test"], "redirect_url": "https://a.test/ok"},
         ).raise_for_status()
+        before = client.get("/workspace").json()["data"]
         response = client.patch("/workspace", json={"allowed_origins": ["https://b.test"]})
+        after = client.get("/workspace").json()["data"]
 
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "allowed_origins"
+    assert after == before
+    assert after["allowed_origins"] == ["https://a.test"]
 
 
 def test_workspace_needs_a_key_and_shows_only_the_keys_own(rex: RexServer) -> None:
@@ -139,6 +143,16 @@ def test_capture_lands_in_the_workspace_its_host_names(multi: RexServer) -> None
     assert sorted(emails(multi, acme)) == ["a@example.com", "b@example.com"]
     assert emails(multi, globex) == ["g@example.com"]
     assert emails(multi, multi.key) == ["d@example.com"]
+
+
+def test_localhost_and_the_bare_base_domain_land_in_default(multi: RexServer) -> None:
+    acme = multi.key_for("acme")
+    hosts = ["localhost", "LOCALHOST:8000", BASE, f"{BASE}:8080", f"{BASE}.", "[::1]:8000"]
+    for i, host in enumerate(hosts):
+        response = capture_on(multi, host, {"email": f"d{i}@example.com"})
+        assert response.status_code == 201, (host, response.text)
+    assert sorted(emails(multi, multi.key)) == [f"d{i}@example.com" for i in range(len(hosts))]
+    assert emails(multi, acme) == []
 
 
 def test_unknown_or_nested_workspace_hosts_are_404(multi: RexServer) -> None:

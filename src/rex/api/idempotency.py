@@ -31,7 +31,6 @@ from rex.api.errors import error_response
 from rex.api.routes import api_operations
 from rex.db import idempotency as store
 from rex.db.engine import Database
-from rex.ids import utcnow
 from rex.runtime import runtime_of
 from rex.workspaces import service as workspaces
 
@@ -111,9 +110,10 @@ class IdempotencyMiddleware:
 
         body, receive = await _read_body(receive)
         fingerprint = request_fingerprint(scope, body, headers.get("content-type", "").lower())
+        clock = runtime_of(scope["app"]).clock
         async with db.transaction() as conn:
             claim = await store.claim(
-                conn, workspace_id=workspace_id, key=key, request_hash=fingerprint, now=utcnow()
+                conn, workspace_id=workspace_id, key=key, request_hash=fingerprint, now=clock.now()
             )
         if claim.outcome is store.ClaimOutcome.MISMATCH:
             response = error_response(

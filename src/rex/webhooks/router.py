@@ -97,14 +97,22 @@ async def test_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> dict[str,
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=EndpointCreatedEnvelope)
 async def rotate_secret(
-    endpoint_id: str, auth: AuthDep, db: DbDep, body: SecretRotation | None = None
+    endpoint_id: str,
+    request: Request,
+    auth: AuthDep,
+    db: DbDep,
+    body: SecretRotation | None = None,
 ) -> dict[str, Any]:
     """Replace the signing secret (given, or generated). For 24 hours both sign: every
     delivery carries one `v1=` per secret, the new one first. The response is the only time
     the new secret is shown."""
     async with db.transaction() as conn:
         endpoint = await service.rotate_secret(
-            conn, auth.workspace.id, endpoint_id, body or SecretRotation()
+            conn,
+            auth.workspace.id,
+            endpoint_id,
+            body or SecretRotation(),
+            now=runtime_of(request.app).clock.now(),
         )
     return {"data": endpoint}
 

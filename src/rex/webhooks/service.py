@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -167,7 +167,12 @@ async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) 
 
 
 async def rotate_secret(
-    conn: AsyncConnection, workspace_id: str, endpoint_id: str, body: SecretRotation
+    conn: AsyncConnection,
+    workspace_id: str,
+    endpoint_id: str,
+    body: SecretRotation,
+    *,
+    now: datetime,
 ) -> dict[str, Any]:
     """Replace the secret; the current one keeps signing for ``ROTATION_OVERLAP``.
 
@@ -178,7 +183,6 @@ async def rotate_secret(
     secret = body.secret or generate_secret()
     if secret == row.secret:
         raise Invalid("secret", "The new secret must differ from the current one.")
-    now = utcnow()
     row = (
         await conn.execute(
             sa.update(endpoints)

@@ -17,8 +17,8 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex.clock import SYSTEM_CLOCK, Clock
 from rex.db.engine import Database, asyncpg_dsn
-from rex.ids import utcnow
 from rex.outbox import attempts, queue
 from rex.outbox.records import NOTIFY_CHANNEL, AttemptOutcome, ClaimedDelivery
 from rex.policies import DeliveryConfig
@@ -31,8 +31,6 @@ log = structlog.get_logger("rex.worker")
 
 _MIN_IDLE_WAIT = 0.05
 _MIN_CYCLE_INTERVAL = 0.005
-RETENTION_INTERVAL = 3600.0
-"""Seconds between two retention runs (the first runs when the worker starts)."""
 
 
 class DeliveryWorker:
@@ -53,9 +51,11 @@ class DeliveryWorker:
         *,
         concurrency: int | None = None,
         worker_id: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
         self.config = config
+        self.clock = clock
         self.transport = transport
         self.concurrency = concurrency or config.concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -116,11 +116,13 @@ class DeliveryWorker:
         finished, self._finished = self._finished, []
         if free <= 0 and not finished:
             return self.config.poll_interval  # a finishing attempt kicks us
-        now = utcnow()
 
         async def record_and_claim(
             conn: AsyncConnection,
         ) -> tuple[list[str], list[ClaimedDelivery], datetime | None]:
+            # Read when the transaction runs, not before it waited for the write lock: the
+            # claim (leases, due times, which secrets still sign) is decided at this time.
+            now = self.clock.now()
             disabled: list[str] = []
             if finished:
                 # First, so that the slots these attempts held are free for the claim.
@@ -171,7 +173,7 @@ class DeliveryWorker:
             return 0.0
         if next_due is None:
             return self.config.poll_interval
-        until_due = (next_due - utcnow()).total_seconds()
+        until_due = (next_due - self.clock.now()).total_seconds()
         return min(max(until_due, _MIN_IDLE_WAIT), self.config.poll_interval)
 
     def _attempt_done(self, task: asyncio.Task[None]) -> None:
@@ -179,7 +181,7 @@ class DeliveryWorker:
         self._kick.set()
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
-        at = utcnow()
+        at = self.clock.now()
         headers = signed_headers(delivery, int(at.timestamp()))
         started = time.perf_counter()
         status_code: int | None = None
@@ -223,13 +225,13 @@ class DeliveryWorker:
         self._finished.append((delivery, outcome))
 
     async def _retention_loop(self, stop: asyncio.Event) -> None:
-        """Prune old finished events now, then every ``RETENTION_INTERVAL`` seconds."""
+        """Prune old finished events now, then every ``retention_interval`` seconds."""
         if self.config.retention_days <= 0:
             return
         while not stop.is_set():
             try:
                 removed = await prune_expired(
-                    self.db, retention_days=self.config.retention_days, now=utcnow()
+                    self.db, retention_days=self.config.retention_days, now=self.clock.now()
                 )
             except Exception as exc:  # retried at the next run
                 log.warning("retention_failed", error=str(exc)[:200])
@@ -237,7 +239,7 @@ class DeliveryWorker:
                 if removed:
                     log.info("retention_pruned", events=removed)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), RETENTION_INTERVAL)
+                await asyncio.wait_for(stop.wait(), self.config.retention_interval)
 
     async def _listen_for_notifications(self, stop: asyncio.Event) -> None:
         """PostgreSQL LISTEN on a dedicated connection: a wake-up hint, reconnected forever."""

@@ -17,6 +17,7 @@ from tests.support import (
     RexServer,
     make_settings,
     migrate,
+    missing,
     serve_rex,
     temporary_postgres_database,
     truncate_all,
@@ -29,7 +30,7 @@ pytest_plugins = ["tests.receiver"]
 def postgres_url() -> Iterator[str]:
     """A migrated PostgreSQL database for this test session (skips without a server)."""
     if not POSTGRES_URL:
-        pytest.skip(POSTGRES_SKIP_REASON)
+        missing(POSTGRES_SKIP_REASON)
     with temporary_postgres_database(POSTGRES_URL) as url:
         migrate(url)
         yield url

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
+import pytest
 import sqlalchemy as sa
 import uvicorn
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -34,6 +35,18 @@ POSTGRES_SKIP_REASON = (
     "REX_TEST_POSTGRES_URL is not set, so the PostgreSQL half of the suite is skipped "
     "(.ci/run sets it to the local server)"
 )
+
+REQUIRE_ALL = os.environ.get("REX_TEST_REQUIRE_ALL") == "1"
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip a test whose prerequisite (Node, Chromium, initdb, IPv6, the shared seeds,
+    PostgreSQL) is missing here; with ``REX_TEST_REQUIRE_ALL=1`` (``.ci/run`` sets it) fail
+    instead, so that CI cannot pass while leaving part of the suite unrun."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (REX_TEST_REQUIRE_ALL=1: required here)", pytrace=False)
+    pytest.skip(reason)
+
 
 # Fast retries so tests see the whole schedule in about a second.
 FAST = {
@@ -136,7 +149,9 @@ def serve_rex(
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"rex-{port}", daemon=True)
+    probe_dir = os.environ.get("REX_TEST_LOOP_PROBE")
+    target = (lambda: asyncio.run(_probed(server, Path(probe_dir)))) if probe_dir else server.run
+    thread = threading.Thread(target=target, name=f"rex-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
@@ -149,6 +164,66 @@ def serve_rex(
         app.state.listen_hub.close_threadsafe()  # end `rex listen` streams, as `rex serve` does
         server.should_exit = True
         thread.join(timeout=30)
+
+
+async def _probed(server: uvicorn.Server, directory: Path) -> None:
+    """Serve with a loop-lag probe (``REX_TEST_LOOP_PROBE=<dir>``, for investigating stalls):
+    asyncio's slow-callback log (with ``REX_TEST_LOOP_DEBUG=1``), every garbage collection
+    over 0.1 s, a lag line for every tick late by more than 0.2 s, a
+    heartbeat file an outside watcher (``py-spy dump``) can poll, and faulthandler's dump of
+    every thread's stack when the loop has not ticked for 1 s (that needs no GIL)."""
+    import faulthandler
+    import logging
+
+    directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a diagnostic, on purpose)
+    loop = asyncio.get_running_loop()
+    if os.environ.get("REX_TEST_LOOP_DEBUG"):  # asyncio's debug mode: slower, more garbage
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.2
+    log = (directory / "lag.log").open("a", buffering=1)
+    handler = logging.FileHandler(directory / "asyncio.log")
+    logging.getLogger("asyncio").addHandler(handler)
+    heartbeat = directory / f"heartbeat.{os.getpid()}"
+
+    async def probe() -> None:
+        tick = 0.05
+        while True:
+            before = loop.time()
+            faulthandler.dump_traceback_later(1.0, file=log)
+            await asyncio.sleep(tick)
+            lag = loop.time() - before - tick
+            heartbeat.write_text(f"{time.time()}")
+            if lag > 0.2:
+                test = os.environ.get("PYTEST_CURRENT_TEST", "?")
+                log.write(f"{time.time():.3f} lag {lag:.3f}s in {test}\n")
+
+    import gc
+
+    started: list[float] = []
+
+    def gc_timer(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started and time.perf_counter() - started[0] > 0.1:
+            took = time.perf_counter() - started[0]
+            tracked = len(gc.get_objects())
+            log.write(
+                f"{time.time():.3f} gc gen {info['generation']} took {took:.3f}s"
+                f" ({tracked} objects tracked)\n"
+            )
+
+    gc.callbacks.append(gc_timer)
+    task = asyncio.create_task(probe())
+    try:
+        await server.serve()
+    finally:
+        gc.callbacks.remove(gc_timer)
+        task.cancel()
+        faulthandler.cancel_dump_traceback_later()
+        heartbeat.unlink(missing_ok=True)
+        logging.getLogger("asyncio").removeHandler(handler)
+        handler.close()
+        log.close()
 
 
 async def _create_database(admin_url: str, name: str) -> None:

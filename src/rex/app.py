@@ -17,6 +17,7 @@ from rex.api.errors import DatabaseErrorsMiddleware, install_error_handlers
 from rex.api.idempotency import IdempotencyMiddleware
 from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
+from rex.api.warmup import build_routes
 from rex.capture.ratelimit import RateLimiter
 from rex.capture.router import router as capture_router
 from rex.contacts.router import router as contacts_router
@@ -161,4 +162,5 @@ def create_app(
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return {"status": "ok", "version": __version__}
 
+    build_routes(app)
     return app

@@ -30,7 +30,7 @@ from rex.delivery.transport import (
     parse_retry_after,
 )
 from tests.receiver import Disconnect, Hang, Receiver, Redirect, Reset, Respond, Slow
-from tests.support import StubResolver
+from tests.support import StubResolver, missing
 
 HEADERS = {"Content-Type": "application/json", "User-Agent": "Rex-Webhooks/test"}
 BODY = b'{"id": "evt_1", "event": "contact.created"}'
@@ -450,11 +450,11 @@ def _post_sync_ignoring_errors(url: str) -> None:
 
 async def test_receiver_on_ipv6_loopback_and_async_wait() -> None:
     if not socket.has_ipv6:
-        pytest.skip("no IPv6")
+        missing("no IPv6")
     try:
         rx = Receiver(host="::1").start()
     except OSError:
-        pytest.skip("::1 is not available")
+        missing("::1 is not available")
     try:
         async with AiohttpTransport(DestinationPolicy(allowed_networks=["::1/128"])) as transport:
             task = asyncio.create_task(rx.wait_for_async(1, timeout=5))

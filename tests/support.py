@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -48,13 +49,16 @@ def missing(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-# Fast retries so tests see the whole schedule in about a second.
+# Fast retries so tests see the whole schedule in about a second. The delivery timeout is long
+# on purpose: an attempt to a receiver on 127.0.0.1 never needs it, so a stall of the machine
+# (or of this process, where the server runs in a thread) can delay an outcome but never change
+# it. A test about timeouts sets a timeout of its own and makes the receiver Hang().
 FAST = {
     "retry_schedule": (0.2, 0.2, 0.2),
     "retry_jitter": 0.0,
     "delivery_poll_interval": 0.2,
-    "delivery_timeout": 2.0,
-    "delivery_lease": 5.0,
+    "delivery_timeout": 30.0,
+    "delivery_lease": 60.0,  # longer than the timeout, or an attempt in flight is sent twice
     "allow_private_destinations": True,
     # Every test client is 127.0.0.1: tests about capture limits set their own.
     "capture_rate_limit": "off",
@@ -129,6 +133,48 @@ class RexServer:
 
     def key_for(self, workspace: str) -> str:
         return api_key(self.database_url, workspace)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``REX_*`` environment of a ``rex`` process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"REX_{name.upper()}"] = str(value)
+    return env
+
+
+@contextmanager
+def serve_rex_process(settings: Settings, *, run_worker: bool = True) -> Iterator[RexServer]:
+    """Serve Rex as a separate ``rex serve`` process (with ``settings``), for the tests whose
+    outcome depends on time: nothing this test process does (its threads, its garbage
+    collections) can stall that server's event loop. Its log is appended to a temporary
+    file, shown if it does not start."""
+    key = api_key(settings.database_url)
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="rex-serve-"))
+    log = workdir / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REX_")}
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [REX_CLI, *args, *([] if run_worker else ["--no-worker"])],
+            env={**env, **settings_env(settings)},
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/healthz", process, log)
+        yield RexServer(url=url, settings=settings, key=key)
+    finally:
+        stop_process(process)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support import (
     POSTGRES_SKIP_REASON,
@@ -24,6 +25,11 @@ from tests.support import (
 )
 
 pytest_plugins = ["tests.receiver"]
+
+# No per-example deadline (Hypothesis' default is 200 ms): on a loaded machine a slow example
+# says nothing about the property under test. (tests/integration/bad_input.py has its own.)
+hypothesis_settings.register_profile("rex", deadline=None)
+hypothesis_settings.load_profile("rex")
 
 
 @pytest.fixture(scope="session")

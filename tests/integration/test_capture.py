@@ -54,7 +54,7 @@ def test_seed_capture_creates_contact_with_seed_shape(rex: RexServer) -> None:
     assert data["last_touch"] == data["first_touch"]
     [event] = events_of(rex, "contact.created")
     assert event["data"] == data
-    assert event["id"].startswith("evt_")
+    assert str(event["id"]).startswith("evt_")
 
 
 def test_second_capture_updates_by_normalised_email(rex: RexServer) -> None:

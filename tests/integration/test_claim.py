@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from rex.db import outbox
+from rex.db import outbox, schema
 from rex.db.engine import Database
 from rex.db.outbox import AttemptOutcome, ClaimedDelivery, DeliveryStatus, EndpointKind
 from rex.db.schema import endpoints
@@ -311,13 +311,13 @@ async def test_a_batch_of_outcomes_is_recorded_exactly_and_only_by_the_lease_hol
         rows = {
             row.id: row
             for row in await conn.execute(
-                sa.select(outbox.deliveries).where(
-                    outbox.deliveries.c.id.in_([c.id for c in claimed])
+                sa.select(schema.deliveries).where(
+                    schema.deliveries.c.id.in_([c.id for c in claimed])
                 )
             )
         }
         attempts = (
-            await conn.execute(sa.select(sa.func.count()).select_from(outbox.attempts))
+            await conn.execute(sa.select(sa.func.count()).select_from(schema.attempts))
         ).scalar()
     assert attempts == 4  # every attempt happened, so every one is recorded
     assert [rows[c.id].status for c in (delivered, retried, failed)] == [

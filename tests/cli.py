@@ -26,8 +26,8 @@ FAST_ENV = {
     "REX_RETRY_SCHEDULE": "0.2,0.2,0.2",
     "REX_RETRY_JITTER": "0",
     "REX_DELIVERY_POLL_INTERVAL": "0.2",
-    "REX_DELIVERY_TIMEOUT": "2",
-    "REX_DELIVERY_LEASE": "5",
+    "REX_DELIVERY_TIMEOUT": "30",  # as in tests.support.FAST: never reached on 127.0.0.1
+    "REX_DELIVERY_LEASE": "60",  # longer than the timeout, or an attempt in flight is sent twice
     "REX_ALLOW_PRIVATE_DESTINATIONS": "1",
 }
 

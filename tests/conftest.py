@@ -6,10 +6,12 @@ and on a real PostgreSQL database created for the session from ``REX_TEST_POSTGR
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support import (
     POSTGRES_SKIP_REASON,
@@ -17,6 +19,7 @@ from tests.support import (
     RexServer,
     make_settings,
     migrate,
+    missing,
     serve_rex,
     temporary_postgres_database,
     truncate_all,
@@ -24,12 +27,25 @@ from tests.support import (
 
 pytest_plugins = ["tests.receiver"]
 
+# No per-example deadline (Hypothesis' default is 200 ms): on a loaded machine a slow example
+# says nothing about the property under test. (tests/integration/bad_input.py has its own.)
+hypothesis_settings.register_profile("rex", deadline=None)
+hypothesis_settings.load_profile("rex")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move everything imported and collected so far out of the garbage collector's sight. A
+    full collection holds the GIL, so it stalls every Rex served in a thread of this process;
+    its cost grows with the objects it scans (a probe saw 0.7-1.2 s on a loaded machine)."""
+    gc.collect()
+    gc.freeze()
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A migrated PostgreSQL database for this test session (skips without a server)."""
     if not POSTGRES_URL:
-        pytest.skip(POSTGRES_SKIP_REASON)
+        missing(POSTGRES_SKIP_REASON)
     with temporary_postgres_database(POSTGRES_URL) as url:
         migrate(url)
         yield url

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -15,9 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
+import pytest
 import sqlalchemy as sa
 import uvicorn
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -37,13 +39,28 @@ POSTGRES_SKIP_REASON = (
     "(.ci/run sets it to the local server)"
 )
 
-# Fast retries so tests see the whole schedule in about a second.
+REQUIRE_ALL = os.environ.get("REX_TEST_REQUIRE_ALL") == "1"
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip a test whose prerequisite (Node, Chromium, initdb, IPv6, the shared seeds,
+    PostgreSQL) is missing here; with ``REX_TEST_REQUIRE_ALL=1`` (``.ci/run`` sets it) fail
+    instead, so that CI cannot pass while leaving part of the suite unrun."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (REX_TEST_REQUIRE_ALL=1: required here)", pytrace=False)
+    pytest.skip(reason)
+
+
+# Fast retries so tests see the whole schedule in about a second. The delivery timeout is long
+# on purpose: an attempt to a receiver on 127.0.0.1 never needs it, so a stall of the machine
+# (or of this process, where the server runs in a thread) can delay an outcome but never change
+# it. A test about timeouts sets a timeout of its own and makes the receiver Hang().
 FAST = {
     "retry_schedule": (0.2, 0.2, 0.2),
     "retry_jitter": 0.0,
     "delivery_poll_interval": 0.2,
-    "delivery_timeout": 2.0,
-    "delivery_lease": 5.0,
+    "delivery_timeout": 30.0,
+    "delivery_lease": 60.0,  # longer than the timeout, or an attempt in flight is sent twice
     "allow_private_destinations": True,
     # Every test client is 127.0.0.1: tests about capture limits set their own.
     "capture_rate_limit": "off",
@@ -120,6 +137,48 @@ class RexServer:
         return api_key(self.database_url, workspace)
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``REX_*`` environment of a ``rex`` process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"REX_{name.upper()}"] = str(value)
+    return env
+
+
+@contextmanager
+def serve_rex_process(settings: Settings, *, run_worker: bool = True) -> Iterator[RexServer]:
+    """Serve Rex as a separate ``rex serve`` process (with ``settings``), for the tests whose
+    outcome depends on time: nothing this test process does (its threads, its garbage
+    collections) can stall that server's event loop. Its log is appended to a temporary
+    file, shown if it does not start."""
+    key = api_key(settings.database_url)
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="rex-serve-"))
+    log = workdir / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REX_")}
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [REX_CLI, *args, *([] if run_worker else ["--no-worker"])],
+            env={**env, **settings_env(settings)},
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/healthz", process, log)
+        yield RexServer(url=url, settings=settings, key=key)
+    finally:
+        stop_process(process)
+
+
 @contextmanager
 def serve_rex(
     settings: Settings,
@@ -143,7 +202,9 @@ def serve_rex(
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"rex-{port}", daemon=True)
+    probe_dir = os.environ.get("REX_TEST_LOOP_PROBE")
+    target = (lambda: asyncio.run(_probed(server, Path(probe_dir)))) if probe_dir else server.run
+    thread = threading.Thread(target=target, name=f"rex-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
@@ -157,6 +218,66 @@ def serve_rex(
         runtime_of(app).listen_hub.close_threadsafe()
         server.should_exit = True
         thread.join(timeout=30)
+
+
+async def _probed(server: uvicorn.Server, directory: Path) -> None:
+    """Serve with a loop-lag probe (``REX_TEST_LOOP_PROBE=<dir>``, for investigating stalls):
+    asyncio's slow-callback log (with ``REX_TEST_LOOP_DEBUG=1``), every garbage collection
+    over 0.1 s, a lag line for every tick late by more than 0.2 s, a
+    heartbeat file an outside watcher (``py-spy dump``) can poll, and faulthandler's dump of
+    every thread's stack when the loop has not ticked for 1 s (that needs no GIL)."""
+    import faulthandler
+    import logging
+
+    directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a diagnostic, on purpose)
+    loop = asyncio.get_running_loop()
+    if os.environ.get("REX_TEST_LOOP_DEBUG"):  # asyncio's debug mode: slower, more garbage
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.2
+    log = (directory / "lag.log").open("a", buffering=1)
+    handler = logging.FileHandler(directory / "asyncio.log")
+    logging.getLogger("asyncio").addHandler(handler)
+    heartbeat = directory / f"heartbeat.{os.getpid()}"
+
+    async def probe() -> None:
+        tick = 0.05
+        while True:
+            before = loop.time()
+            faulthandler.dump_traceback_later(1.0, file=log)
+            await asyncio.sleep(tick)
+            lag = loop.time() - before - tick
+            heartbeat.write_text(f"{time.time()}")
+            if lag > 0.2:
+                test = os.environ.get("PYTEST_CURRENT_TEST", "?")
+                log.write(f"{time.time():.3f} lag {lag:.3f}s in {test}\n")
+
+    import gc
+
+    started: list[float] = []
+
+    def gc_timer(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started and time.perf_counter() - started[0] > 0.1:
+            took = time.perf_counter() - started[0]
+            tracked = len(gc.get_objects())
+            log.write(
+                f"{time.time():.3f} gc gen {info['generation']} took {took:.3f}s"
+                f" ({tracked} objects tracked)\n"
+            )
+
+    gc.callbacks.append(gc_timer)
+    task = asyncio.create_task(probe())
+    try:
+        await server.serve()
+    finally:
+        gc.callbacks.remove(gc_timer)
+        task.cancel()
+        faulthandler.cancel_dump_traceback_later()
+        heartbeat.unlink(missing_ok=True)
+        logging.getLogger("asyncio").removeHandler(handler)
+        handler.close()
+        log.close()
 
 
 async def _create_database(admin_url: str, name: str) -> None:

@@ -18,6 +18,7 @@ from rex.api.hosts import HostCheckMiddleware
 from rex.api.idempotency import IdempotencyMiddleware
 from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
+from rex.api.warmup import build_routes
 from rex.capture.router import router as capture_router
 from rex.clock import Clock
 from rex.consent.router import router as consent_router
@@ -157,4 +158,5 @@ def create_app(
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return {"status": "ok", "version": __version__}
 
+    build_routes(app)
     return app

@@ -11,7 +11,11 @@ import re
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SHARED = HERE.parents[2] / "shared" / "seeds"
+# Beside the checkout (``../shared``), or beside a directory holding it (a git worktree).
+SHARED = next(
+    (d / "shared" / "seeds" for d in HERE.parents[2:] if (d / "shared" / "seeds").is_dir()),
+    HERE.parents[2] / "shared" / "seeds",
+)
 VENDORED = HERE / "seeds"
 
 

@@ -1,8 +1,5 @@
 """The operator CLI and `rex trigger`, as subprocesses against Rex on 127.0.0.1: each
 command's table and ``--json`` output, and its one-line errors.
-
-(`rex deliveries ...`, `rex events ...` and the deal and task triggers need the API of the
-delivery-engine and CRM branches: see test_cli_after_merge.py.)
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ import pytest
 
 from tests.cli import assert_one_line_error, client_env, run_json, run_rex
 from tests.receiver import Receiver
-from tests.support import RexServer, free_port, make_settings, serve_rex
+from tests.support import RexServer, free_port, make_settings, serve_rex, sql, wait_until
 
 OWN_SECRET = "whsec_my_own_secret_0123456789abcdef"  # chosen secrets: 32 characters at least
 
@@ -214,7 +211,11 @@ def test_trigger_errors(env: dict[str, str], tmp_path: Path) -> None:
         ["deliveries", "list"],
         ["trigger", "contact.created"],
         ["trigger", "webhook.test"],
-        # (the deliveries and events commands on routes of other branches: after merge)
+        ["deliveries", "list", "--endpoint", "wh_x"],
+        ["deliveries", "get", "dlv_x"],
+        ["deliveries", "retry", "dlv_x"],
+        ["events", "list"],
+        ["events", "get", "evt_x"],
     ],
 )
 def test_every_command_fails_in_one_line_on_a_wrong_key_or_no_server(
@@ -259,9 +260,123 @@ def test_settings_come_from_a_dotenv_file_too(server: RexServer, tmp_path: Path)
 
 
 def test_deliveries_list_with_no_endpoints(env: dict[str, str], tmp_path: Path) -> None:
-    # (With endpoints, it reads GET /webhooks/{id}/deliveries: see test_cli_after_merge.py.)
+    # (With endpoints, it reads GET /webhooks/{id}/deliveries: see the test below.)
     assert rex_ok("deliveries", "list", env=env, cwd=tmp_path).strip() == "No deliveries."
     assert rex_ok("deliveries", "list", "--failed", env=env, cwd=tmp_path).strip() == (
         "No failed deliveries."
     )
     assert run_json("deliveries", "list", env=env, cwd=tmp_path) == []
+
+
+def _rows(table: str) -> list[list[str]]:
+    return [line.split() for line in table.splitlines() if line.strip()]
+
+
+def test_deliveries_list_get_and_retry(
+    env: dict[str, str], server: RexServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.set_default(lambda request: 500 if request.path == "/fail" else 200)
+    with server.client() as client:
+        ok = client.post("/webhooks", json={"url": receiver.url("/ok"), "events": "*"}).json()
+        bad = client.post("/webhooks", json={"url": receiver.url("/fail"), "events": "*"}).json()
+        client.post("/contacts", json={"email": "d@example.com"}).raise_for_status()
+    ok_id, bad_id = ok["data"]["id"], bad["data"]["id"]
+
+    def settled() -> bool:
+        rows = sql(server.database_url, "SELECT status FROM deliveries ORDER BY status")
+        return rows == [("delivered",), ("failed",)]
+
+    wait_until(settled, timeout=30, interval=0.2)
+
+    [delivered] = run_json("deliveries", "list", "--endpoint", ok_id, env=env, cwd=tmp_path)
+    assert delivered["status"] == "delivered" and delivered["endpoint_id"] == ok_id
+    [failed] = run_json("deliveries", "list", "--failed", env=env, cwd=tmp_path)
+    assert failed["status"] == "failed" and failed["endpoint_id"] == bad_id
+    both = run_json("deliveries", "list", env=env, cwd=tmp_path)
+    assert {d["id"] for d in both} == {delivered["id"], failed["id"]}
+    table = rex_ok("deliveries", "list", env=env, cwd=tmp_path)
+    header, *rows = _rows(table)
+    assert header[:4] == ["ID", "EVENT", "STATUS", "ATTEMPTS"] and len(rows) == 2
+    assert "No failed deliveries." in rex_ok(
+        "deliveries", "list", "--failed", "--endpoint", ok_id, env=env, cwd=tmp_path
+    )
+
+    detail = run_json("deliveries", "get", failed["id"], env=env, cwd=tmp_path)
+    assert len(detail["attempts"]) == failed["attempt_count"] >= 2
+    assert {a["status_code"] for a in detail["attempts"]} == {500}
+    table = rex_ok("deliveries", "get", failed["id"], env=env, cwd=tmp_path)
+    assert f"Delivery {failed['id']}" in table and "500" in table and "AT" in table
+
+    before = len(receiver.wait_for(1, path="/fail"))
+    retried = run_json("deliveries", "retry", failed["id"], env=env, cwd=tmp_path)
+    assert retried["id"] == failed["id"]
+    receiver.wait_for(before + failed["attempt_count"], path="/fail", timeout=30)
+    said = rex_ok("deliveries", "retry", delivered["id"], env=env, cwd=tmp_path)
+    assert said.startswith(f"Retrying delivery {delivered['id']}")
+
+    for args in (["get", "dlv_nope"], ["retry", "dlv_nope"]):
+        assert_one_line_error(run_rex("deliveries", *args, env=env, cwd=tmp_path), "not found")
+    assert_one_line_error(
+        run_rex("deliveries", "list", "--endpoint", "wh_nope", env=env, cwd=tmp_path), "not found"
+    )
+
+
+def test_events_list_and_get(
+    env: dict[str, str], server: RexServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    with server.client() as client:
+        client.post("/webhooks", json={"url": receiver.url(), "events": "*"}).raise_for_status()
+        contact = client.post("/contacts", json={"email": "e@example.com"}).json()["data"]
+        client.patch(f"/contacts/{contact['id']}", json={"first_name": "E"}).raise_for_status()
+    receiver.wait_for(2, timeout=30)
+
+    events = run_json("events", "list", env=env, cwd=tmp_path)
+    assert [e.get("event") or e.get("type") for e in events][:2] == [
+        "contact.updated",
+        "contact.created",
+    ]
+    [created] = run_json("events", "list", "--type", "contact.created", env=env, cwd=tmp_path)
+    assert run_json("events", "list", "--object-id", contact["id"], env=env, cwd=tmp_path)
+    table = rex_ok("events", "list", env=env, cwd=tmp_path)
+    header, *rows = _rows(table)
+    assert header == ["ID", "TYPE", "OBJECT", "CREATED"] and rows[0][1] == "contact.updated"
+
+    detail = run_json("events", "get", created["id"], env=env, cwd=tmp_path)
+    assert detail["id"] == created["id"] and len(detail["deliveries"]) == 1
+    table = rex_ok("events", "get", created["id"], env=env, cwd=tmp_path)
+    assert f"Event {created['id']}" in table and "Deliveries" in table and "e@example.com" in table
+
+    assert_one_line_error(run_rex("events", "get", "evt_nope", env=env, cwd=tmp_path), "not found")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        "deal.created",
+        "deal.updated",
+        "deal.stage_changed",
+        "deal.deleted",
+        "task.created",
+        "task.updated",
+        "task.completed",
+        "task.deleted",
+    ],
+)
+def test_trigger_deal_and_task_events(
+    env: dict[str, str], server: RexServer, receiver: Receiver, tmp_path: Path, event: str
+) -> None:
+    with server.client() as client:
+        client.post("/webhooks", json={"url": receiver.url(), "events": "*"}).raise_for_status()
+    steps = run_json("trigger", event, env=env, cwd=tmp_path)
+    assert steps and all(step["data"]["id"] for step in steps)
+
+    def arrived() -> dict[str, object] | None:
+        for request in receiver.requests:
+            if request.headers["X-Rex-Event"] == event:
+                body: dict[str, object] = request.json()
+                return body
+        return None
+
+    body = wait_until(arrived, timeout=30)
+    if event == "deal.stage_changed":
+        assert body["to"] == "qualified"

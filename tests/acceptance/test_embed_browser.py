@@ -22,7 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support import RexServer, wait_until
+from tests.support import RexServer, missing, wait_until
 
 CAPTURE_PAGE = Path(__file__).resolve().parents[2] / "docs" / "capture.md"
 EXAMPLE_REX = "https://acme.rexgtm.com"
@@ -41,10 +41,14 @@ def _find_chromium() -> str | None:
 
 
 CHROMIUM = _find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium not found (Debian: apt-get install chromium; .ci/run installs it)",
-)
+
+
+@pytest.fixture(autouse=True)
+def _needs_chromium() -> None:
+    if CHROMIUM is None:
+        missing("Chromium not found (Debian: apt-get install chromium; .ci/run installs it)")
+
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

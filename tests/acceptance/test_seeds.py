@@ -31,14 +31,14 @@ from tests.acceptance.seedtext import (
     node_verify_source,
     seed,
 )
-from tests.support import first_key_from_log, free_port, wait_until
+from tests.support import first_key_from_log, free_port, missing, wait_until
 
 REX = str(Path(sys.executable).with_name("rex"))
 
 
 def test_vendored_seeds_match_the_shared_docs() -> None:
     if not SHARED.exists():
-        pytest.skip(f"{SHARED} is not beside this checkout; using the vendored copy")
+        missing(f"{SHARED} is not beside this checkout; using the vendored copy")
     for path in VENDORED.glob("*.txt"):
         assert path.read_text() == (SHARED / path.name).read_text(), path.name
 
@@ -196,7 +196,7 @@ def test_catch_all_subscription_from_the_listener_doc(rex_serve: dict[str, str])
 def test_node_verifier_from_the_seed_accepts_a_real_delivery(tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not on PATH")
+        missing("node is not on PATH")
     from tests.receiver import Receiver
     from tests.support import make_settings, serve_rex
 

@@ -7,13 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults.harness import PrivatePostgres
+from tests.support import missing
 
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     """A started throwaway cluster (never the shared one on 5432), removed afterwards."""
     if not PrivatePostgres.available():
-        pytest.skip("initdb (/usr/lib/postgresql/*/bin) is not installed: no private cluster")
+        missing("initdb (/usr/lib/postgresql/*/bin) is not installed: no private cluster")
     cluster = PrivatePostgres()
     try:
         cluster.start()

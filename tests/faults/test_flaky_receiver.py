@@ -26,7 +26,11 @@ from tests.faults.harness import (
 from tests.receiver import Behaviour, ReceivedRequest, Receiver, Reset, Slow
 from tests.support import api_key, sql
 
-TIMEOUT = 1.0  # REX_DELIVERY_TIMEOUT for this scenario
+# REX_DELIVERY_TIMEOUT for this scenario: far above what an immediate answer takes on a
+# loaded machine (the receiver runs in this test process, next to the capture load), so
+# that the only timeouts are the injected ones, which answer long after it.
+TIMEOUT = 5.0
+SLOW = TIMEOUT + 5.0
 
 
 class FlakySubscriber:
@@ -55,11 +59,17 @@ class FlakySubscriber:
             if failure == "reset":
                 return Reset()
             self.processed[event_id] += 1  # done, but answered after Rex stopped waiting
-            return Slow(TIMEOUT + 0.5, then=200)
+            return Slow(SLOW, then=200)
 
 
 def flaky_receiver_scenario(database_url: str, tmp_path: Path, *, events: int) -> None:
-    env = fast_env(database_url, REX_DELIVERY_TIMEOUT=str(TIMEOUT), REX_WORKER_CONCURRENCY="64")
+    env = fast_env(
+        database_url,
+        REX_DELIVERY_TIMEOUT=str(TIMEOUT),
+        # Above the slow answers: an attempt in flight is never claimed a second time.
+        REX_DELIVERY_LEASE=str(SLOW + 10),
+        REX_WORKER_CONCURRENCY="64",
+    )
     key = api_key(database_url)
     api = rex_serve(env, tmp_path / "api.log")
     subscriber = FlakySubscriber(0.3, seed=events)

@@ -48,7 +48,7 @@ from tests.integration.bad_input import (
     named_whole_bodies,
     snapshots,
 )
-from tests.integration.test_isolation import _PARAM, SAMPLE_IDS, Samples, _make_samples
+from tests.integration.samples import PARAM, SAMPLE_IDS, Samples, make_samples
 from tests.receiver import Receiver
 from tests.support import RexServer, make_settings, serve_rex, sql
 
@@ -86,7 +86,7 @@ def _body_operations(rex: RexServer, client: httpx.Client, samples: Samples) -> 
             if JSON not in content:
                 continue  # takes no body
             url = op.path
-            for param in _PARAM.findall(op.path):
+            for param in PARAM.findall(op.path):
                 assert param in SAMPLE_IDS, f"{method} {op.path}: add {param} to SAMPLE_IDS"
                 url = re.sub("{" + param + r"(?::\w+)?}", SAMPLE_IDS[param](samples), url)
             example = _example(openapi, content[JSON])
@@ -136,7 +136,7 @@ def fuzz_rex(database_url: str) -> Iterator[RexServer]:
 @pytest.fixture
 def operations(fuzz_rex: RexServer, receiver: Receiver) -> list[BodyOperation]:
     with fuzz_rex.client() as client:
-        samples = _make_samples(client, receiver)
+        samples = make_samples(client, receiver)
         found = _body_operations(fuzz_rex, client, samples)
     names = {repr(op) for op in found}
     assert {"POST /contacts", "PATCH /deals/{deal_id}", "POST /webhooks", "PATCH /workspace"} <= (

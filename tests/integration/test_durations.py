@@ -18,14 +18,14 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from rex.worker.retention import prune_expired
 
 from rex.api.idempotency import request_fingerprint
 from rex.clock import FixedClock, ShiftedClock
-from rex.outbox.events import record_event
 from rex.db.engine import Database
 from rex.db.schema import idempotency_keys
 from rex.ids import rfc3339, utcnow
+from rex.outbox.events import record_event
+from rex.worker.retention import prune_expired
 from rex.workspaces import service as workspaces
 from tests.receiver import ReceivedRequest, Receiver, Respond
 from tests.support import RexServer, make_settings, serve_rex, sql, wait_until
@@ -193,7 +193,7 @@ def test_a_key_in_flight_answers_409_for_5_minutes_then_runs_again(database_url:
         assert count(rex.database_url, "tasks") == 1
 
 
-# -- retention: a setting's interval, 30 days, disabled holds nothing, 0 keeps all --------------------
+# -- retention: a setting's interval, 30 days, disabled holds nothing, 0 keeps all --------
 
 
 def _old_event(database_url: str, *, age: timedelta, event_type: str = "contact.created") -> str:

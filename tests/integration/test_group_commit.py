@@ -192,18 +192,25 @@ async def test_connections_open_in_wal_with_their_settings_even_behind_another_l
     db = Database(f"sqlite:///{path}")
     turns = 0
 
+    ten_turns = asyncio.Event()
+
     async def count_turns() -> None:
         nonlocal turns
         while True:
             turns += 1
+            if turns >= 10:
+                ten_turns.set()
             await asyncio.sleep(0.01)
 
+    conn = db.engine.connect()
+    opening = asyncio.create_task(conn.start())
     counter = asyncio.create_task(count_turns())
     try:
-        conn = db.engine.connect()
-        opening = asyncio.create_task(conn.start())
-        await asyncio.sleep(0.3)
-        assert turns >= 10, turns  # the loop was never held up by the opening
+        # The loop keeps turning while the connection opens: counted, not timed, so a slow
+        # machine cannot fail it. (The opening does not wait for the other process here: in
+        # WAL mode, switching to WAL takes no lock, which is the point of the settings below.)
+        async with asyncio.timeout(30):
+            await ten_turns.wait()
         other.execute("COMMIT")
         await opening
         try:

@@ -6,84 +6,23 @@ without path parameters) shows none of A's ids. Afterwards A's objects and event
 unchanged.
 
 A route added later is covered automatically. If its path names a parameter this test cannot
-fill, it fails and says so: add a line to ``SAMPLE_IDS`` saying which of workspace A's objects
-the parameter is (see ``Samples``). Request bodies come from the OpenAPI examples, so a POST or
-PATCH needs an example that is valid (the 404 must come from the lookup, not from validation).
+fill, it fails and says so: add a line to ``SAMPLE_IDS`` in ``samples.py`` saying which of
+workspace A's objects the parameter is (see ``Samples``). Request bodies come from the OpenAPI
+examples, so a POST or PATCH needs an example that is valid (the 404 must come from the lookup,
+not from validation).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from rex.api.routes import api_operations
 from rex.app import create_app
+from tests.integration import samples as samples_module
+from tests.integration.samples import PARAM, SAMPLE_IDS, make_samples
 from tests.receiver import Receiver
 from tests.support import RexServer, make_settings, sql
-
-
-@dataclass
-class Samples:
-    """One object of each kind in workspace A."""
-
-    contact: str
-    deal: str
-    task: str
-    pipeline: str
-    endpoint: str
-    event: str
-    delivery: str
-    session: str
-
-    def all_ids(self) -> list[str]:
-        return list(vars(self).values())
-
-
-# Path parameter name -> which sample it is. Add new parameter names here.
-SAMPLE_IDS: dict[str, Callable[[Samples], str]] = {
-    "contact_id": lambda s: s.contact,
-    "deal_id": lambda s: s.deal,
-    "task_id": lambda s: s.task,
-    "pipeline_id": lambda s: s.pipeline,
-    "endpoint_id": lambda s: s.endpoint,
-    "webhook_id": lambda s: s.endpoint,
-    "event_id": lambda s: s.event,
-    "delivery_id": lambda s: s.delivery,
-    "session_id": lambda s: s.session,
-    # Query filters (see the list-filter test): an event's object, e.g. the contact.
-    "object_id": lambda s: s.contact,
-}
-
-_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
-
-
-def _make_samples(client: httpx.Client, receiver: Receiver) -> Samples:
-    def data(response: httpx.Response) -> dict[str, Any]:
-        assert response.status_code in (200, 201, 202), response.text
-        return response.json()["data"]  # type: ignore[no-any-return]
-
-    contact = data(client.post("/contacts", json={"email": "a@example.com"}))
-    pipeline = data(client.post("/pipelines", json={"name": "A", "stages": [{"name": "s"}]}))
-    deal = data(client.post("/deals", json={"name": "A deal", "contact_id": contact["id"]}))
-    task = data(client.post("/tasks", json={"title": "A task", "deal_id": deal["id"]}))
-    endpoint = data(client.post("/webhooks", json={"url": receiver.url(), "events": ["*"]}))
-    delivery = data(client.post(f"/webhooks/{endpoint['id']}/test"))
-    return Samples(
-        contact=contact["id"],
-        deal=deal["id"],
-        task=task["id"],
-        pipeline=pipeline["id"],
-        endpoint=endpoint["id"],
-        session=data(
-            client.post("/listen/sessions", json={"forward_to": "http://127.0.0.1:9/hook"})
-        )["id"],
-        event=delivery["event_id"],
-        delivery=delivery["id"],
-    )
 
 
 def _example_body(openapi: dict[str, Any], path: str, method: str) -> Any:
@@ -128,17 +67,18 @@ def test_every_operation_hides_another_workspaces_objects(
     assert len(operations) >= 20  # contacts, deals, tasks, pipelines, events, webhooks...
     their_key = rex.key_for("other")
     with rex.client() as mine, rex.client(their_key) as theirs:
-        samples = _make_samples(mine, receiver)
+        samples = make_samples(mine, receiver)
         openapi = mine.get("/openapi.json").json()
         before = _snapshot(rex, "default")
         checked_by_id, checked_lists = [], []
         for op in operations:
-            params = _PARAM.findall(op.path)
+            params = PARAM.findall(op.path)
             for method in sorted(op.methods - {"HEAD", "OPTIONS"}):
                 if params:
                     unknown = [p for p in params if p not in SAMPLE_IDS]
                     assert not unknown, (
-                        f"{method} {op.path}: add {unknown} to SAMPLE_IDS in {__file__}"
+                        f"{method} {op.path}: add {unknown} to SAMPLE_IDS"
+                        f" in {samples_module.__file__}"
                     )
                     url = op.path
                     for param in params:
@@ -217,10 +157,10 @@ def test_every_list_filter_naming_another_workspaces_ids_shows_nothing(
     operations = [
         op
         for op in api_operations(app)
-        if op.requires_api_key and "GET" in op.methods and not _PARAM.findall(op.path)
+        if op.requires_api_key and "GET" in op.methods and not PARAM.findall(op.path)
     ]
     with rex.client() as mine, rex.client(rex.key_for("other")) as theirs:
-        samples = _make_samples(mine, receiver)
+        samples = make_samples(mine, receiver)
         # An event and a delivery about the contact and the deal, so filters find something.
         mine.patch(f"/contacts/{samples.contact}", json={"first_name": "A"}).raise_for_status()
         openapi = mine.get("/openapi.json").json()

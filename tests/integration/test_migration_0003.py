@@ -12,7 +12,14 @@ import sqlalchemy as sa
 from rex.db.engine import MIGRATIONS, Database
 from rex.db.schema import workspaces
 from rex.ids import new_id, utcnow
-from tests.support import POSTGRES_SKIP_REASON, POSTGRES_URL, run, sql, temporary_postgres_database
+from tests.support import (
+    POSTGRES_SKIP_REASON,
+    POSTGRES_URL,
+    missing,
+    run,
+    sql,
+    temporary_postgres_database,
+)
 
 
 def _upgrade(connection: sa.Connection, target: str) -> None:
@@ -55,7 +62,7 @@ def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         yield f"sqlite:///{tmp_path}/old.db"
         return
     if not POSTGRES_URL:
-        pytest.skip(POSTGRES_SKIP_REASON)
+        missing(POSTGRES_SKIP_REASON)
     with temporary_postgres_database(POSTGRES_URL) as url:
         yield url
 

@@ -5,7 +5,7 @@ whether the worker got it or a ``rex listen`` CLI reported it. On SQLite and Pos
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import httpx
@@ -31,7 +31,9 @@ def _endpoint(rex: RexServer, endpoint_id: str) -> Any:
     return row
 
 
-def _deliveries_streamed(client: httpx.Client, session_id: str) -> Iterator[dict[str, Any]]:
+def _deliveries_streamed(
+    client: httpx.Client, session_id: str
+) -> Generator[dict[str, Any], None, None]:
     """The deliveries the session's stream hands out, while it stays open (it holds their
     leases: a report made then moves the delivery on)."""
     with client.stream("GET", f"/listen/sessions/{session_id}/stream") as response:

@@ -8,8 +8,8 @@ import httpx
 
 import rex as rexlib
 from rex.worker.transport import REFUSED
-from tests.receiver import Receiver, Reset, Slow
-from tests.support import RexServer, make_settings, serve_rex, sql, wait_until
+from tests.receiver import Hang, Receiver, Reset
+from tests.support import RexServer, make_settings, serve_rex, serve_rex_process, sql, wait_until
 
 SECRET = "whsec_your_signing_secret"
 
@@ -118,23 +118,28 @@ def test_filters_only_deliver_subscribed_events(rex: RexServer, receiver: Receiv
 
 
 def test_failures_are_retried_on_schedule_and_every_attempt_recorded(
-    rex: RexServer, receiver: Receiver
+    database_url: str, receiver: Receiver
 ) -> None:
-    receiver.respond_with(500, Reset(), Slow(3))  # then 200; the timeout is 2 s
-    subscribe(rex, receiver.url())
-    capture(rex)
+    # A real timeout: the third attempt gets no answer at all, whatever the machine's speed.
+    # The server runs as its own process (nothing in this one can stall it), with a timeout
+    # the other, immediate answers stay far inside even on a loaded machine.
+    settings = make_settings(database_url, delivery_timeout=5.0)
+    receiver.respond_with(500, Reset(), Hang())  # then 200
+    with serve_rex_process(settings) as rex:
+        subscribe(rex, receiver.url())
+        capture(rex)
 
-    requests = receiver.wait_for(4, timeout=20)
+        requests = receiver.wait_for(4, timeout=30)
 
+        [delivery] = wait_until(lambda: [d for d in deliveries(rex) if d.status == "delivered"], 30)
     assert len({r.headers["X-Rex-Event-Id"] for r in requests}) == 1
-    [delivery] = wait_until(lambda: [d for d in deliveries(rex) if d.status == "delivered"], 20)
     assert delivery.attempt_count == 4
     attempts = sql(
-        rex.database_url, "SELECT * FROM attempts WHERE delivery_id = :d ORDER BY at", d=delivery.id
+        database_url, "SELECT * FROM attempts WHERE delivery_id = :d ORDER BY at", d=delivery.id
     )
     assert [a.status_code for a in attempts] == [500, None, None, 200]
-    assert attempts[1].error and attempts[2].error
-    assert "timed out" in attempts[2].error
+    assert attempts[1].error and "timed out" not in attempts[1].error  # the reset
+    assert attempts[2].error == "timed out after 5s"
 
 
 def test_exhausted_schedule_marks_failed(rex: RexServer, receiver: Receiver) -> None:

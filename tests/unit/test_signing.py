@@ -33,6 +33,7 @@ from rex._signing import (
     sign,
     sign_standard_webhooks,
 )
+from tests.support import missing
 
 
 def now() -> int:
@@ -279,7 +280,7 @@ NodeVerifier = Callable[[bytes, str, str], bool]
 def node_verify(tmp_path: Path) -> NodeVerifier:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not on PATH: cannot run the seeds' Node.js verifier")
+        missing("node is not on PATH: cannot run the seeds' Node.js verifier")
     script = tmp_path / "verify.js"
     script.write_text(NODE_VERIFIER)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rex.api.client_ip import ProxyTrust
 from rex.capture.ratelimit import CaptureLimits, RateLimiter
+from rex.client_ip import ProxyTrust
 from rex.clock import SYSTEM_CLOCK, Clock
 from rex.db.engine import Database
 from rex.listen.stream import ListenHub, StreamQuota

@@ -10,9 +10,9 @@ from pydantic import TypeAdapter, ValidationError
 from rex.api.errors import domain_error_response
 from rex.api.idempotency import request_fingerprint
 from rex.api.limits import body_problem, json_not_utf8
-from rex.api.validation import IsoDate, Metadata, UtcTime
 from rex.db.pagination import decode_cursor, encode_cursor
 from rex.errors import BadCursor
+from rex.validation import IsoDate, Metadata, UtcTime
 
 
 def test_cursor_round_trip_and_refusals() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rex.api.client_ip import ProxyTrust, parse_address, rate_limit_key
+from rex.client_ip import ProxyTrust, parse_address, rate_limit_key
 from rex.settings import Settings
 
 

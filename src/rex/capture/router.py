@@ -13,7 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from rex.api.client_ip import rate_limit_key
 from rex.api.deps import DbDep, SettingsDep
 from rex.api.errors import (
     ApiError,
@@ -45,6 +44,7 @@ from rex.capture.responses import (
     wants_json,
 )
 from rex.capture.schemas import CAPTURE_FORM_SCHEMA, CaptureIn
+from rex.client_ip import rate_limit_key
 from rex.db.engine import Database
 from rex.ids import rfc3339, utcnow
 from rex.runtime import Runtime, runtime_of

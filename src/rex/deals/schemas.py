@@ -7,10 +7,10 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from rex.api.validation import IsoDate, Metadata
 from rex.db.records import row_values
 from rex.pipelines.schemas import StageName
 from rex.states import DealStatusName
+from rex.validation import IsoDate, Metadata
 
 DealName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Currency = Annotated[

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
-from rex.api.validation import UtcTime
 from rex.events import service
 from rex.events.schemas import EventEnvelope, EventList
 from rex.outbox.catalogue import EventType
+from rex.validation import UtcTime
 
 router = APIRouter(prefix="/events", tags=["events"], responses=ERROR_RESPONSES)
 

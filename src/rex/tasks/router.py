@@ -10,10 +10,10 @@ from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
 from rex.api.schemas import Deleted, DeletedObject
-from rex.api.validation import UtcTime
 from rex.states import TaskStatusName
 from rex.tasks import service
 from rex.tasks.schemas import TaskCreate, TaskEnvelope, TaskList, TaskUpdate
+from rex.validation import UtcTime
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 

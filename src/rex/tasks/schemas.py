@@ -7,10 +7,10 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from rex.api.validation import UtcTime
 from rex.db.records import row_values
 from rex.deals.schemas import ObjectId
 from rex.states import TaskStatus, TaskStatusName
+from rex.validation import UtcTime
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Body = Annotated[str, StringConstraints(max_length=20000)]

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from rex._version import __version__
 from rex.api.client_ip import ProxyTrust
@@ -31,6 +28,12 @@ from rex.events.router import router as events_router
 from rex.events.webhooks import register_webhooks
 from rex.listen.router import router as listen_router
 from rex.listen.stream import ListenHub, expire_sessions
+from rex.ops.health import Heartbeat
+from rex.ops.keys import UsageRecorder
+from rex.ops.lifecycle import release_leases
+from rex.ops.requests import RequestContextMiddleware
+from rex.ops.router import keys_router
+from rex.ops.router import router as ops_router
 from rex.pipelines.router import router as pipelines_router
 from rex.settings import Settings
 from rex.tasks.router import router as tasks_router
@@ -84,8 +87,9 @@ def create_app(
         async with db.transaction() as conn:
             await workspaces.ensure_default_workspace(conn)
         app.state.db = db
+        app.state.key_usage = UsageRecorder(db)
         stop = asyncio.Event()
-        worker_task = None
+        worker_task = heartbeat_task = None
         hub: ListenHub = app.state.listen_hub
         hub.bind(asyncio.get_running_loop())
         db.on_deliveries_queued(hub.wake)
@@ -97,7 +101,11 @@ def create_app(
                 async with db.transaction() as conn:
                     await outbox.release_all_leases(conn)
             worker = DeliveryWorker(db, settings, sender)
+            app.state.worker_id = worker.worker_id
+            heartbeat = Heartbeat(db, worker.worker_id, kind="embedded")
+            await heartbeat.beat()
             worker_task = asyncio.create_task(worker.run(stop))
+            heartbeat_task = asyncio.create_task(heartbeat.run(stop))
         try:
             yield
         finally:
@@ -106,6 +114,10 @@ def create_app(
             await expiry_task
             if worker_task is not None:
                 await worker_task
+                await release_leases(db, app.state.worker_id)
+            if heartbeat_task is not None:
+                await heartbeat_task
+            await app.state.key_usage.close()
             await sender.close()
             await db.close()
 
@@ -128,6 +140,7 @@ def create_app(
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(DatabaseErrorsMiddleware)  # answers outages without dropping connections
+    app.add_middleware(RequestContextMiddleware)  # X-Request-Id, access log, HTTP metrics
     app.include_router(capture_router)
     app.include_router(contacts_router)
     app.include_router(deals_router)
@@ -138,27 +151,9 @@ def create_app(
     app.include_router(workspace_router)
     app.include_router(listen_router)
     app.include_router(deliveries_router)
+    app.include_router(ops_router)
+    app.include_router(keys_router)
     register_webhooks(app)
     install_openapi(app, description=API_DESCRIPTION)
-
-    @app.get(
-        "/healthz",
-        tags=["operations"],
-        responses={
-            200: {"content": {"application/json": {"example": {"status": "ok"}}}},
-            503: {
-                "description": "The database does not answer",
-                "content": {"application/json": {"example": {"status": "unavailable"}}},
-            },
-        },
-    )
-    async def healthz() -> Any:
-        """200 when the database answers, 503 otherwise."""
-        try:
-            async with app.state.db.read() as conn:
-                await conn.execute(sa.text("SELECT 1"))
-        except Exception:
-            return JSONResponse({"status": "unavailable"}, status_code=503)
-        return {"status": "ok", "version": __version__}
 
     return app

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = 1024 * 1024
     log_level: str = "info"
     log_json: bool = False
+    # `/metrics` asks for `Authorization: Bearer <token>` when this is set.
+    metrics_token: str | None = None
 
     @field_validator("allowed_networks", "trusted_proxies", mode="before")
     @classmethod

@@ -46,6 +46,7 @@ class Auth:
 
 
 async def _authenticate(
+    request: Request,
     db: DbDep,
     api_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -62,6 +63,9 @@ async def _authenticate(
         found = await workspaces.authenticate(conn, key.strip())
     if found is None:
         raise ApiError(401, "Invalid or revoked API key.", headers={"WWW-Authenticate": "Bearer"})
+    usage = getattr(request.app.state, "key_usage", None)
+    if usage is not None:
+        usage.used(found[0])  # "last used", at most once a minute (rex.ops.keys)
     return Auth(key_id=found[0], workspace=found[1])
 
 

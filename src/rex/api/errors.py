@@ -16,6 +16,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rex.ops.requests import current_request_id
+
 log = structlog.get_logger("rex.api")
 
 _STATUS_TYPES = {
@@ -62,6 +64,7 @@ class ErrorBody(BaseModel):
     type: str
     message: str
     field: str | None = None
+    request_id: str | None = None  # the request's X-Request-Id (in the logs too)
 
 
 class ErrorEnvelope(BaseModel):
@@ -124,6 +127,7 @@ def error_response(
             "type": type or _STATUS_TYPES.get(status, "error"),
             "message": message,
             "field": field,
+            "request_id": current_request_id(),
         }
     }
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))

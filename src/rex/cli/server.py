@@ -5,12 +5,14 @@ same ``app`` in ``rex.cli``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Annotated, NoReturn
 
+import structlog
 import typer
 
 from rex.cli._errors import CliError
@@ -26,7 +28,7 @@ except ImportError:  # pragma: no cover
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     help="Rex: lead capture, contacts, deals and tasks, with signed, retried webhooks.",
 )
@@ -73,17 +75,25 @@ def serve(
 
     from rex.app import create_app
 
+    from rex.ops import lifecycle
+    from rex.ops.admin import describe_database
+
     settings = _settings()
+    structlog.get_logger("rex.serve").info(
+        "serving", database=describe_database(settings.database_url), host=host, port=port
+    )
     first_key = asyncio.run(_bootstrap(settings))
     if first_key:
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        typer.echo(
+        text = (
             "\nRex created its database, the workspace 'default' and its first API key.\n"
             "The key is shown only now; `rex keys create` makes another at any time.\n\n"
             f"  export REX_URL=http://{shown_host}:{port}\n"
-            f"  export REX_API_KEY={first_key}\n",
-            err=True,
+            f"  export REX_API_KEY={first_key}\n"
         )
+        if settings.log_json:  # still one JSON object a line (the key is shown only now)
+            text = json.dumps({"event": "first_api_key", "level": "warning", "message": text})
+        typer.echo(text, err=True)
     run_worker = not no_worker
     application = create_app(settings, run_worker=run_worker)
     config = uvicorn.Config(
@@ -96,12 +106,19 @@ def serve(
         forwarded_allow_ips="",
         server_header=False,
         log_level=settings.log_level,
+        # Rex's logging (rex.logging) renders uvicorn's lines; Rex logs one line a request.
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
     )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit:  # the second SIGTERM or SIGINT: exit at once
+                lifecycle.exit_now(sig)
+            structlog.get_logger("rex.serve").info(
+                "shutting_down", signal=signal.Signals(sig).name
+            )
             # `rex listen` streams never end by themselves: end them as shutdown begins.
             application.state.listen_hub.close_threadsafe()
             super().handle_exit(sig, frame)
@@ -117,11 +134,18 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option(help="Deliveries in flight at once (default 64).")
     ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /metrics, /healthz and /readyz on this port."),
+    ] = None,
+    http_host: Annotated[str, typer.Option(help="Interface for --http-port.")] = "127.0.0.1",
 ) -> None:
     """Run a standalone delivery worker (PostgreSQL; run as many as you like)."""
     from rex.app import destination_policy
     from rex.delivery.transport import AiohttpTransport
     from rex.delivery.worker import DeliveryWorker
+    from rex.ops import lifecycle, worker_http
+    from rex.ops.health import Heartbeat
 
     settings = _settings()
 
@@ -131,11 +155,31 @@ def worker(
         transport = AiohttpTransport(destination_policy(settings))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def first_signal(signum: int) -> None:
+            stop.set()
+            for other in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(other)
+            lifecycle.second_signal_exits(signum)
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, first_signal, signum)
+        delivery_worker = DeliveryWorker(db, settings, transport, concurrency=concurrency)
+        heartbeat = Heartbeat(db, delivery_worker.worker_id, kind="worker")
+        runner = None
         try:
-            await DeliveryWorker(db, settings, transport, concurrency=concurrency).run(stop)
+            await heartbeat.beat()
+            if http_port is not None:
+                runner = await worker_http.start(
+                    db, delivery_worker.worker_id, settings.metrics_token, http_host, http_port
+                )
+            beating = asyncio.create_task(heartbeat.run(stop))
+            await delivery_worker.run(stop)
+            await lifecycle.release_leases(db, delivery_worker.worker_id)
+            await beating
         finally:
+            if runner is not None:
+                await runner.cleanup()
             await transport.close()
             await db.close()
 
@@ -172,9 +216,16 @@ def migrate() -> None:
 def keys_create(
     workspace: Annotated[str, typer.Option(help="Workspace slug.")] = workspaces.DEFAULT_SLUG,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    expires_in: Annotated[
+        str | None, typer.Option(help="Expire the key after this long: 90d, 12h, 30m.")
+    ] = None,
 ) -> None:
     """Create an API key; the key alone is printed on the last line."""
+    from rex.cli import ops
+
     settings = _settings()
+    ops.require(settings)
+    expires_at = ops.expiry(expires_in)
 
     async def run() -> tuple[str, str]:
         db = Database(settings.database_url)
@@ -191,7 +242,9 @@ def keys_create(
                             f"{workspace})"
                         )
                     found = maybe
-                return await workspaces.create_api_key(conn, found.id, name)
+                return await workspaces.create_api_key(
+                    conn, found.id, name, expires_at=expires_at
+                )
         finally:
             await db.close()
 
@@ -206,7 +259,10 @@ def workspaces_create(
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
 ) -> None:
     """Create a workspace (then: rex keys create --workspace SLUG)."""
+    from rex.cli import ops
+
     settings = _settings()
+    ops.require(settings)
 
     async def run() -> str:
         db = Database(settings.database_url)
@@ -245,7 +301,7 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except CliError as exc:
-        _fail(str(exc))
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as exc:

@@ -26,6 +26,7 @@ from rex.delivery.retention import prune_expired
 from rex.delivery.retry import next_state
 from rex.delivery.transport import DeliveryFailed, Transport
 from rex.ids import utcnow
+from rex.ops import metrics
 from rex.settings import Settings
 from rex.webhooks import service as webhooks
 
@@ -225,7 +226,9 @@ class DeliveryWorker:
         except Exception as exc:  # a bug in a transport must not lose the delivery
             log.exception("transport_error", delivery=delivery.id)
             error = f"internal error: {type(exc).__name__}"
-        latency_ms = int((time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        latency_ms = int(elapsed * 1000)
+        metrics.record_attempt(status_code, error, elapsed, delivery.event_id)
         outcome = self._outcome(delivery, at, status_code, error, latency_ms, excerpt, retry_after)
         log.info(
             "delivery_attempt",

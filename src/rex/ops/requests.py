@@ -1,0 +1,101 @@
+"""Per-request observability: the ``X-Request-Id``, one access-log line, HTTP metrics.
+
+``RequestContextMiddleware`` is the outermost middleware: it accepts the client's
+``X-Request-Id`` when it is a sane token (else makes one), binds it to the log context of
+everything the request logs, echoes it on the response, and, once the answer is sent, logs
+one ``request`` line and counts it in ``rex_http_requests_total`` under the route template
+(``/contacts/{contact_id}``, never the raw path: bounded label values).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rex.ops import metrics
+
+access_log = structlog.get_logger("rex.access")
+
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "rex_request_id", default=None
+)
+UNMATCHED_ROUTE = "unmatched"
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served (None outside a request)."""
+    return _request_id.get()
+
+
+def request_id_from(value: str | None) -> str:
+    """The client's id when it is 1-128 characters of ``A-Za-z0-9._:-``, else a new one."""
+    if value and _VALID_ID.match(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = request_id_from(incoming)
+        header = request_id.encode()
+        token = _request_id.set(request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [
+                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"
+                ]
+                headers.append((b"x-request-id", header))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            duration = time.perf_counter() - started
+            route = _route_template(scope)
+            method = scope.get("method", "")
+            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            metrics.HTTP_DURATION.labels(route).observe(duration)
+            if method == "POST" and route.startswith("/capture"):
+                metrics.CAPTURES.labels(metrics.capture_outcome(status)).inc()
+            client = scope.get("client")
+            access_log.info(
+                "request",
+                method=method,
+                route=route,
+                path=scope.get("path", ""),
+                status=status,
+                duration_ms=round(duration * 1000, 2),
+                client=client[0] if client else None,
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+            _request_id.reset(token)

@@ -111,3 +111,5 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
         logger.setLevel(numeric)
         if not any(isinstance(f, _RedactRecords) for f in logger.filters):
             logger.addFilter(_RedactRecords())
+    # Alembic announces its plugins at every start: only its "Running upgrade" lines matter.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(numeric, logging.WARNING))

@@ -19,6 +19,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,6 +28,7 @@ from ulid import ULID
 from rex.db.schema import deliveries, endpoints
 from rex.ids import utcnow
 
+disable_created_metrics()  # no `*_created` series: half the output, no use for alerting
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 CAPTURES = Counter(

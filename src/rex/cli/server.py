@@ -122,6 +122,10 @@ def serve(
             # `rex listen` streams never end by themselves: end them as shutdown begins.
             application.state.listen_hub.close_threadsafe()
             super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal once shut down (exit -15); a clean stop exits 0.
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
 
     server = Server(config)
     server.run()

@@ -77,8 +77,28 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        started_response = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send_with_id(message)
+
+        failed = False
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_tracking)
+        except Exception:
+            # A bug below: answer the 500 here, so that it carries the request id; Starlette's
+            # outer handler still logs it (with this id: the context is kept) and re-raises.
+            failed = True
+            if not started_response:
+                from rex.api.errors import error_response
+
+                response = error_response(
+                    500, "Internal error; nothing was written.", type="internal_error"
+                )
+                await response(scope, receive, send_tracking)
+            raise
         finally:
             duration = time.perf_counter() - started
             route = _route_template(scope)
@@ -97,5 +117,6 @@ class RequestContextMiddleware:
                 duration_ms=round(duration * 1000, 2),
                 client=client[0] if client else None,
             )
-            structlog.contextvars.unbind_contextvars("request_id")
-            _request_id.reset(token)
+            if not failed:  # (a failed request's id stays for the lines logging the error)
+                structlog.contextvars.unbind_contextvars("request_id")
+                _request_id.reset(token)

@@ -111,5 +111,16 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
         logger.setLevel(numeric)
         if not any(isinstance(f, _RedactRecords) for f in logger.filters):
             logger.addFilter(_RedactRecords())
-    # Alembic announces its plugins at every start: only its "Running upgrade" lines matter.
+    # Alembic announces its plugins and its dialect at every start: only its "Running
+    # upgrade" lines (and its warnings) matter.
     logging.getLogger("alembic.runtime.plugins").setLevel(max(numeric, logging.WARNING))
+    migration = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, _AlembicChatter) for f in migration.filters):
+        migration.addFilter(_AlembicChatter())
+
+
+class _AlembicChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not str(record.msg).startswith(
+            ("Context impl", "Will assume")
+        )

@@ -66,9 +66,7 @@ def procs() -> Iterator[list[Proc]]:
             proc.process.wait(10)
 
 
-def serve(
-    procs: list[Proc], database_url: str, tmp_path: Path, *extra: str, **env: str
-) -> Proc:
+def serve(procs: list[Proc], database_url: str, tmp_path: Path, *extra: str, **env: str) -> Proc:
     port = free_port()
     proc = start(
         ["serve", "--port", str(port), *extra],

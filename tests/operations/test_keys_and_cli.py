@@ -17,8 +17,12 @@ from tests.operations.conftest import Proc, first_key, rex_env, serve
 from tests.support import sql
 
 
-def rex(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([REX, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+def rex(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [REX, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 def client_env(**extra: str) -> dict[str, str]:
@@ -57,7 +61,9 @@ def test_a_revoked_key_is_refused_by_every_process(tmp_path: Path, procs: list[P
         refused = httpx.get(f"{url}/contacts", headers={"X-Api-Key": api_key})
         assert refused.status_code == 401, refused.text
     assert time.monotonic() - started < 1.0
-    missing = httpx.delete(f"{one.url}/keys/key_01HQ3Z8W6X9Y2V4T5R7P8N0M1K", headers={"X-Api-Key": key})
+    missing = httpx.delete(
+        f"{one.url}/keys/key_01HQ3Z8W6X9Y2V4T5R7P8N0M1K", headers={"X-Api-Key": key}
+    )
     assert missing.status_code == 404
 
     # Revoked with the CLI, on the database: refused by both servers.
@@ -103,7 +109,11 @@ def test_admin_commands_never_create_a_database(tmp_path: Path) -> None:
 def test_global_options_exit_codes_and_client_commands(tmp_path: Path, procs: list[Proc]) -> None:
     version = rex("--version", env=client_env())
     assert version.returncode == 0 and version.stdout.startswith("rex ")
-    completion = rex("--show-completion", "bash", env=client_env(_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1"))
+    completion = rex(
+        "--show-completion",
+        "bash",
+        env=client_env(_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1"),
+    )
     assert completion.returncode == 0 and "complete" in completion.stdout
 
     database_url = f"sqlite:///{tmp_path}/rex.db"
@@ -122,9 +132,17 @@ def test_global_options_exit_codes_and_client_commands(tmp_path: Path, procs: li
     assert json.loads(rotated.stdout)["secret"] != endpoint["secret"]
 
     changed = rex(
-        *flags, "workspace", "set", "--allowed-origins", "https://www.acme.test",
-        "--redirect-url", "https://www.acme.test/thanks", "--rate-limit", "600/minute",
-        "--json", env=env,
+        *flags,
+        "workspace",
+        "set",
+        "--allowed-origins",
+        "https://www.acme.test",
+        "--redirect-url",
+        "https://www.acme.test/thanks",
+        "--rate-limit",
+        "600/minute",
+        "--json",
+        env=env,
     )
     assert changed.returncode == 0, changed.stderr
     shown = json.loads(rex(*flags, "workspace", "show", "--json", env=env).stdout)

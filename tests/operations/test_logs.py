@@ -57,13 +57,17 @@ def test_every_line_is_json_with_request_ids(tmp_path: Path) -> None:
         assert chosen.status_code == 401
         assert chosen.headers["x-request-id"] == "req-chosen.1"
         assert chosen.json()["error"]["request_id"] == "req-chosen.1"
-        invalid = httpx.get(f"{url}/contacts/nope", headers={"X-Request-Id": "bad id; " + "x" * 200})
+        invalid = httpx.get(
+            f"{url}/contacts/nope", headers={"X-Request-Id": "bad id; " + "x" * 200}
+        )
         made = invalid.headers["x-request-id"]
         assert not made.startswith("bad") and len(made) == 32
         assert invalid.json()["error"]["request_id"] == made
         absent = httpx.get(f"{url}/healthz")
         assert len(absent.headers["x-request-id"]) == 32
-        ok = httpx.post(f"{url}/contacts", json={"email": "j@example.com"}, headers={"X-Api-Key": key})
+        ok = httpx.post(
+            f"{url}/contacts", json={"email": "j@example.com"}, headers={"X-Api-Key": key}
+        )
         assert ok.status_code == 201 and ok.headers["x-request-id"]
 
         # An internal error: its traceback is logged as JSON, with the request's id.

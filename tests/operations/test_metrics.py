@@ -33,15 +33,15 @@ def test_serve_metrics_move_with_a_capture_and_a_failing_delivery(
     receiver.set_default(500)
     database_url = f"sqlite:///{tmp_path}/rex.db"
     # The first retry waits a minute: the failed delivery stays pending for the scrape.
-    rex = serve(
-        procs, database_url, tmp_path, REX_METRICS_TOKEN=TOKEN, REX_RETRY_SCHEDULE="60"
-    )
+    rex = serve(procs, database_url, tmp_path, REX_METRICS_TOKEN=TOKEN, REX_RETRY_SCHEDULE="60")
     key = first_key(rex)
 
     refused = httpx.get(f"{rex.url}/metrics")
     assert refused.status_code == 401
     assert refused.json()["error"]["request_id"] == refused.headers["x-request-id"]
-    assert httpx.get(f"{rex.url}/metrics", headers={"Authorization": "Bearer no"}).status_code == 401
+    assert (
+        httpx.get(f"{rex.url}/metrics", headers={"Authorization": "Bearer no"}).status_code == 401
+    )
 
     before = scrape(rex.url, **AUTH)
     assert before["rex_deliveries_pending"] == 0
@@ -63,7 +63,9 @@ def test_serve_metrics_move_with_a_capture_and_a_failing_delivery(
         assert after['rex_http_request_duration_seconds_count{route="/capture"}'] >= 2
         # Route templates, never raw paths: one series for every endpoint id.
         client.get("/webhooks/wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K")
-        templated = 'rex_http_requests_total{method="GET",route="/webhooks/{endpoint_id}",status="404"}'
+        templated = (
+            'rex_http_requests_total{method="GET",route="/webhooks/{endpoint_id}",status="404"}'
+        )
         assert scrape(rex.url, **AUTH)[templated] == 1
 
         endpoint_id = hook.json()["data"]["id"]
@@ -82,9 +84,7 @@ def test_worker_http_port_serves_metrics_health_and_readiness(
         client.post("/contacts", json={"email": "w@example.com"}).raise_for_status()
 
     # No worker yet: the delivery is due and waits; every process reads the same backlog.
-    wait_until(
-        lambda: scrape(api.url)["rex_delivery_oldest_pending_age_seconds"] > 0.2, timeout=10
-    )
+    wait_until(lambda: scrape(api.url)["rex_delivery_oldest_pending_age_seconds"] > 0.2, timeout=10)
     assert scrape(api.url)["rex_deliveries_pending"] == 1
     receiver.assert_no_requests()
 

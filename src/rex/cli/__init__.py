@@ -6,9 +6,8 @@ Server side (``rex.cli.server``): ``serve``, ``worker``, ``migrate``, ``keys``,
 ``webhooks``, ``deliveries``, ``events``, ``contacts``.
 """
 
-from rex.cli import operator, ops
+from rex.cli import operator, ops, server
 from rex.cli.listen import listen
-from rex.cli import server
 from rex.cli.server import app, main
 from rex.cli.trigger import trigger
 

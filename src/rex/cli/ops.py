@@ -46,7 +46,8 @@ def global_options(
     api_key: Annotated[
         str | None,
         typer.Option(
-            "--api-key", help="API key for client commands (default: REX_API_KEY).",
+            "--api-key",
+            help="API key for client commands (default: REX_API_KEY).",
             show_default=False,
         ),
     ] = None,

@@ -74,7 +74,6 @@ def serve(
     import uvicorn
 
     from rex.app import create_app
-
     from rex.ops import lifecycle
     from rex.ops.admin import describe_database
 
@@ -116,9 +115,7 @@ def serve(
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if self.should_exit:  # the second SIGTERM or SIGINT: exit at once
                 lifecycle.exit_now(sig)
-            structlog.get_logger("rex.serve").info(
-                "shutting_down", signal=signal.Signals(sig).name
-            )
+            structlog.get_logger("rex.serve").info("shutting_down", signal=signal.Signals(sig).name)
             # `rex listen` streams never end by themselves: end them as shutdown begins.
             application.state.listen_hub.close_threadsafe()
             super().handle_exit(sig, frame)
@@ -246,9 +243,7 @@ def keys_create(
                             f"{workspace})"
                         )
                     found = maybe
-                return await workspaces.create_api_key(
-                    conn, found.id, name, expires_at=expires_at
-                )
+                return await workspaces.create_api_key(conn, found.id, name, expires_at=expires_at)
         finally:
             await db.close()
 

@@ -34,7 +34,7 @@ def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    return Path(parsed.database).resolve()  # type: ignore[arg-type]
+    return Path(parsed.database).resolve()
 
 
 async def require_database(url: str) -> None:

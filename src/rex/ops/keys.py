@@ -90,7 +90,9 @@ async def list_keys(
     return [_info(row) for row in await conn.execute(query)]
 
 
-async def revoke(conn: AsyncConnection, key_id: str, workspace_id: str | None = None) -> KeyInfo | None:
+async def revoke(
+    conn: AsyncConnection, key_id: str, workspace_id: str | None = None
+) -> KeyInfo | None:
     """Revoke ``key_id`` (in ``workspace_id`` when given); None when there is no such key.
     Revoking a revoked key keeps its first revocation time."""
     where = [api_keys.c.id == key_id]

@@ -28,7 +28,7 @@ from ulid import ULID
 from rex.db.schema import deliveries, endpoints
 from rex.ids import utcnow
 
-disable_created_metrics()  # no `*_created` series: half the output, no use for alerting
+disable_created_metrics()  # type: ignore[no-untyped-call] # no `*_created` series: half the output, no use for alerting
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 CAPTURES = Counter(
@@ -107,7 +107,9 @@ def attempt_outcome(status_code: int | None, error: str | None) -> str:
     return "connection_error"
 
 
-def record_attempt(status_code: int | None, error: str | None, seconds: float, event_id: str) -> None:
+def record_attempt(
+    status_code: int | None, error: str | None, seconds: float, event_id: str
+) -> None:
     """Count one attempt; a success also observes the time since its event was recorded
     (read from the event id's ULID, which carries its creation time)."""
     outcome = attempt_outcome(status_code, error)
@@ -157,9 +159,7 @@ async def read_backlog(conn: AsyncConnection) -> Backlog:
         )
     ).scalar_one()
     disabled = (
-        await conn.execute(
-            sa.select(sa.func.count()).where(endpoints.c.enabled.is_(False))
-        )
+        await conn.execute(sa.select(sa.func.count()).where(endpoints.c.enabled.is_(False)))
     ).scalar_one()
     return Backlog(int(pending), oldest, int(disabled))
 
@@ -183,4 +183,3 @@ def token_ok(expected: str | None, authorization: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(
         presented.strip().encode(), expected.encode()
     )
-

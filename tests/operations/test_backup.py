@@ -9,10 +9,11 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.cli import REX
 from tests.operations.conftest import Proc, rex_env, serve
-from tests.support import sql, wait_until
+from tests.support import migrate, sql, wait_until
 
 
 def test_backup_under_load_then_restore(tmp_path: Path, procs: list[Proc]) -> None:
@@ -82,3 +83,21 @@ def test_backup_under_load_then_restore(tmp_path: Path, procs: list[Proc]) -> No
     stored = {r.email for r in sql(restored_url, "SELECT email FROM contacts")}
     assert set(before) <= stored
     assert len(stored) <= len(acknowledged) + 3  # nothing the live server never stored
+
+
+@pytest.mark.postgres
+def test_backup_on_postgresql_runs_pg_dump(postgres_url: str, tmp_path: Path) -> None:
+    if shutil.which("pg_dump") is None:
+        pytest.skip("pg_dump is not installed here")
+    migrate(postgres_url)
+    dest = tmp_path / "rex.dump"
+    result = subprocess.run(
+        [REX, "backup", str(dest)], env=rex_env(postgres_url), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pg_dump" in result.stdout
+    listing = subprocess.run(
+        ["pg_restore", "--list", str(dest)], capture_output=True, text=True, check=True
+    )
+    assert "TABLE public contacts" in listing.stdout
+    assert "TABLE public worker_heartbeats" in listing.stdout

@@ -28,6 +28,7 @@ from rex.events.router import router as events_router
 from rex.events.webhooks import register_webhooks
 from rex.listen.router import router as listen_router
 from rex.listen.stream import ListenHub, expire_sessions
+from rex.ops.docs import install_docs
 from rex.ops.health import Heartbeat
 from rex.ops.keys import UsageRecorder
 from rex.ops.lifecycle import release_leases
@@ -126,6 +127,8 @@ def create_app(
         version=__version__,
         summary="Lead capture, contacts, deals and tasks, with signed, retried webhooks.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own assets (rex.ops.docs): offline
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.destination_policy = destination_policy(settings)
@@ -155,5 +158,6 @@ def create_app(
     app.include_router(keys_router)
     register_webhooks(app)
     install_openapi(app, description=API_DESCRIPTION)
+    install_docs(app)
 
     return app

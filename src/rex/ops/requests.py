@@ -40,10 +40,15 @@ def request_id_from(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
+_FIXED_PATHS = frozenset({"/openapi.json"})  # served without a route in the scope
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else UNMATCHED_ROUTE
+    if isinstance(path, str):
+        return path
+    return scope["path"] if scope.get("path") in _FIXED_PATHS else UNMATCHED_ROUTE
 
 
 class RequestContextMiddleware:

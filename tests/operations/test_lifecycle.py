@@ -109,3 +109,23 @@ def test_a_second_signal_exits_at_once(
     code = worker.process.wait(10)
     assert time.monotonic() - started < 5
     assert code == 128 + signal.SIGINT, worker.text()
+
+
+def test_a_second_sigterm_stops_rex_serve_at_once(
+    tmp_path: Path, receiver: Receiver, procs: list[Proc]
+) -> None:
+    receiver.set_default(Hang())
+    database_url = f"sqlite:///{tmp_path}/rex.db"
+    rex = serve(procs, database_url, tmp_path, REX_DELIVERY_TIMEOUT="60")
+    with httpx.Client(base_url=rex.url, headers={"X-Api-Key": first_key(rex)}) as client:
+        client.post("/webhooks", json={"url": receiver.url(), "events": ["*"]}).raise_for_status()
+        client.post("/contacts", json={"email": "hang@example.com"}).raise_for_status()
+    receiver.wait_for(1, timeout=30)  # the embedded worker's attempt hangs, up to 60 s
+    rex.process.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    assert rex.process.poll() is None  # the first one waits for the attempt
+    started = time.monotonic()
+    rex.process.send_signal(signal.SIGTERM)
+    code = rex.process.wait(10)
+    assert time.monotonic() - started < 5
+    assert code == 128 + signal.SIGTERM, rex.text()

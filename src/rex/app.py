@@ -143,7 +143,8 @@ def create_app(
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(DatabaseErrorsMiddleware)  # answers outages without dropping connections
-    app.add_middleware(RequestContextMiddleware)  # X-Request-Id, access log, HTTP metrics
+    # X-Request-Id, the access log, HTTP metrics (outermost: it sees every answer).
+    app.add_middleware(RequestContextMiddleware, proxy_trust=app.state.proxy_trust)
     app.include_router(capture_router)
     app.include_router(contacts_router)
     app.include_router(deals_router)

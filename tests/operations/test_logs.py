@@ -35,7 +35,7 @@ def test_every_line_is_json_with_request_ids(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     out, err = tmp_path / "stdout", tmp_path / "stderr"
-    env = rex_env(database_url, REX_LOG_JSON="1")
+    env = rex_env(database_url, REX_LOG_JSON="1", REX_TRUSTED_PROXIES="127.0.0.1")
     with out.open("wb") as stdout, err.open("wb") as stderr:
         serve = subprocess.Popen(
             [REX, "serve", "--port", str(port)], env=env, stdout=stdout, stderr=stderr
@@ -63,7 +63,7 @@ def test_every_line_is_json_with_request_ids(tmp_path: Path) -> None:
         made = invalid.headers["x-request-id"]
         assert not made.startswith("bad") and len(made) == 32
         assert invalid.json()["error"]["request_id"] == made
-        absent = httpx.get(f"{url}/healthz")
+        absent = httpx.get(f"{url}/healthz", headers={"X-Forwarded-For": "203.0.113.9"})
         assert len(absent.headers["x-request-id"]) == 32
         ok = httpx.post(
             f"{url}/contacts", json={"email": "j@example.com"}, headers={"X-Api-Key": key}
@@ -101,6 +101,9 @@ def test_every_line_is_json_with_request_ids(tmp_path: Path) -> None:
     assert by_id["req-chosen.1"]["route"] == "/contacts"
     assert by_id[made]["route"] == "/contacts/{contact_id}"
     assert by_id["req-broken"]["status"] == 500
+    assert by_id["req-broken"]["client"] == "127.0.0.1"
+    # Behind a trusted proxy, the client is the address it vouches for.
+    assert by_id[absent.headers["x-request-id"]]["client"] == "203.0.113.9"
     # Every line logged while serving a request carries its id: the traceback's too.
     [unhandled] = [line for line in lines if line["event"] == "unhandled_error"]
     assert unhandled["request_id"] == "req-broken"

@@ -17,6 +17,7 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rex.api.client_ip import ProxyTrust
 from rex.ops import metrics
 
 access_log = structlog.get_logger("rex.access")
@@ -52,8 +53,9 @@ def _route_template(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, proxy_trust: ProxyTrust | None = None) -> None:
         self.app = app
+        self.proxy_trust = proxy_trust
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,7 +114,6 @@ class RequestContextMiddleware:
             metrics.HTTP_DURATION.labels(route).observe(duration)
             if method == "POST" and route.startswith("/capture"):
                 metrics.CAPTURES.labels(metrics.capture_outcome(status)).inc()
-            client = scope.get("client")
             access_log.info(
                 "request",
                 method=method,
@@ -120,8 +121,22 @@ class RequestContextMiddleware:
                 path=scope.get("path", ""),
                 status=status,
                 duration_ms=round(duration * 1000, 2),
-                client=client[0] if client else None,
+                client=self._client(scope),
             )
             if not failed:  # (a failed request's id stays for the lines logging the error)
                 structlog.contextvars.unbind_contextvars("request_id")
                 _request_id.reset(token)
+
+    def _client(self, scope: Scope) -> str | None:
+        """The client's address: the socket's peer, or what trusted proxies vouch for."""
+        peer = scope.get("client")
+        address = peer[0] if peer else None
+        if self.proxy_trust is None or not self.proxy_trust.networks:
+            return address
+        forwarded = [
+            value.decode("latin-1")
+            for name, value in scope.get("headers", ())
+            if name == b"x-forwarded-for"
+        ]
+        found = self.proxy_trust.client_address(address, forwarded)
+        return str(found) if found is not None else address

@@ -61,7 +61,8 @@ only its own workspace: another workspace's objects answer 404, exactly like mis
 **Envelope.** One object is `{"data": {...}}`; a list is `{"data": [...], "next_cursor": ...}`
 (newest first; pass `next_cursor` back as `cursor`, `null` on the last page).
 
-**Errors.** Any non-2xx carries `{"error": {"type", "message", "field"}}`. Bad input is a 4xx
+**Errors.** Any non-2xx carries `{"error": {"type", "message", "field", "request_id"}}`
+(`request_id`: the `X-Request-Id` of the request, echoed or made). Bad input is a 4xx
 and writes nothing.
 
 **Idempotency.** Every authenticated `POST` accepts `Idempotency-Key`: a repeat with the same

@@ -38,6 +38,7 @@ class Samples:
     event: str
     delivery: str
     session: str
+    key: str
 
     def all_ids(self) -> list[str]:
         return list(vars(self).values())
@@ -54,6 +55,7 @@ SAMPLE_IDS: dict[str, Callable[[Samples], str]] = {
     "event_id": lambda s: s.event,
     "delivery_id": lambda s: s.delivery,
     "session_id": lambda s: s.session,
+    "key_id": lambda s: s.key,
 }
 
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
@@ -81,6 +83,7 @@ def _make_samples(client: httpx.Client, receiver: Receiver) -> Samples:
         )["id"],
         event=delivery["event_id"],
         delivery=delivery["id"],
+        key=data(client.get("/keys"))[0]["id"],
     )
 
 
@@ -103,7 +106,15 @@ def _example_body(openapi: dict[str, Any], path: str, method: str) -> Any:
 
 def _snapshot(rex: RexServer, workspace_slug: str) -> dict[str, list[Any]]:
     """Everything workspace A has, to compare before and after B's attempts."""
-    tables = ("contacts", "deals", "tasks", "pipelines", "endpoints", "events", "deliveries")
+    tables = (
+        "contacts",
+        "deals",
+        "tasks",
+        "pipelines",
+        "endpoints",
+        "events",
+        "deliveries",
+    )
     snapshot = {}
     for table in tables:
         snapshot[table] = [
@@ -162,6 +173,7 @@ def test_every_operation_hides_another_workspaces_objects(
                     assert not leaked, f"GET {op.path} shows workspace A's {leaked}"
                     checked_lists.append(op.path)
         assert _snapshot(rex, "default") == before
+        assert mine.get("/contacts").status_code == 200  # B could not revoke A's key
 
     assert {"GET /deals/{deal_id}", "PATCH /tasks/{task_id}", "GET /events/{event_id}"} <= set(
         checked_by_id

@@ -127,6 +127,8 @@ class Setup:
         self.receiver_url = f"http://127.0.0.1:{port}"
 
     def create_key(self) -> None:
+        # `rex keys create` never creates a database: migrate it first.
+        subprocess.run([REX, "migrate"], env=self.env, check=True, capture_output=True)
         result = subprocess.run(
             [REX, "keys", "create", "--name", "bench"],
             env=self.env,

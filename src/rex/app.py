@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from rex._version import __version__
 from rex.api.deps import authenticated_routes
@@ -18,6 +15,7 @@ from rex.api.hosts import HostCheckMiddleware
 from rex.api.idempotency import IdempotencyMiddleware
 from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
+from rex.api.requests import RequestContextMiddleware
 from rex.api.warmup import build_routes
 from rex.capture.router import router as capture_router
 from rex.clock import Clock
@@ -30,6 +28,12 @@ from rex.events.router import router as events_router
 from rex.events.webhooks import register_webhooks
 from rex.listen.router import router as listen_router
 from rex.listen.stream import expire_sessions
+from rex.ops.docs import install_docs
+from rex.ops.health import Heartbeat
+from rex.ops.keys import UsageRecorder
+from rex.ops.lifecycle import release_leases
+from rex.ops.router import keys_router
+from rex.ops.router import router as ops_router
 from rex.outbox import queue
 from rex.pipelines.router import router as pipelines_router
 from rex.runtime import Runtime
@@ -52,7 +56,8 @@ only its own workspace: another workspace's objects answer 404, exactly like mis
 **Envelope.** One object is `{"data": {...}}`; a list is `{"data": [...], "next_cursor": ...}`
 (newest first; pass `next_cursor` back as `cursor`, `null` on the last page).
 
-**Errors.** Any non-2xx carries `{"error": {"type", "message", "field"}}`. Bad input is a 4xx
+**Errors.** Any non-2xx carries `{"error": {"type", "message", "field", "request_id"}}`
+(`request_id`: the `X-Request-Id` of the request, echoed or made). Bad input is a 4xx
 and writes nothing.
 
 **Idempotency.** Every authenticated `POST` accepts `Idempotency-Key`: a repeat with the same
@@ -82,8 +87,9 @@ def create_app(
         async with db.transaction() as conn:
             await workspaces.ensure_default_workspace(conn)
         runtime.open(db)
+        runtime.key_usage = UsageRecorder(db)
         stop = asyncio.Event()
-        worker_task = None
+        worker_task = heartbeat_task = None
         hub = runtime.listen_hub
         hub.bind(asyncio.get_running_loop())
         db.on_deliveries_queued(hub.wake)
@@ -95,7 +101,11 @@ def create_app(
                 async with db.transaction() as conn:
                     await queue.release_all_leases(conn)
             worker = DeliveryWorker(db, settings.delivery, sender, clock=runtime.clock)
+            runtime.worker_id = worker.worker_id
+            heartbeat = Heartbeat(db, worker.worker_id, kind="embedded")
+            await heartbeat.beat()
             worker_task = asyncio.create_task(worker.run(stop))
+            heartbeat_task = asyncio.create_task(heartbeat.run(stop))
         try:
             yield
         finally:
@@ -104,6 +114,10 @@ def create_app(
             await expiry_task
             if worker_task is not None:
                 await worker_task
+                await release_leases(db, worker.worker_id)
+            if heartbeat_task is not None:
+                await heartbeat_task
+            await runtime.key_usage.close()
             await sender.close()
             await db.close()
 
@@ -112,6 +126,8 @@ def create_app(
         version=__version__,
         summary="Lead capture, contacts, deals and tasks, with signed, retried webhooks.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own assets (rex.ops.docs): offline
+        redoc_url=None,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
@@ -119,8 +135,11 @@ def create_app(
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(DatabaseErrorsMiddleware)  # answers outages without dropping connections
-    app.add_middleware(HostCheckMiddleware)  # outermost: two Host headers are a 400
+    app.add_middleware(HostCheckMiddleware)  # two Host headers are a 400
+    # X-Request-Id, the access log, HTTP metrics (outermost: it sees every answer).
+    app.add_middleware(RequestContextMiddleware, proxy_trust=runtime.proxy_trust)
     app.include_router(capture_router)  # no API key: the host names the workspace
+    app.include_router(ops_router)  # /healthz, /readyz, /metrics (a token of their own)
     app.include_router(
         authenticated_routes(
             contacts_router,
@@ -133,30 +152,12 @@ def create_app(
             workspace_router,
             listen_router,
             deliveries_router,
+            keys_router,
         )
     )
     register_webhooks(app)
     install_openapi(app, description=API_DESCRIPTION)
-
-    @app.get(
-        "/healthz",
-        tags=["operations"],
-        responses={
-            200: {"content": {"application/json": {"example": {"status": "ok"}}}},
-            503: {
-                "description": "The database does not answer",
-                "content": {"application/json": {"example": {"status": "unavailable"}}},
-            },
-        },
-    )
-    async def healthz() -> Any:
-        """200 when the database answers, 503 otherwise."""
-        try:
-            async with runtime.db.read() as conn:
-                await conn.execute(sa.text("SELECT 1"))
-        except Exception:
-            return JSONResponse({"status": "unavailable"}, status_code=503)
-        return {"status": "ok", "version": __version__}
+    install_docs(app)
 
     build_routes(app)
     return app

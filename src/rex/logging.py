@@ -50,29 +50,77 @@ class _RedactRecords(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "info", *, json: bool = False) -> None:
-    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(
-            colors=False, exception_formatter=structlog.dev.plain_traceback
-        )
+def _renderer(json: bool) -> Any:
+    if json:
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(
+        colors=False, exception_formatter=structlog.dev.plain_traceback
     )
+
+
+# The loggers of the libraries whose lines reach the console: routed to the root handler
+# below, so that they are rendered (JSON or not) and redacted like Rex's own.
+_LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic", "asyncio", "aiohttp")
+
+
+def configure_logging(level: str = "info", *, json: bool = False) -> None:
+    """Rex's lines (structlog) and every standard-library logger's (uvicorn, Alembic) go to
+    stderr through one renderer: with ``json`` every line is one JSON object. The request
+    id bound by the request middleware is added to every line logged while serving it."""
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             # The traceback becomes text here, so that _redact sees it.
             structlog.processors.format_exc_info,
             _redact,
-            renderer,
+            _renderer(json),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _redact,
+            _renderer(json),
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.addFilter(_RedactRecords())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_rex", False)]:
+        root.removeHandler(old)
+    handler._rex = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for name in _LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
+        # uvicorn's own dictConfig (when it ran) gave these handlers of their own.
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(numeric)
         if not any(isinstance(f, _RedactRecords) for f in logger.filters):
             logger.addFilter(_RedactRecords())
+    # Alembic announces its plugins and its dialect at every start: only its "Running
+    # upgrade" lines (and its warnings) matter.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(numeric, logging.WARNING))
+    migration = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, _AlembicChatter) for f in migration.filters):
+        migration.addFilter(_AlembicChatter())
+
+
+class _AlembicChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not str(record.msg).startswith(
+            ("Context impl", "Will assume")
+        )

@@ -14,6 +14,7 @@ from rex.client_ip import ProxyTrust
 from rex.clock import SYSTEM_CLOCK, Clock
 from rex.db.engine import Database
 from rex.listen.stream import ListenHub, StreamQuota
+from rex.ops.keys import UsageRecorder
 from rex.settings import Settings
 from rex.worker.ssrf import DestinationPolicy
 from rex.workspaces.service import WorkspaceCache
@@ -48,6 +49,10 @@ class Runtime:
     stream_quota: StreamQuota = field(default_factory=StreamQuota)
     # The time the app and its worker decide durations by (``rex.clock``; tests shift it).
     clock: Clock = SYSTEM_CLOCK
+    # Set at start-up: "last used" of API keys (rex.ops.keys), and the embedded worker's id
+    # (its heartbeat is what /readyz checks).
+    key_usage: UsageRecorder | None = None
+    worker_id: str | None = None
     _db: Database | None = None
 
     @classmethod
@@ -59,6 +64,11 @@ class Runtime:
             destination_policy=destination_policy(settings),
             proxy_trust=ProxyTrust(settings.trusted_proxies),
         )
+
+    @property
+    def database(self) -> Database | None:
+        """The database while the app runs, else None (for probes that must not raise)."""
+        return self._db
 
     @property
     def db(self) -> Database:

@@ -111,6 +111,16 @@ class _KeySettings(BaseSettings):
     secret_key_file: str = ""
 
 
+def key_file_in_use(database_url: str) -> Path | None:
+    """The key file whose key encrypts ``database_url``'s secrets (None when the key comes
+    from ``REX_SECRET_KEY``): a backup of the database needs it too."""
+    settings = _KeySettings()
+    if settings.secret_key.strip():
+        return None
+    file = settings.secret_key_file.strip()
+    return Path(file) if file else default_key_file(database_url)
+
+
 def for_database(database_url: str) -> SecretBox:
     """The box for ``database_url``: ``REX_SECRET_KEY``, else the key file (created once)."""
     settings = _KeySettings()

@@ -226,6 +226,13 @@ class Settings(BaseSettings):
     log_json: bool = Field(
         False, description="Log one JSON object per line instead of human-readable lines."
     )
+    metrics_token: str | None = Field(
+        None,
+        description=(
+            "When set, `/metrics` (on `rex serve` and on `rex worker --http-port`) asks for "
+            "`Authorization: Bearer <token>`; unset, it is open to whoever reaches it."
+        ),
+    )
 
     @field_validator("allowed_networks", "trusted_proxies", mode="before")
     @classmethod

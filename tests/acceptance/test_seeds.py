@@ -232,6 +232,10 @@ def test_cli_keys_and_workspaces(tmp_path: Path) -> None:
     def rex(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([REX, *args], env=env, cwd=tmp_path, capture_output=True, text=True)
 
+    # Admin commands never create a database (they say which one they looked for).
+    refused = rex("keys", "create", "--name", "ci")
+    assert refused.returncode != 0 and "no Rex database at" in refused.stderr
+    assert rex("migrate").returncode == 0
     made = rex("keys", "create", "--name", "ci")
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip().splitlines()[-1]

@@ -45,10 +45,10 @@ def outage_api_calls(url: str, key: str, idempotency_key: str) -> list[tuple[str
                     "headers": {"Idempotency-Key": idempotency_key},
                 },
             ),
-            ("GET", "/healthz", {}),
+            ("GET", "/readyz", {}),
         ]:
             response = client.request(method, path, **kwargs)
-            if response.status_code != 503 or path != "/healthz":
+            if response.status_code != 503 or path != "/readyz":
                 assert set(response.json()["error"]) >= {"type", "message"}, response.text
             answers.append(
                 (f"{method} {path}", response.status_code, response.headers.get("Retry-After"))
@@ -124,10 +124,10 @@ def postgres_restart_scenario(
 
     statuses = load.statuses()
     # The authenticated API during the outage: 503 + Retry-After for reads and writes, and
-    # /healthz says unavailable.
+    # /readyz says unavailable (/healthz is liveness: it touches no database).
     for what, status, retry_after in api_answers:
         assert status == 503, (what, status)
-        assert what == "GET /healthz" or retry_after is not None, what
+        assert what == "GET /readyz" or retry_after is not None, what
     assert_clean_errors(load, allowed={503})
     no_answer = [o for o in load.outcomes if o.status is None]
     assert not no_answer, f"requests without an answer (hung or dropped): {no_answer[:5]}"

@@ -312,7 +312,7 @@ def bad_multipart_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
 
 # -- the checks -------------------------------------------------------------------------------
 
-ENVELOPE_KEYS = {"type", "message", "field"}
+ENVELOPE_KEYS = {"type", "message", "field", "request_id"}
 
 
 def assert_error_envelope(response: httpx.Response, context: str) -> None:
@@ -325,6 +325,7 @@ def assert_error_envelope(response: httpx.Response, context: str) -> None:
     assert isinstance(error["type"], str) and error["type"], context
     assert isinstance(error["message"], str) and error["message"].strip(), context
     assert error["field"] is None or isinstance(error["field"], str), context
+    assert error["request_id"] == response.headers["x-request-id"], context
 
 
 def describe(method: str, url: str, content_type: str | None, body: bytes) -> str:

@@ -254,5 +254,5 @@ def test_bad_form_bodies_are_4xx_never_500(rex: RexServer) -> None:
     ]
     for response in cases:
         assert 400 <= response.status_code < 500, response.text
-        assert set(response.json()["error"]) == {"type", "message", "field"}
+        assert set(response.json()["error"]) == {"type", "message", "field", "request_id"}
     assert contacts(rex) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import httpx
@@ -79,8 +78,8 @@ def test_sigterm_to_rex_serve_finishes_its_embedded_workers_attempt(
     finally:
         code = stop_process(serve)
 
-    # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is over.
-    assert code in (0, -signal.SIGTERM), log.read_text()
+    # A clean stop exits 0 (uvicorn would re-raise the SIGTERM: `rex serve` does not).
+    assert code == 0, log.read_text()
     assert attempts(database_url) == [(200, None)]
     assert "worker_stopped" in log.read_text()
 

@@ -44,7 +44,15 @@ def _example_body(openapi: dict[str, Any], path: str, method: str) -> Any:
 
 def _snapshot(rex: RexServer, workspace_slug: str) -> dict[str, list[Any]]:
     """Everything workspace A has, to compare before and after B's attempts."""
-    tables = ("contacts", "deals", "tasks", "pipelines", "endpoints", "events", "deliveries")
+    tables = (
+        "contacts",
+        "deals",
+        "tasks",
+        "pipelines",
+        "endpoints",
+        "events",
+        "deliveries",
+    )
     snapshot = {}
     for table in tables:
         snapshot[table] = [
@@ -104,6 +112,7 @@ def test_every_operation_hides_another_workspaces_objects(
                     assert not leaked, f"GET {op.path} shows workspace A's {leaked}"
                     checked_lists.append(op.path)
         assert _snapshot(rex, "default") == before
+        assert mine.get("/contacts").status_code == 200  # B could not revoke A's key
 
     assert {"GET /deals/{deal_id}", "PATCH /tasks/{task_id}", "GET /events/{event_id}"} <= set(
         checked_by_id

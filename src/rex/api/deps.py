@@ -51,6 +51,7 @@ class Auth:
 
 
 async def authenticate(
+    runtime: RuntimeDep,
     db: DbDep,
     api_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -67,6 +68,9 @@ async def authenticate(
         found = await workspaces.authenticate(conn, key.strip())
     if found is None:
         raise ApiError(401, "Invalid or revoked API key.", headers={"WWW-Authenticate": "Bearer"})
+    usage = runtime.key_usage
+    if usage is not None:
+        usage.used(found[0])  # "last used", at most once a minute (rex.ops.keys)
     return Auth(key_id=found[0], workspace=found[1])
 
 

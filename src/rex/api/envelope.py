@@ -12,6 +12,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from rex.request_id import current_request_id
+
 _STATUS_TYPES = {
     400: "invalid_request",
     401: "authentication_failed",
@@ -52,6 +54,7 @@ class ErrorBody(BaseModel):
     type: str
     message: str
     field: str | None = None
+    request_id: str | None = None  # the request's X-Request-Id (in the logs too)
 
 
 class ErrorEnvelope(BaseModel):
@@ -114,6 +117,7 @@ def error_response(
             "type": type or _STATUS_TYPES.get(status, "error"),
             "message": message,
             "field": field,
+            "request_id": current_request_id(),
         }
     }
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))

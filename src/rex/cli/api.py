@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rex._version import __version__
-from rex.cli._errors import CliError
+from rex.cli._errors import EXIT_AUTH, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 USER_AGENT = f"rex-cli/{__version__}"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -38,10 +38,14 @@ class ClientConfig(BaseSettings):
             raise CliError(f"bad client settings: {exc}".replace("\n", " ")) from None
         if not config.api_key.strip():
             raise CliError(
-                "REX_API_KEY is not set: export REX_API_KEY=<key> (`rex keys create` makes one)"
+                "REX_API_KEY is not set: export REX_API_KEY=<key> or pass --api-key "
+                "(`rex keys create` makes one)",
+                EXIT_USAGE,
             )
         if not config.url.startswith(("http://", "https://")):
-            raise CliError(f"REX_URL must start with http:// or https://, got {config.url!r}")
+            raise CliError(
+                f"REX_URL must start with http:// or https://, got {config.url!r}", EXIT_USAGE
+            )
         return config
 
     @property
@@ -84,7 +88,8 @@ class ApiError(CliError):
     """Rex answered with an error status."""
 
     def __init__(self, response: httpx.Response) -> None:
-        super().__init__(error_message(response))
+        code = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND}.get(response.status_code, 1)
+        super().__init__(error_message(response), code)
         self.status_code = response.status_code
 
 
@@ -116,7 +121,9 @@ class RexApi:
         try:
             response = self._client.request(method, path, params=query, json=json)
         except httpx.TransportError as exc:
-            raise CliError(describe_transport_error(exc, self.config.base_url)) from None
+            raise CliError(
+                describe_transport_error(exc, self.config.base_url), EXIT_UNREACHABLE
+            ) from None
         if response.is_error:
             raise ApiError(response)
         try:

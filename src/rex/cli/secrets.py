@@ -25,7 +25,7 @@ def rotate_key() -> None:
     Rotation: set REX_SECRET_KEY="NEW,OLD" (new first) on every process, run this once, then
     drop OLD. Prints how many secrets were re-encrypted."""
     from rex import secretbox
-    from rex.cli.server import _settings
+    from rex.cli._settings import load_settings as _settings
     from rex.db.engine import Database
 
     settings = _settings()

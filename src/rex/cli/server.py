@@ -11,11 +11,12 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Annotated, NoReturn
 
+import structlog
 import typer
 
 from rex.cli._errors import CliError
+from rex.cli._settings import load_settings as _settings
 from rex.db.engine import Database
-from rex.logging import configure_logging
 from rex.secretbox import SecretKeyError
 from rex.settings import Settings
 from rex.workspaces import service as workspaces
@@ -27,7 +28,7 @@ except ImportError:  # pragma: no cover
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     help="Rex: lead capture, contacts, deals and tasks, with signed, retried webhooks.",
 )
@@ -35,15 +36,6 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 workspaces_app = typer.Typer(no_args_is_help=True, help="Workspaces.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
-
-
-def _settings() -> Settings:
-    try:
-        settings = Settings()
-    except Exception as exc:
-        raise CliError(f"bad settings: {exc}".replace("\n", " ")) from None
-    configure_logging(settings.log_level, json=settings.log_json)
-    return settings
 
 
 async def _bootstrap(settings: Settings) -> str | None:
@@ -104,9 +96,14 @@ def serve(
 
     from rex.app import create_app
     from rex.http_protocol import make_protocol
+    from rex.ops import lifecycle
+    from rex.ops.admin import describe_database
     from rex.runtime import runtime_of
 
     settings = _settings()
+    structlog.get_logger("rex.serve").info(
+        "serving", database=describe_database(settings.database_url), host=host, port=port
+    )
     first_key = asyncio.run(_bootstrap(settings))
     if first_key:
         _show_first_key(first_key, settings, host, port)
@@ -122,6 +119,8 @@ def serve(
         forwarded_allow_ips="",
         server_header=False,
         log_level=settings.log_level,
+        # Rex's logging (rex.logging) renders uvicorn's lines; Rex logs one line a request.
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
         # Bounded for the open internet (docs/security.md): connections at once (503 past
@@ -133,9 +132,16 @@ def serve(
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit:  # the second SIGTERM or SIGINT: exit at once
+                lifecycle.exit_now(sig)
+            structlog.get_logger("rex.serve").info("shutting_down", signal=signal.Signals(sig).name)
             # `rex listen` streams never end by themselves: end them as shutdown begins.
             runtime_of(application).listen_hub.close_threadsafe()
             super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal once shut down (exit -15); a clean stop exits 0.
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
 
     server = Server(config)
     server.run()
@@ -148,8 +154,15 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option(help="Deliveries in flight at once (default 64).")
     ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /metrics, /healthz and /readyz on this port."),
+    ] = None,
+    http_host: Annotated[str, typer.Option(help="Interface for --http-port.")] = "127.0.0.1",
 ) -> None:
     """Run a standalone delivery worker (PostgreSQL; run as many as you like)."""
+    from rex.ops import lifecycle, worker_http
+    from rex.ops.health import Heartbeat
     from rex.runtime import destination_policy
     from rex.worker.loop import DeliveryWorker
     from rex.worker.transport import AiohttpTransport
@@ -162,12 +175,31 @@ def worker(
         transport = AiohttpTransport(destination_policy(settings))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def first_signal(signum: int) -> None:
+            stop.set()
+            for other in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(other)
+            lifecycle.second_signal_exits(signum)
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, first_signal, signum)
+        delivery_worker = DeliveryWorker(db, settings.delivery, transport, concurrency=concurrency)
+        heartbeat = Heartbeat(db, delivery_worker.worker_id, kind="worker")
+        runner = None
         try:
-            worker = DeliveryWorker(db, settings.delivery, transport, concurrency=concurrency)
-            await worker.run(stop)
+            await heartbeat.beat()
+            if http_port is not None:
+                runner = await worker_http.start(
+                    db, delivery_worker.worker_id, settings.metrics_token, http_host, http_port
+                )
+            beating = asyncio.create_task(heartbeat.run(stop))
+            await delivery_worker.run(stop)
+            await lifecycle.release_leases(db, delivery_worker.worker_id)
+            await beating
         finally:
+            if runner is not None:
+                await runner.cleanup()
             await transport.close()
             await db.close()
 
@@ -204,9 +236,16 @@ def migrate() -> None:
 def keys_create(
     workspace: Annotated[str, typer.Option(help="Workspace slug.")] = workspaces.DEFAULT_SLUG,
     name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    expires_in: Annotated[
+        str | None, typer.Option(help="Expire the key after this long: 90d, 12h, 30m.")
+    ] = None,
 ) -> None:
     """Create an API key; the key alone is printed on the last line."""
+    from rex.cli import ops
+
     settings = _settings()
+    ops.require(settings)
+    expires_at = ops.expiry(expires_in)
 
     async def run() -> tuple[str, str]:
         db = Database(settings.database_url)
@@ -223,7 +262,7 @@ def keys_create(
                             f"{workspace})"
                         )
                     found = maybe
-                return await workspaces.create_api_key(conn, found.id, name)
+                return await workspaces.create_api_key(conn, found.id, name, expires_at=expires_at)
         finally:
             await db.close()
 
@@ -238,7 +277,10 @@ def workspaces_create(
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
 ) -> None:
     """Create a workspace (then: rex keys create --workspace SLUG)."""
+    from rex.cli import ops
+
     settings = _settings()
+    ops.require(settings)
 
     async def run() -> str:
         db = Database(settings.database_url)
@@ -276,8 +318,10 @@ def main() -> None:
         _fail(exc.format_message(), exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except (CliError, SecretKeyError) as exc:
+    except SecretKeyError as exc:
         _fail(str(exc))
+    except CliError as exc:
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as exc:

@@ -373,3 +373,16 @@ async def release_all_leases(conn: AsyncConnection) -> int:
         .values(leased_by=None, lease_expires_at=None)
     )
     return result.rowcount
+
+
+async def release_worker_leases(conn: AsyncConnection, worker_id: str) -> int:
+    """A worker stopping cleanly frees the leases it still holds (attempts that did not
+    finish in time), so another worker sends them now rather than after the lease expires.
+    Safe under concurrency: only rows leased by ``worker_id`` match, and no other worker
+    writes those while the lease holds."""
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.leased_by == worker_id)
+        .values(leased_by=None, lease_expires_at=None)
+    )
+    return result.rowcount

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.clock import SYSTEM_CLOCK, Clock
 from rex.db.engine import Database, asyncpg_dsn
+from rex.ops import metrics
 from rex.outbox import attempts, queue
 from rex.outbox.records import NOTIFY_CHANNEL, AttemptOutcome, ClaimedDelivery
 from rex.policies import DeliveryConfig
@@ -199,7 +200,9 @@ class DeliveryWorker:
         except Exception as exc:  # a bug in a transport must not lose the delivery
             log.exception("transport_error", delivery=delivery.id)
             error = f"internal error: {type(exc).__name__}"
-        latency_ms = int((time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        latency_ms = int(elapsed * 1000)
+        metrics.record_attempt(status_code, error, elapsed, delivery.event_id)
         outcome = outcome_for(
             self.config.retry,
             Answer(

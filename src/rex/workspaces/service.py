@@ -198,7 +198,11 @@ async def ensure_default_workspace(conn: AsyncConnection) -> tuple[Workspace, bo
 
 
 async def create_api_key(
-    conn: AsyncConnection, workspace_id: str, name: str = "default"
+    conn: AsyncConnection,
+    workspace_id: str,
+    name: str = "default",
+    *,
+    expires_at: datetime | None = None,
 ) -> tuple[str, str]:
     """Create a key; returns ``(key_id, plaintext key)``. The plaintext is never stored."""
     random_part = secrets.token_urlsafe(32)
@@ -212,6 +216,7 @@ async def create_api_key(
             lookup=random_part[:_LOOKUP_LEN],
             key_hash=_hash_key(key),
             created_at=utcnow(),
+            expires_at=expires_at,
         )
     )
     return key_id, key
@@ -228,7 +233,11 @@ async def authenticate(conn: AsyncConnection, key: str) -> tuple[str, Workspace]
     query = (
         sa.select(workspaces, api_keys.c.id.label("key_id"), api_keys.c.key_hash)
         .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
-        .where(api_keys.c.lookup == lookup, api_keys.c.revoked_at.is_(None))
+        .where(
+            api_keys.c.lookup == lookup,
+            api_keys.c.revoked_at.is_(None),
+            sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > utcnow()),
+        )
     )
     row = (await conn.execute(query)).first()
     if row is None or not hmac.compare_digest(row.key_hash, _hash_key(key)):

@@ -29,10 +29,14 @@ from rex.delivery.transport import AiohttpTransport, Transport
 from rex.delivery.worker import DeliveryWorker
 from rex.events.router import router as events_router
 from rex.events.webhooks import register_webhooks
+from rex.forms.router import router as forms_router
 from rex.listen.router import router as listen_router
 from rex.listen.stream import ListenHub, expire_sessions
+from rex.mail.mailer import Mailer
+from rex.mail.transport import MailTransport, RoutingTransport
 from rex.pipelines.router import router as pipelines_router
 from rex.settings import Settings
+from rex.submissions.router import router as submissions_router
 from rex.tasks.router import router as tasks_router
 from rex.webhooks.router import router as webhooks_router
 from rex.workspaces import service as workspaces
@@ -90,7 +94,11 @@ def create_app(
         hub.bind(asyncio.get_running_loop())
         db.on_deliveries_queued(hub.wake)
         expiry_task = asyncio.create_task(expire_sessions(db, settings, stop))
-        sender = transport or AiohttpTransport(app.state.destination_policy)
+        # mailto: endpoints (forms' new-lead emails) go through the mailer.
+        sender = RoutingTransport(
+            transport or AiohttpTransport(app.state.destination_policy),
+            MailTransport(Mailer(settings.smtp_url, settings.mail_from)),
+        )
         if embedded_worker:
             if db.is_sqlite:
                 # One worker per SQLite database: leases left by a previous run are stale.
@@ -138,6 +146,8 @@ def create_app(
     app.include_router(workspace_router)
     app.include_router(listen_router)
     app.include_router(deliveries_router)
+    app.include_router(forms_router)
+    app.include_router(submissions_router)
     register_webhooks(app)
     install_openapi(app, description=API_DESCRIPTION)
 

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     # Every request's body (the authenticated API's limit; /capture has its own, smaller one).
     max_request_bytes: int = 1024 * 1024
+    # Lead notifications (and any other email): smtp:// or smtps://, user and password in it.
+    smtp_url: str | None = None
+    mail_from: str = "Rex <rex@localhost>"
+    # Server-side CAPTCHA checks of forms; tests point these at a fake verifier.
+    turnstile_verify_url: str = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+    hcaptcha_verify_url: str = "https://api.hcaptcha.com/siteverify"
+    recaptcha_verify_url: str = "https://www.google.com/recaptcha/api/siteverify"
+    captcha_timeout: float = 10.0
     log_level: str = "info"
     log_json: bool = False
 

@@ -122,13 +122,18 @@ def worker(
     from rex.app import destination_policy
     from rex.delivery.transport import AiohttpTransport
     from rex.delivery.worker import DeliveryWorker
+    from rex.mail.mailer import Mailer
+    from rex.mail.transport import MailTransport, RoutingTransport
 
     settings = _settings()
 
     async def run() -> None:
         db = Database(settings.database_url)
         await db.migrate()
-        transport = AiohttpTransport(destination_policy(settings))
+        transport = RoutingTransport(
+            AiohttpTransport(destination_policy(settings)),
+            MailTransport(Mailer(settings.smtp_url, settings.mail_from)),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

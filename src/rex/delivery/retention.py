@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from rex.db import outbox
 from rex.db.engine import Database
+from rex.submissions import service as submissions
 
 BATCH = 500
 """Events per transaction: short transactions keep the API's writers (and, on SQLite, the
@@ -27,6 +28,13 @@ async def prune_expired(
         async with db.transaction() as conn:
             removed = await outbox.prune_finished_events(conn, before=before, batch=batch)
         total += removed
+        if removed < batch:
+            break
+        await asyncio.sleep(0.05)  # let other writers in between batches
+    # Submissions are kept as long as events.
+    while True:
+        async with db.transaction() as conn:
+            removed = await submissions.prune(conn, before=before, batch=batch)
         if removed < batch:
             return total
         await asyncio.sleep(0.05)  # let other writers in between batches

@@ -38,6 +38,8 @@ class Samples:
     event: str
     delivery: str
     session: str
+    form: str
+    submission: str
 
     def all_ids(self) -> list[str]:
         return list(vars(self).values())
@@ -54,6 +56,8 @@ SAMPLE_IDS: dict[str, Callable[[Samples], str]] = {
     "event_id": lambda s: s.event,
     "delivery_id": lambda s: s.delivery,
     "session_id": lambda s: s.session,
+    "form_id": lambda s: s.form,
+    "submission_id": lambda s: s.submission,
 }
 
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
@@ -70,6 +74,9 @@ def _make_samples(client: httpx.Client, receiver: Receiver) -> Samples:
     task = data(client.post("/tasks", json={"title": "A task", "deal_id": deal["id"]}))
     endpoint = data(client.post("/webhooks", json={"url": receiver.url(), "events": ["*"]}))
     delivery = data(client.post(f"/webhooks/{endpoint['id']}/test"))
+    form = data(client.post("/forms", json={"name": "A form"}))
+    data(client.post(f"/capture/{form['id']}", json={"EMAIL": "form@example.com"}))
+    submission = client.get("/submissions", params={"form_id": form["id"]}).json()["data"][0]
     return Samples(
         contact=contact["id"],
         deal=deal["id"],
@@ -81,6 +88,8 @@ def _make_samples(client: httpx.Client, receiver: Receiver) -> Samples:
         )["id"],
         event=delivery["event_id"],
         delivery=delivery["id"],
+        form=form["id"],
+        submission=submission["id"],
     )
 
 

@@ -238,8 +238,8 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"type": "object"}},
-                **{media: {"schema": {"type": "object"}} for media in _FORM_TYPES},
+                "application/json": {"schema": component_ref(CaptureIn)},
+                **{media: {"schema": CAPTURE_FORM_SCHEMA} for media in _FORM_TYPES},
             },
         }
     },

@@ -87,7 +87,14 @@ class FormCreate(BaseModel):
 class FormUpdate(BaseModel):
     """The fields sent are changed; ``null`` clears an optional one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"field_map": {"email": "answers.0.email"}, "notify_emails": ["a@example.com"]}
+            ]
+        },
+    )
 
     name: (
         Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

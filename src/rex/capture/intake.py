@@ -169,6 +169,7 @@ async def accept(
     client_ip: str | None,
     submission: dict[str, Any],
     form: dict[str, Any] | None,
+    fields: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The capture, its submission and (for a form with ``notify_emails``) its new-lead
     email, in the caller's transaction."""
@@ -183,7 +184,7 @@ async def accept(
             endpoint_id=form["notify_endpoint_id"],
             form=form,
             submission_id=submission["id"],
-            fields=submission["fields"],
+            fields=fields if fields is not None else submission["fields"],
             contact=contact,
             now=now,
         )

@@ -341,14 +341,17 @@ async def _capture(
         received = Received(
             kind, parsed.fields, parsed.controls, parsed.names, request.headers.get("user-agent")
         )
-        submission["fields"] = received.stored()
+        # A JSON body's fields are its raw body, read back on demand (one encoding less on
+        # the hot path); a form's are stored decoded.
+        if kind is not BodyKind.JSON or truncated:
+            submission["fields"] = received.stored()
         decision = decide(received, form, referer=request.headers.get("referer"))
         if decision.status is SubmissionStatus.ACCEPTED and form and form.get("captcha"):
             decision = await _captcha_decision(form, received, decision, client_ip, settings)
         submission["shape"] = decision.shape
         if decision.status is SubmissionStatus.ACCEPTED:
             assert decision.lead is not None
-            lead, workspace_id = decision.lead, workspace.id
+            lead, workspace_id, fields = decision.lead, workspace.id, received.stored()
             contact, created = await db.run_in_transaction(
                 lambda conn: intake.accept(
                     conn,
@@ -358,6 +361,7 @@ async def _capture(
                     client_ip=client_ip,
                     submission=submission,
                     form=form,
+                    fields=fields,
                 )
             )
             recorded = True

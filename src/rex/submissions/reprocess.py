@@ -26,6 +26,9 @@ async def _received(row: Any) -> intake.Received | str:
         return exc.message
     if isinstance(row.fields, dict):
         return intake.Received.from_stored(kind, row.fields)
+    stored = submissions.serialize(row)["fields"]
+    if isinstance(stored, dict):  # a JSON body, read back from the raw body
+        return intake.Received.from_stored(kind, stored)
     if row.raw_body is None or row.raw_truncated:
         return row.reason or "the body could not be read"
     try:
@@ -70,7 +73,7 @@ async def reprocess(conn: AsyncConnection, workspace_id: str, submission_id: str
             endpoint_id=form["notify_endpoint_id"],
             form=form,
             submission_id=row.id,
-            fields=row.fields,
+            fields=submissions.serialize(row)["fields"],
             contact=contact,
             now=now,
         )

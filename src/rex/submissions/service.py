@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,7 +41,21 @@ def field_names(fields: Any) -> list[str]:
     return [str(k) for k in fields] if isinstance(fields, dict) else []
 
 
+def _fields(row: Any) -> Any:
+    """The fields received: stored for form posts; a JSON body's own object otherwise."""
+    if row.fields is not None or row.raw_body is None or row.raw_truncated:
+        return row.fields
+    if "json" not in (row.content_type or "application/json"):
+        return None
+    try:
+        data = orjson.loads(row.raw_body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def serialize(row: Any) -> dict[str, Any]:
+    fields = _fields(row)
     return {
         "id": row.id,
         "form_id": row.form_id,
@@ -48,8 +63,8 @@ def serialize(row: Any) -> dict[str, Any]:
         "reason": row.reason,
         "shape": row.shape,
         "content_type": row.content_type,
-        "field_names": field_names(row.fields),
-        "fields": row.fields,
+        "field_names": field_names(fields),
+        "fields": fields,
         "raw_body": row.raw_body,
         "raw_truncated": row.raw_truncated,
         "contact_id": row.contact_id,

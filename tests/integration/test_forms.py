@@ -500,3 +500,62 @@ def test_any_body_is_answered_without_a_5xx_and_leaves_one_submission(rex: RexSe
 
 def count_submissions(rex: RexServer) -> int:
     return int(sql(rex.database_url, "SELECT count(*) AS n FROM submissions")[0].n)
+
+
+# -- a form's answers to browsers, CORS, retention --------------------------------------------
+
+
+def test_a_forms_redirect_and_success_message(rex: RexServer) -> None:
+    with rex.client() as client:
+        client.patch("/workspace", json={"allowed_origins": ["https://www.acme.test"]})
+        redirecting = client.post(
+            "/forms", json={"name": "r", "redirect_url": "https://www.acme.test/thanks"}
+        ).json()["data"]
+        thanking = client.post(
+            "/forms", json={"name": "t", "success_message": "We will call you <soon>."}
+        ).json()["data"]
+    lead = {"email": "browser@example.com"}
+    moved = httpx.post(redirecting["capture_url"], data=lead, headers={"Accept": "text/html"})
+    assert moved.status_code == 303
+    assert moved.headers["location"] == "https://www.acme.test/thanks"
+    page = httpx.post(thanking["capture_url"], data=lead, headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert "We will call you &lt;soon&gt;." in page.text
+    preflight = httpx.options(
+        thanking["capture_url"],
+        headers={"Origin": "https://www.acme.test", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "https://www.acme.test"
+    refused = httpx.options(
+        thanking["capture_url"],
+        headers={"Origin": "https://evil.test", "Access-Control-Request-Method": "POST"},
+    )
+    assert refused.status_code == 403
+
+
+def test_submissions_are_pruned_with_the_events_retention(database_url: str) -> None:
+    import asyncio
+    from datetime import timedelta
+
+    from rex.db.engine import Database
+    from rex.delivery.retention import prune_expired
+    from rex.ids import utcnow
+
+    with serve_rex(make_settings(database_url, retention_days=0)) as rex:
+        httpx.post(f"{rex.url}/capture", json={"email": "old@example.com"})
+        httpx.post(f"{rex.url}/capture", json={"nothing": "here"})
+    assert count_submissions(rex) == 2
+
+    async def prune(days_later: int) -> None:
+        db = Database(database_url, pool_size=1)
+        try:
+            now = utcnow() + timedelta(days=days_later)
+            await prune_expired(db, retention_days=30, now=now, batch=1)
+        finally:
+            await db.close()
+
+    asyncio.run(prune(29))
+    assert count_submissions(rex) == 2
+    asyncio.run(prune(31))
+    assert count_submissions(rex) == 0

@@ -375,6 +375,8 @@ _SHAPES: tuple[tuple[str, _Signature], ...] = (
                 isinstance(_get(b, "data", "formId"), str)
                 and isinstance(_get(b, "data", "data"), Mapping)
             )
+            # API v1: {"name": <the form>, "site", "data": {...fields}, "d": <time>, "_id"}
+            or ("site" in b and "d" in b and isinstance(b.get("data"), Mapping))
         ),
     ),
     (
@@ -430,7 +432,7 @@ _ROOTS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "tally": lambda b: b.get("data"),
     "calendly": lambda b: b.get("payload"),
     "cal.com": lambda b: b.get("payload"),
-    "webflow": lambda b: _get(b, "payload", "data") or _get(b, "data", "data"),
+    "webflow": lambda b: _get(b, "payload", "data") or _get(b, "data", "data") or b.get("data"),
     "google-forms": lambda b: b.get("namedValues"),
     "netlify": lambda b: b.get("data") if isinstance(b.get("data"), Mapping) else None,
     "jotform": _jotform_root,

@@ -26,8 +26,11 @@ from rex.deals.router import router as deals_router
 from rex.delivery.router import router as deliveries_router
 from rex.events.router import router as events_router
 from rex.events.webhooks import register_webhooks
+from rex.forms.router import router as forms_router
 from rex.listen.router import router as listen_router
 from rex.listen.stream import expire_sessions
+from rex.mail.mailer import Mailer
+from rex.mail.transport import MailTransport, RoutingTransport
 from rex.ops.docs import install_docs
 from rex.ops.health import Heartbeat
 from rex.ops.keys import UsageRecorder
@@ -38,6 +41,7 @@ from rex.outbox import queue
 from rex.pipelines.router import router as pipelines_router
 from rex.runtime import Runtime
 from rex.settings import Settings
+from rex.submissions.router import router as submissions_router
 from rex.tasks.router import router as tasks_router
 from rex.webhooks.router import router as webhooks_router
 from rex.worker.loop import DeliveryWorker
@@ -94,7 +98,11 @@ def create_app(
         hub.bind(asyncio.get_running_loop())
         db.on_deliveries_queued(hub.wake)
         expiry_task = asyncio.create_task(expire_sessions(db, settings.listen, stop))
-        sender = transport or AiohttpTransport(runtime.destination_policy)
+        # mailto: endpoints (forms' new-lead emails) go through the mailer.
+        sender = RoutingTransport(
+            transport or AiohttpTransport(runtime.destination_policy),
+            MailTransport(Mailer(settings.smtp_url, settings.mail_from)),
+        )
         if embedded_worker:
             if db.is_sqlite:
                 # One worker per SQLite database: leases left by a previous run are stale.
@@ -153,6 +161,8 @@ def create_app(
             listen_router,
             deliveries_router,
             keys_router,
+            forms_router,
+            submissions_router,
         )
     )
     register_webhooks(app)

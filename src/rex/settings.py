@@ -233,6 +233,34 @@ class Settings(BaseSettings):
             "`Authorization: Bearer <token>`; unset, it is open to whoever reaches it."
         ),
     )
+    smtp_url: str | None = Field(
+        None,
+        description=(
+            "Where Rex sends email (forms' new-lead notifications): `smtp://` (STARTTLS when "
+            "offered) or `smtps://`, with user and password in the URL "
+            "(`smtp://user:pass@mail.example.com:587`). Unset: no email is sent."
+        ),
+    )
+    mail_from: str = Field("Rex <rex@localhost>", description="The `From:` of the email Rex sends.")
+    turnstile_verify_url: str = Field(
+        "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+        description="Where Cloudflare Turnstile tokens of forms are verified.",
+    )
+    hcaptcha_verify_url: str = Field(
+        "https://api.hcaptcha.com/siteverify",
+        description="Where hCaptcha tokens of forms are verified.",
+    )
+    recaptcha_verify_url: str = Field(
+        "https://www.google.com/recaptcha/api/siteverify",
+        description="Where Google reCAPTCHA (v2 and v3) tokens of forms are verified.",
+    )
+    captcha_timeout: float = Field(
+        10.0,
+        description=(
+            "Seconds a CAPTCHA verification may take; a provider slower than that (or "
+            "unreachable) leaves the submission `rejected` and answers `503`."
+        ),
+    )
 
     @field_validator("allowed_networks", "trusted_proxies", mode="before")
     @classmethod

@@ -370,9 +370,14 @@ def snapshots(database_url: str) -> Iterator[Snapshot]:
         snapshot.close()
 
 
+def _rows(digest: str) -> int:
+    return int(digest.split(" ", 1)[0])
+
+
 class Checker:
     """Sends one request and checks the promise: never a 5xx; a 4xx is the error envelope
-    and leaves the database exactly as it was. Counts what it saw."""
+    and leaves the database exactly as it was (a capture URL's only trace is the one
+    rejected submission that keeps what arrived). Counts what it saw."""
 
     def __init__(self, client: httpx.Client, snapshot: Snapshot) -> None:
         self.client = client
@@ -402,6 +407,10 @@ class Checker:
         if response.status_code >= 400 or expect_4xx:
             assert_error_envelope(response, f"{response.status_code} {response.text} {context}")
             changed = {t for t in after if after[t] != self.state[t]}
+            if method == "POST" and url.startswith("/capture"):
+                added = _rows(after["submissions"]) - _rows(self.state["submissions"])
+                assert added in (0, 1), f"{added} submissions for {context}"
+                changed.discard("submissions")
             assert not changed, f"a refused request changed {changed}: {context}"
         else:
             response.json()  # a success is valid JSON too (a 303 has no body)

@@ -25,6 +25,9 @@ class Samples:
     event: str
     delivery: str
     session: str
+    key: str
+    form: str
+    submission: str
 
     def all_ids(self) -> list[str]:
         return list(vars(self).values())
@@ -41,6 +44,9 @@ SAMPLE_IDS: dict[str, Callable[[Samples], str]] = {
     "event_id": lambda s: s.event,
     "delivery_id": lambda s: s.delivery,
     "session_id": lambda s: s.session,
+    "key_id": lambda s: s.key,
+    "form_id": lambda s: s.form,
+    "submission_id": lambda s: s.submission,
     # Query filters (see the list-filter test): an event's object, e.g. the contact.
     "object_id": lambda s: s.contact,
 }
@@ -59,6 +65,9 @@ def make_samples(client: httpx.Client, receiver: Receiver) -> Samples:
     task = data(client.post("/tasks", json={"title": "A task", "deal_id": deal["id"]}))
     endpoint = data(client.post("/webhooks", json={"url": receiver.url(), "events": ["*"]}))
     delivery = data(client.post(f"/webhooks/{endpoint['id']}/test"))
+    form = data(client.post("/forms", json={"name": "A form"}))
+    data(client.post(f"/capture/{form['id']}", json={"EMAIL": "form@example.com"}))
+    submission = client.get("/submissions", params={"form_id": form["id"]}).json()["data"][0]
     return Samples(
         contact=contact["id"],
         deal=deal["id"],
@@ -70,4 +79,7 @@ def make_samples(client: httpx.Client, receiver: Receiver) -> Samples:
         )["id"],
         event=delivery["event_id"],
         delivery=delivery["id"],
+        key=data(client.get("/keys"))[0]["id"],
+        form=form["id"],
+        submission=submission["id"],
     )

@@ -341,7 +341,9 @@ def test_a_body_cut_short_by_a_disconnect_writes_nothing(fuzz_rex: RexServer) ->
         assert sentinel.status_code == 201
         after = snapshot.take()
     changed = {table for table in after if after[table] != before[table]}
-    assert changed == {"contacts", "events"}  # the sentinel's contact and event only
+    # The sentinel's contact, event and submission only: a body cut short leaves nothing.
+    assert changed == {"contacts", "events", "submissions"}
+    assert int(after["submissions"].split()[0]) == int(before["submissions"].split()[0]) + 1
     emails = [r.email for r in sql(fuzz_rex.database_url, "SELECT email FROM contacts")]
     assert sorted(emails) == ["after@example.com", "kept@example.com"]
     [row] = sql(fuzz_rex.database_url, "SELECT stage FROM contacts WHERE id = :i", i=contact["id"])

@@ -49,7 +49,7 @@ def test_readiness_follows_schema_and_heartbeat_and_status_reports_them(
     [worker] = report["workers"]
     assert worker["kind"] == "embedded" and worker["state"] == "running"
     assert worker["last_heartbeat_age_seconds"] < 30
-    assert report["schema"] == {"current": "0007", "expected": "0007"}
+    assert report["schema"] == {"current": "0008", "expected": "0008"}
 
     # A heartbeat gone stale (a stuck worker) makes the process not ready.
     sql(

@@ -55,6 +55,7 @@ class ParsedCapture:
     kind: BodyKind
     fields: dict[str, Any]
     controls: dict[str, str] = field(default_factory=dict)
+    names: frozenset[str] = frozenset()  # every field name sent, empty ones included
 
     @property
     def honeypot_filled(self) -> bool:
@@ -134,7 +135,7 @@ def _parse_json(body: bytes) -> ParsedCapture:
         if key.startswith("_")
     }
     fields = {key: value for key, value in data.items() if not key.startswith("_")}
-    return ParsedCapture(BodyKind.JSON, fields, controls)
+    return ParsedCapture(BodyKind.JSON, fields, controls, frozenset(data))
 
 
 def _urlencoded_pairs(body: bytes) -> list[tuple[str, str]]:
@@ -328,7 +329,8 @@ def fields_from_form(pairs: list[tuple[str, str]]) -> ParsedCapture:
     if consent:
         consent.setdefault("granted", False)  # the text was shown, the box left unticked
         fields["consent"] = consent
-    return ParsedCapture(BodyKind.FORM, fields, controls)
+    names = frozenset(name.strip() for name, _ in pairs if name.strip())
+    return ParsedCapture(BodyKind.FORM, fields, controls, names)
 
 
 def attribution_from_referer(fields: dict[str, Any], referer: str | None) -> None:

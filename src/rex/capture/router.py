@@ -9,28 +9,25 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from rex.api.deps import DbDep, SettingsDep
 from rex.api.errors import (
     ApiError,
     ErrorEnvelope,
-    describe_validation,
     error_response,
 )
 from rex.api.openapi import component_ref
-from rex.capture import service
+from rex.capture import captcha, intake, service
 from rex.capture.body import (
     BodyKind,
     ParsedCapture,
-    attribution_from_referer,
     body_kind,
     parse_capture,
     read_body,
 )
-from rex.capture.limits import check_metadata
+from rex.capture.intake import Decision, Received, decide
+from rex.capture.pages import link_back, not_sent_page, success_page
 from rex.capture.responses import (
     THANK_YOU_PATH,
     CaptureEnvelope,
@@ -46,9 +43,12 @@ from rex.capture.responses import (
 from rex.capture.schemas import CAPTURE_FORM_SCHEMA, CaptureIn
 from rex.client_ip import rate_limit_key
 from rex.db.engine import Database
-from rex.ids import rfc3339, utcnow
+from rex.forms import service as forms_service
+from rex.ids import new_id, rfc3339, utcnow
 from rex.runtime import Runtime, runtime_of
 from rex.settings import Settings
+from rex.submissions import service as submissions
+from rex.submissions.service import SubmissionStatus
 from rex.workspaces import service as workspaces
 from rex.workspaces.origins import origin_allowed, safe_redirect
 from rex.workspaces.service import Workspace
@@ -146,18 +146,6 @@ def _no_workspace(host: str | None) -> ApiError:
     return ApiError(404, f"No workspace receives captures for host {host or ''!r}.")
 
 
-def _validate_lead(parsed: ParsedCapture) -> CaptureIn:
-    try:
-        lead = CaptureIn.model_validate(parsed.fields)
-    except ValidationError as exc:
-        status, message, field = describe_validation(
-            RequestValidationError(exc.errors(include_url=False))
-        )
-        raise ApiError(status, message, field=field) from None
-    check_metadata(lead.metadata, lead.model_extra or {})
-    return lead
-
-
 def _check_rate_limits(runtime: Runtime, workspace: Workspace | None, ip_key: str) -> None:
     limiter = runtime.capture_limiter
     ip_rate = runtime.capture_limits.per_ip
@@ -180,7 +168,12 @@ def _check_rate_limits(runtime: Runtime, workspace: Workspace | None, ip_key: st
         )
 
 
-def _redirect_location(request: Request, parsed: ParsedCapture, workspace: Workspace) -> str:
+def _redirect_location(
+    request: Request,
+    parsed: ParsedCapture,
+    workspace: Workspace,
+    form_redirect: str | None = None,
+) -> str:
     allowed = workspace.allowed_origins
     requested = parsed.controls.get("_next", "").strip()
     if requested:
@@ -189,6 +182,8 @@ def _redirect_location(request: Request, parsed: ParsedCapture, workspace: Works
         if target:
             return target
         log.info("capture_next_refused", workspace=workspace.slug, next=requested[:200])
+    if form_redirect:
+        return form_redirect  # set with an API key on the form: trusted like the key
     if workspace.redirect_url:
         target = safe_redirect(workspace.redirect_url, allowed)
         if target:
@@ -222,7 +217,71 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
     Takes JSON, or a plain HTML form post (urlencoded or multipart). A form post is answered
     with a 303 redirect unless it sends `Accept: application/json`. No API key: the workspace
     is the one the host names (`acme.<REX_BASE_DOMAIN>`), else the default workspace.
+    Fields are recognised without configuration (`EMAIL`, `your-email`, a Typeform answer...);
+    every post that passes the rate and size limits is kept as a submission.
     """
+    return await _capture(request, db, settings, None)
+
+
+@router.post(
+    "/capture/{form_id}",
+    status_code=201,
+    response_model=CaptureEnvelope,
+    responses={
+        **_RESPONSES,
+        403: _error(
+            "The form's CAPTCHA was not completed (a `spam` submission is kept)",
+            ("captcha_failed", "Please complete the challenge and send the form again.", None),
+        ),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": component_ref(CaptureIn)},
+                **{media: {"schema": CAPTURE_FORM_SCHEMA} for media in _FORM_TYPES},
+            },
+        }
+    },
+)
+async def capture_form_lead(
+    form_id: str, request: Request, db: DbDep, settings: SettingsDep
+) -> Response:
+    """`/capture` for one form (`POST /forms`): its `field_map`, honeypots, CAPTCHA,
+    redirect, success message and new-lead emails. No API key; same CORS and limits."""
+    return await _capture(request, db, settings, form_id)
+
+
+async def _captcha_decision(
+    form: dict[str, Any], received: Received, decision: Decision, client_ip: str | None,
+    settings: Settings,
+) -> Decision:  # fmt: skip
+    config = form["captcha"]
+    token = captcha.token_from(config["provider"], received.fields, received.controls)
+    result = await captcha.verify(config, token, client_ip=client_ip, settings=settings)
+    if result.verdict is captcha.Verdict.PASSED:
+        return decision
+    if result.verdict is captcha.Verdict.FAILED:
+        error = ApiError(
+            403,
+            "Please complete the challenge (the CAPTCHA) and send the form again.",
+            type="captcha_failed",
+            field=captcha.TOKEN_FIELDS[config["provider"]],
+        )
+        return Decision(SubmissionStatus.SPAM, result.reason, decision.shape, None, error)
+    error = ApiError(
+        503,
+        "We could not check the challenge just now. Your details were kept; please try "
+        "again in a minute.",
+        type="captcha_unavailable",
+        headers={"Retry-After": "30"},
+    )
+    return Decision(SubmissionStatus.REJECTED, result.reason, decision.shape, None, error)
+
+
+async def _capture(
+    request: Request, db: Database, settings: Settings, form_id: str | None
+) -> Response:
     runtime = runtime_of(request.app)
     address = runtime.proxy_trust.client_address(
         request.client.host if request.client else None,
@@ -234,35 +293,19 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     browser = media in _FORM_TYPES and wants_html(accept)
     workspace: Workspace | None = None
+    form: dict[str, Any] | None = None
     try:
         workspace = await find_workspace(request, db, settings)
         # Per-IP first, before anything costs more than a dictionary lookup.
         _check_rate_limits(runtime, workspace, rate_limit_key(address))
         if workspace is None:
             raise _no_workspace(request.headers.get("host"))
-        kind = body_kind(request.headers.get("content-type"))
+        if form_id is not None:
+            async with db.read() as conn:
+                form = await forms_service.find(conn, workspace.id, form_id)
+            if form is None:
+                raise ApiError(404, f"No form {form_id!r} receives captures here.")
         body = await read_body(request, settings.max_body_bytes)
-        parsed = await parse_capture(body, request.headers, kind)
-        attribution_from_referer(parsed.fields, request.headers.get("referer"))
-        lead = _validate_lead(parsed)
-        now = utcnow()
-        if parsed.honeypot_filled:
-            # Answered exactly like a new contact; nothing stored, no event.
-            log.info("capture_honeypot", workspace=workspace.slug)
-            contact_id = service.preview(lead, now=now, client_ip=client_ip)["id"]
-        else:
-            workspace_id = workspace.id
-            contact, _created = await db.run_in_transaction(
-                lambda conn: service.capture(
-                    conn,
-                    workspace_id,
-                    lead,
-                    now=now,
-                    client_ip=client_ip,
-                    max_metadata_bytes=settings.max_contact_metadata_bytes,
-                )
-            )
-            contact_id = contact["id"]
     except ApiError as exc:
         return error_answer(
             exc.status,
@@ -272,15 +315,100 @@ async def capture_lead(request: Request, db: DbDep, settings: SettingsDep) -> Re
             headers={**exc.headers, **cors_headers(origin, workspace)},
             html_page=browser,
         )
+    # Past the abuse limits: whatever happens now, the post is kept as one submission.
+    now = utcnow()
+    raw, truncated = submissions.raw_text(body)
+    submission: dict[str, Any] = {
+        "id": new_id("sub"),
+        "workspace_id": workspace.id,
+        "form_id": form_id,
+        "status": SubmissionStatus.REJECTED.value,
+        "reason": None,
+        "shape": None,
+        "content_type": request.headers.get("content-type", "")[:200] or None,
+        "fields": None,
+        "raw_body": raw,
+        "raw_truncated": truncated,
+        "contact_id": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    received: Received | None = None
+    recorded = False
+    try:
+        kind = body_kind(request.headers.get("content-type"))
+        parsed = await parse_capture(body, request.headers, kind)
+        received = Received(
+            kind, parsed.fields, parsed.controls, parsed.names, request.headers.get("user-agent")
+        )
+        # A JSON body's fields are its raw body, read back on demand (one encoding less on
+        # the hot path); a form's are stored decoded.
+        if kind is not BodyKind.JSON or truncated:
+            submission["fields"] = received.stored()
+        decision = decide(received, form, referer=request.headers.get("referer"))
+        if decision.status is SubmissionStatus.ACCEPTED and form and form.get("captcha"):
+            decision = await _captcha_decision(form, received, decision, client_ip, settings)
+        submission["shape"] = decision.shape
+        if decision.status is SubmissionStatus.ACCEPTED:
+            assert decision.lead is not None
+            lead, workspace_id, fields = decision.lead, workspace.id, received.stored()
+            max_metadata = settings.max_contact_metadata_bytes
+            contact, _created = await db.run_in_transaction(
+                lambda conn: intake.accept(
+                    conn,
+                    workspace_id,
+                    lead,
+                    now=now,
+                    client_ip=client_ip,
+                    submission=submission,
+                    form=form,
+                    fields=fields,
+                    max_metadata_bytes=max_metadata,
+                )
+            )
+            contact_id = contact["id"]
+            recorded = True
+        else:
+            submission["status"], submission["reason"] = decision.status.value, decision.reason
+            await db.run_in_transaction(lambda conn: submissions.record(conn, submission))
+            recorded = True
+            intake.log_refused(
+                decision.status, decision.reason, form_id, intake.received_names(received)
+            )
+            if decision.error is not None:
+                raise decision.error
+            assert decision.lead is not None
+            # A filled honeypot: answered exactly like a new contact; no contact, no event.
+            lead = decision.lead
+            contact_id = service.preview(lead, now=now, client_ip=client_ip)["id"]
+    except ApiError as exc:
+        if not recorded:
+            submission["reason"] = exc.message
+            await db.run_in_transaction(lambda conn: submissions.record(conn, submission))
+            names = intake.received_names(received) if received else []
+            intake.log_refused(SubmissionStatus.REJECTED, exc.message, form_id, names)
+        headers = {**exc.headers, **cors_headers(origin, workspace)}
+        if browser:
+            back = link_back(request.headers.get("referer"), workspace.allowed_origins)
+            return not_sent_page(exc.status, exc.message, back, headers)
+        return error_answer(
+            exc.status, exc.message, type=exc.type, field=exc.field, headers=headers,
+            html_page=False,
+        )  # fmt: skip
     cors = cors_headers(origin, workspace)
     if kind is BodyKind.JSON or wants_json(accept):
         # One status and shape for a new and a known address: no existence oracle.
         return json_answer(capture_answer(lead, contact_id, rfc3339(now) or ""), 201, cors)
-    location = _redirect_location(request, parsed, workspace)
+    location = _redirect_location(
+        request, parsed, workspace, form.get("redirect_url") if form else None
+    )
+    if location == THANK_YOU_PATH and form and form.get("success_message"):
+        return success_page(form["success_message"])
     return Response(status_code=303, headers={"Location": location, **cors})
 
 
 @router.options("/capture", include_in_schema=False)
+@router.options("/capture/{form_id}", include_in_schema=False)
 async def capture_preflight(request: Request, db: DbDep, settings: SettingsDep) -> Response:
     """CORS preflight: allowed for the workspace's ``allowed_origins`` only."""
     origin = request.headers.get("origin")

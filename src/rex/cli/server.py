@@ -161,6 +161,8 @@ def worker(
     http_host: Annotated[str, typer.Option(help="Interface for --http-port.")] = "127.0.0.1",
 ) -> None:
     """Run a standalone delivery worker (PostgreSQL; run as many as you like)."""
+    from rex.mail.mailer import Mailer
+    from rex.mail.transport import MailTransport, RoutingTransport
     from rex.ops import lifecycle, worker_http
     from rex.ops.health import Heartbeat
     from rex.runtime import destination_policy
@@ -172,7 +174,10 @@ def worker(
     async def run() -> None:
         db = Database(settings.database_url)
         await db.migrate()
-        transport = AiohttpTransport(destination_policy(settings))
+        transport = RoutingTransport(
+            AiohttpTransport(destination_policy(settings)),
+            MailTransport(Mailer(settings.smtp_url, settings.mail_from)),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 

@@ -10,7 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.db.schema import attempts, deliveries, endpoints, events
+from rex.db.schema import attempts, deliveries, endpoints, events, submissions
 from rex.outbox.events import notify_queued
 from rex.outbox.queue import lease_free
 from rex.outbox.records import DeliveryStatus
@@ -132,3 +132,20 @@ async def delete_endpoints(conn: AsyncConnection, endpoint_ids: Sequence[str]) -
     ids = list(endpoint_ids)
     await conn.execute(sa.delete(deliveries).where(deliveries.c.endpoint_id.in_(ids)))
     await conn.execute(sa.delete(endpoints).where(endpoints.c.id.in_(ids)))
+
+
+async def prune_submissions(conn: AsyncConnection, *, before: datetime, batch: int) -> int:
+    """Retention of the submissions inbox (kept as long as events): delete up to ``batch``
+    submissions created before ``before``; how many went."""
+    ids = (
+        (
+            await conn.execute(
+                sa.select(submissions.c.id).where(submissions.c.created_at < before).limit(batch)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if ids:
+        await conn.execute(sa.delete(submissions).where(submissions.c.id.in_(ids)))
+    return len(ids)

@@ -52,8 +52,15 @@ async def prune_expired(
             removed = await operator.prune_finished_events(conn, before=before, batch=batch)
         total += removed
         if removed < batch:
-            return total
+            break
         await asyncio.sleep(0.05)  # let other writers in between batches
+    # Submissions (the capture inbox) are kept as long as events.
+    while True:
+        async with db.transaction() as conn:
+            removed = await operator.prune_submissions(conn, before=before, batch=batch)
+        if removed < batch:
+            return total
+        await asyncio.sleep(0.05)
 
 
 async def purge_idempotency_records(db: Database, *, now: datetime) -> int:

@@ -1,0 +1,1 @@
+"""Capture forms: their own capture URL, field mapping, honeypots, CAPTCHA, notifications."""

@@ -539,8 +539,8 @@ def test_submissions_are_pruned_with_the_events_retention(database_url: str) -> 
     from datetime import timedelta
 
     from rex.db.engine import Database
-    from rex.worker.retention import prune_expired
     from rex.ids import utcnow
+    from rex.worker.retention import prune_expired
 
     with serve_rex(make_settings(database_url, retention_days=0)) as rex:
         httpx.post(f"{rex.url}/capture", json={"email": "old@example.com"})

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
+from rex.capture.reprocess import reprocess
 from rex.submissions import service
-from rex.submissions.reprocess import reprocess
 from rex.submissions.schemas import SubmissionEnvelope, SubmissionList, SubmissionStatusName
 from rex.validation import UtcTime
 

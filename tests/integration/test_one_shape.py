@@ -12,7 +12,7 @@ import rex as rexlib
 from tests.receiver import Receiver
 from tests.support import RexServer
 
-SECRET = "whsec_one_shape_secret"
+SECRET = "whsec_one_shape_secret_of_32_characters"
 
 
 def _get(client: httpx.Client, path: str) -> dict[str, Any]:

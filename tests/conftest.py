@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import settings as hypothesis_settings
 
 from tests.support import (
@@ -31,6 +32,18 @@ pytest_plugins = ["tests.receiver"]
 # says nothing about the property under test. (tests/integration/bad_input.py has its own.)
 hypothesis_settings.register_profile("rex", deadline=None)
 hypothesis_settings.load_profile("rex")
+
+
+# A Rex served in this process logs through structlog's default set-up unless a test ran
+# `rex`'s own configure_logging. That default renders a traceback with rich, every frame's
+# local variables included: one unhandled error took over 25 s of the server's event loop.
+# `rex serve` renders plain tracebacks (rex.logging); so do the tests.
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.cli import FAST_ENV, REX
-from tests.support import free_port, wait_until
+from tests.support import first_key_from_log, free_port, wait_until
 
 
 @dataclass
@@ -79,8 +80,17 @@ def serve(procs: list[Proc], database_url: str, tmp_path: Path, *extra: str, **e
 
 
 def first_key(proc: Proc) -> str:
-    [key] = re.findall(r"REX_API_KEY=(rex_sk_[A-Za-z0-9_\-]+)", proc.text())
-    return key
+    """The first key `rex serve` made: not a terminal, so it is in the 0600 file its log
+    names (JSON logs name it in a `first_api_key_file` line)."""
+    text = proc.text()
+    for line in text.splitlines():
+        if '"first_api_key_file"' in line:
+            path = Path(json.loads(line)["path"])
+            assert path.stat().st_mode & 0o777 == 0o600
+            [key] = re.findall(r"REX_API_KEY=(rex_sk_[A-Za-z0-9_\-]+)", path.read_text())
+            assert key not in text
+            return key
+    return first_key_from_log(text)
 
 
 def scrape(url: str, **headers: str) -> dict[str, float]:

@@ -39,9 +39,9 @@ def test_readiness_follows_schema_and_heartbeat_and_status_reports_them(
     sql(database_url, "UPDATE alembic_version SET version_num = '0005'")
     behind = httpx.get(f"{rex.url}/readyz")
     assert behind.status_code == 503
-    assert behind.json()["checks"]["migrations"] == "schema at 0005, this Rex needs 0007"
+    assert behind.json()["checks"]["migrations"] == "schema at 0005, this Rex needs 0008"
     assert httpx.get(f"{rex.url}/healthz").status_code == 200
-    sql(database_url, "UPDATE alembic_version SET version_num = '0007'")
+    sql(database_url, "UPDATE alembic_version SET version_num = '0008'")
     assert httpx.get(f"{rex.url}/readyz").status_code == 200
 
     # The embedded worker's heartbeat, as `rex status` sees it.

@@ -5,6 +5,7 @@ same ``app`` in ``rex.cli``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Callable
@@ -75,6 +76,10 @@ def _show_first_key(key: str, settings: Settings, host: str, port: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(exports)
+    if settings.log_json:  # every line on stderr stays one JSON object
+        line = {"event": "first_api_key_file", "level": "warning", "path": str(path)}
+        typer.echo(json.dumps(line), err=True)
+        return
     typer.echo(
         "\nRex created its database, the workspace 'default' and its first API key.\n"
         f"Not a terminal, so the key is not printed: it is in {path} (mode 0600).\n"

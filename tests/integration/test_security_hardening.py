@@ -192,8 +192,10 @@ def test_per_workspace_quotas_answer_409_and_429(database_url: str) -> None:
         with client.stream("GET", f"/listen/sessions/{first}/stream") as stream:
             assert stream.status_code == 200
             next(stream.iter_lines())  # connected
-            other = client.get(f"/listen/sessions/{second}/stream")
-            assert other.status_code == 429
+            # Streamed, so that a stream wrongly let through fails here instead of hanging.
+            with client.stream("GET", f"/listen/sessions/{second}/stream") as other:
+                assert other.status_code == 429
+                other.read()
             assert "REX_MAX_STREAMS_PER_WORKSPACE" in other.json()["error"]["message"]
 
 

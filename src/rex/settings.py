@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -225,6 +225,14 @@ class Settings(BaseSettings):
     )
     log_json: bool = Field(
         False, description="Log one JSON object per line instead of human-readable lines."
+    )
+    tracing: Literal["off", "otlp", "console"] = Field(
+        "off",
+        description=(
+            "OpenTelemetry traces (needs `pip install 'rexgtm[otel]'`): `otlp` exports spans "
+            "over OTLP/HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT` (the standard `OTEL_*` variables "
+            "apply, e.g. `OTEL_SERVICE_NAME`), `console` prints them, `off` records none."
+        ),
     )
     metrics_token: str | None = Field(
         None,

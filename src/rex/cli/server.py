@@ -106,6 +106,7 @@ def serve(
     from rex.runtime import runtime_of
 
     settings = _settings()
+    _start_tracing(settings, process="api")
     structlog.get_logger("rex.serve").info(
         "serving", database=describe_database(settings.database_url), host=host, port=port
     )
@@ -154,6 +155,22 @@ def serve(
         raise CliError(f"the server could not start on {host}:{port} (see the log above)")
 
 
+def _start_tracing(settings: Settings, *, process: str) -> None:
+    """OpenTelemetry spans when REX_TRACING asks for them (flushed at exit)."""
+    if settings.tracing == "off":
+        return
+    import atexit
+
+    from rex import tracing
+
+    try:
+        tracing.configure(settings.tracing, process=process)
+    except tracing.TracingUnavailable as exc:
+        raise CliError(str(exc)) from None
+    atexit.register(tracing.shutdown)
+    structlog.get_logger("rex.tracing").info("tracing", exporter=settings.tracing)
+
+
 @app.command()
 def worker(
     concurrency: Annotated[
@@ -175,6 +192,7 @@ def worker(
     from rex.worker.transport import AiohttpTransport
 
     settings = _settings()
+    _start_tracing(settings, process="worker")
 
     async def run() -> None:
         db = Database(settings.database_url)

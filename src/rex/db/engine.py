@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from rex import secretbox
+from rex import secretbox, tracing
 from rex.db import sqlite_driver
 from rex.db.group_commit import Committer
 
@@ -108,6 +108,12 @@ class Database:
         other requests of this process (see ``group_commit``), each one isolated by a
         savepoint, so its outcome is exactly as if it had committed alone.
         """
+        with tracing.transaction_span(self.dialect):
+            async with self._transaction() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         if self._committer is not None:
             async with self._committer.unit() as conn:
                 yield conn
@@ -131,7 +137,11 @@ class Database:
         ``urgent`` work goes before the requests waiting there (the delivery worker's).
         """
         if self._committer is not None:
-            return await self._committer.run(work, urgent=urgent)
+            if not tracing.ENABLED:
+                return await self._committer.run(work, urgent=urgent)
+            with tracing.transaction_span(self.dialect):
+                # The committer calls `work` on its own task: in this trace's context.
+                return await self._committer.run(tracing.carry_context(work), urgent=urgent)
         async with self.transaction() as conn:
             return await work(conn)
 

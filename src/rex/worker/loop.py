@@ -13,14 +13,16 @@ import os
 import socket
 import time
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex import tracing
 from rex.clock import SYSTEM_CLOCK, Clock
 from rex.db.engine import Database, asyncpg_dsn
 from rex.ops import metrics
-from rex.outbox import attempts, queue
+from rex.outbox import attempts, queue, traces
 from rex.outbox.records import NOTIFY_CHANNEL, AttemptOutcome, ClaimedDelivery
 from rex.policies import DeliveryConfig
 from rex.worker.headers import signed_headers
@@ -118,6 +120,8 @@ class DeliveryWorker:
         if free <= 0 and not finished:
             return self.config.poll_interval  # a finishing attempt kicks us
 
+        parents: dict[str, str] = {}
+
         async def record_and_claim(
             conn: AsyncConnection,
         ) -> tuple[list[str], list[ClaimedDelivery], datetime | None]:
@@ -148,6 +152,8 @@ class DeliveryWorker:
             # endpoint at its concurrency limit (left out: one of our attempts finishing
             # kicks us, other workers' are found by polling), so this does not spin.
             next_due = await queue.next_due_at(conn, now) if len(claimed) < free else None
+            if tracing.ENABLED and claimed:
+                parents.update(await traces.traceparents(conn, [d.event_id for d in claimed]))
             return disabled, claimed, next_due
 
         try:
@@ -167,7 +173,7 @@ class DeliveryWorker:
         if not claim:
             return 0.0
         for delivery in claimed:
-            task = asyncio.create_task(self._deliver(delivery))
+            task = asyncio.create_task(self._deliver(delivery, parents.get(delivery.event_id)))
             self._in_flight.add(task)
             task.add_done_callback(self._attempt_done)
         if len(claimed) == free or self._finished:
@@ -181,7 +187,22 @@ class DeliveryWorker:
         self._in_flight.discard(task)
         self._kick.set()
 
-    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+    async def _deliver(self, delivery: ClaimedDelivery, traceparent: str | None = None) -> None:
+        if not tracing.ENABLED:
+            await self._attempt(delivery, tracing.AttemptSpan(None))
+            return
+        with tracing.attempt_span(
+            delivery_id=delivery.id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            endpoint_id=delivery.endpoint_id,
+            attempt=delivery.attempt_count + 1,
+            url_host=urlsplit(delivery.url).hostname,
+            traceparent=traceparent,
+        ) as span:
+            await self._attempt(delivery, span)
+
+    async def _attempt(self, delivery: ClaimedDelivery, span: tracing.AttemptSpan) -> None:
         at = self.clock.now()
         headers = signed_headers(delivery, int(at.timestamp()))
         started = time.perf_counter()
@@ -215,6 +236,7 @@ class DeliveryWorker:
                 retry_after=retry_after,
             ),
         )
+        span.answered(status_code=status_code, error=error, result=outcome.status.value)
         log.info(
             "delivery_attempt",
             delivery=delivery.id,

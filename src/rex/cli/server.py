@@ -41,7 +41,7 @@ app.add_typer(workspaces_app, name="workspaces")
 
 async def _bootstrap(settings: Settings) -> str | None:
     """Migrate, make sure the default workspace exists; on first start, make its first key."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, timeout=settings.database_timeout)
     try:
         await db.migrate()
         async with db.transaction() as conn:
@@ -177,7 +177,7 @@ def worker(
     settings = _settings()
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         await db.migrate()
         transport = RoutingTransport(
             AiohttpTransport(destination_policy(settings)),
@@ -232,7 +232,7 @@ def migrate() -> None:
     settings = _settings()
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
         finally:
@@ -258,7 +258,7 @@ def keys_create(
     expires_at = ops.expiry(expires_in)
 
     async def run() -> tuple[str, str]:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
             async with db.transaction() as conn:
@@ -293,7 +293,7 @@ def workspaces_create(
     ops.require(settings)
 
     async def run() -> str:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
             async with db.transaction() as conn:

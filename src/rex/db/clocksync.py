@@ -95,9 +95,7 @@ class ClockWatch:
         """``/readyz``'s ``clock`` check: ``ok`` or a warning (which leaves Rex ready)."""
         if db.is_sqlite:
             return "ok"
-        if self.offset is None:
-            return "ok (not measured yet)"
-        if self.skewed:
+        if self.skewed and self.offset is not None:
             return (
                 f"warning: this machine's clock is {abs(self.offset):.0f}s "
                 f"{'behind' if self.offset > 0 else 'ahead of'} the database's (more than "

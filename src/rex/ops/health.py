@@ -155,11 +155,14 @@ async def readiness(db: Database | None, worker_id: str | None) -> Readiness:
                     )
     except Exception as exc:
         checks.setdefault("database", f"unavailable: {type(exc).__name__}")
+    # Shown only when they have something to say (a healthy body keeps its three checks).
     # The disk: a process whose writes are refused for a full disk is not ready.
-    checks["storage"] = storage_check()
+    if STORAGE.full:
+        checks["storage"] = storage_check()
     # Informational: a machine clock far from the database's is warned about, but Rex
     # decides on the database's time, so it stays ready (rex.db.clocksync).
-    checks["clock"] = CLOCK.check(db)
+    if (clock := CLOCK.check(db)) != "ok":
+        checks["clock"] = clock
     ready = all(v == "ok" for name, v in checks.items() if name not in _INFORMATIONAL)
     return Readiness(ready, checks)
 

@@ -112,28 +112,42 @@ def unavailable_from(exc: BaseException) -> Unavailable | None:
     return None
 
 
+# A full disk ends at the first successful write this long after the last refused one: a
+# few writes may still fit (a WAL that can reuse its pages) while others are refused, and
+# one warning each way is wanted, not one per flap.
+QUIET = 5.0
+# /readyz and rex_storage_full report "full" while a write was refused this recently (a
+# process that writes nothing, an API with no traffic, becomes ready again and finds out).
+STALE = 30.0
+
+
 class StorageWatch:
-    """Whether this process's last write was refused for a full disk, since when, and how
-    many writes were refused: one warning when it starts, one when a write succeeds again."""
+    """Whether this process's writes are refused for a full disk, since when, and how many
+    were: one warning when it starts and one when it ends (``QUIET``), never one a request.
+    Thread-safe (SQLite commits run on worker threads)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.full_since: datetime | None = None
+        self.full_since: datetime | None = None  # the current episode, if any
         self.refused_now = 0  # in the current episode
         self.refused_total = 0  # since the process started (the metric)
+        self._started = 0.0
+        self._last_refused = 0.0  # time.monotonic()
 
     @property
     def full(self) -> bool:
-        return self.full_since is not None
+        """Writes are being refused (one was, within ``STALE`` seconds)."""
+        return self.full_since is not None and time.monotonic() - self._last_refused < STALE
 
     def refused(self, exc: BaseException) -> None:
         with self._lock:
             self.refused_total += 1
             self.refused_now += 1
+            self._last_refused = time.monotonic()
             if self.full_since is not None:
                 return
             self.full_since = utcnow()
-            self._started = time.monotonic()
+            self._started = self._last_refused
         log.warning(
             "storage_full",
             error=str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
@@ -145,11 +159,12 @@ class StorageWatch:
         if self.full_since is None:  # the common case: one attribute read
             return
         with self._lock:
-            if self.full_since is None:
+            now = time.monotonic()
+            if self.full_since is None or now - self._last_refused < QUIET:
                 return
             refused, self.refused_now, self.full_since = self.refused_now, 0, None
-            lasted = time.monotonic() - self._started
-        log.warning("storage_available", refused=refused, lasted_s=round(lasted, 1))
+            lasted = self._last_refused - self._started
+        log.warning("storage_available", refused=refused, full_for_s=round(lasted, 1))
 
 
 STORAGE = StorageWatch()

@@ -133,11 +133,14 @@ class StorageWatch:
         self.refused_total = 0  # since the process started (the metric)
         self._started = 0.0
         self._last_refused = 0.0  # time.monotonic()
+        self._last_wrote = 0.0
 
     @property
     def full(self) -> bool:
-        """Writes are being refused (one was, within ``STALE`` seconds)."""
-        return self.full_since is not None and time.monotonic() - self._last_refused < STALE
+        """Writes are being refused: one was within ``STALE`` seconds and none succeeded
+        since, ``QUIET`` seconds after it (asked by /readyz and /metrics, which also end an
+        episode whose last write succeeded, when no write comes after it)."""
+        return self._settle()
 
     def refused(self, exc: BaseException) -> None:
         with self._lock:
@@ -158,13 +161,24 @@ class StorageWatch:
         """A write transaction committed: the disk takes writes (again)."""
         if self.full_since is None:  # the common case: one attribute read
             return
+        self._last_wrote = time.monotonic()
+        self._settle()
+
+    def _settle(self) -> bool:
+        """End the episode if a write succeeded ``QUIET`` seconds after the last refused
+        one; whether it goes on."""
+        if self.full_since is None:
+            return False
         with self._lock:
             now = time.monotonic()
-            if self.full_since is None or now - self._last_refused < QUIET:
-                return
+            if self.full_since is None:
+                return False
+            if self._last_wrote <= self._last_refused or now - self._last_refused < QUIET:
+                return now - self._last_refused < STALE
             refused, self.refused_now, self.full_since = self.refused_now, 0, None
             lasted = self._last_refused - self._started
         log.warning("storage_available", refused=refused, full_for_s=round(lasted, 1))
+        return False
 
 
 STORAGE = StorageWatch()

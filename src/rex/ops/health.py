@@ -171,7 +171,7 @@ _INFORMATIONAL = frozenset({"clock"})
 
 
 def storage_check() -> str:
-    if STORAGE.full_since is None:
+    if not STORAGE.full or STORAGE.full_since is None:
         return "ok"
     return (
         f"full since {STORAGE.full_since.isoformat(timespec='seconds')}: "

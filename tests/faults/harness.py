@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import glob
+import json
 import os
 import shutil
 import signal
@@ -491,6 +492,18 @@ def assert_lead_promise(
         "delivered": len(received),
         "duplicates": sum(n - 1 for n in received.values()),
     }
+
+
+def log_events(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a process's log (REX_LOG_JSON=1), parsed."""
+    events = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return events
 
 
 def report(title: str, **figures: Any) -> None:

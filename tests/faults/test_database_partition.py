@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -28,6 +26,7 @@ from tests.faults.harness import (
     PrivatePostgres,
     delivered_emails,
     fast_env,
+    log_events,
     report,
     require_root_tools,
     rex_serve,
@@ -44,17 +43,6 @@ TIMEOUT = 2  # REX_DATABASE_TIMEOUT for these runs
 # What "within the bound" allows on top of it: a generous margin, not a measurement (the
 # property is that the wait is bounded, not how fast this machine is).
 MARGIN = 3.0
-
-
-def log_events(log: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in log.read_text().splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
 
 
 class Captures:

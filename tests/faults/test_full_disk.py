@@ -12,9 +12,7 @@ Needs root (mount); skips elsewhere, fails under REX_TEST_REQUIRE_ALL=1."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -23,6 +21,7 @@ from tests.faults.harness import (
     delivered_emails,
     fast_env,
     fill_disk,
+    log_events,
     report,
     require_root_tools,
     rex_serve,
@@ -34,17 +33,6 @@ from tests.faults.harness import (
 )
 from tests.receiver import Receiver
 from tests.support import api_key, sql, wait_until
-
-
-def log_events(log: Path) -> list[dict[str, Any]]:
-    events = []
-    for line in log.read_text().splitlines():
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                pass
-    return events
 
 
 def metric(exposition: str, name: str) -> float:

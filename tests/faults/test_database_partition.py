@@ -206,4 +206,12 @@ def test_postgres_disk_full_answers_503_storage_full(
     ended = [e for e in events if e.get("event") == "storage_available"]
     assert len(ended) == 1 and ended[0]["refused"] >= 5, ended
     assert "Traceback" not in log.read_text()
-    assert captures.acknowledged <= set(delivered_emails(requests))
+    delivered = delivered_emails(requests)
+    assert captures.acknowledged <= set(delivered)
+    report(
+        "PostgreSQL disk_full (SQLSTATE 53100 from a trigger)",
+        acknowledged=len(captures.acknowledged),
+        delivered=len(delivered),
+        refused_503=len(refused),
+        refused_logged=ended[0]["refused"],
+    )

@@ -2,7 +2,8 @@
 
 Services, storage helpers and the CLI raise these; ``rex.api.errors`` maps each kind to its
 status and ``type`` in the error envelope (``NotFound`` 404, ``Conflict`` 409, ``Invalid`` 422,
-``BadCursor`` 400, ``Unavailable`` 503), in one handler.
+``BadCursor`` 400, ``Unavailable`` 503 with ``Retry-After``), in one handler. A class may
+name its envelope ``type`` (``StorageFull``: ``storage_full``); otherwise the status does.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 class DomainError(Exception):
     """Base of the domain errors: a message for people and the field it is about, if any."""
+
+    # The envelope's ``type``; None: the one that follows from the status.
+    type: str | None = None
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -53,3 +57,19 @@ class Unavailable(DomainError):
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StorageFull(Unavailable):
+    """The database cannot write: its disk is full (SQLite's SQLITE_FULL, PostgreSQL's
+    ``disk_full``, SQLSTATE 53100). Nothing of the refused request was written; the same
+    request succeeds once an operator frees space."""
+
+    type = "storage_full"
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = 5) -> None:
+        super().__init__(
+            message
+            or "Storage is full: the database cannot write, and nothing of this request was "
+            "written. Retry after Retry-After (with the same Idempotency-Key, if you sent one).",
+            retry_after=retry_after,
+        )

@@ -52,6 +52,18 @@ class Settings(BaseSettings):
             "in-process; on PostgreSQL run `rex worker` processes beside `rex serve --no-worker`."
         ),
     )
+    database_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description=(
+            "Seconds Rex waits for the database at most: to connect, to get a pooled "
+            "connection, and for each statement (PostgreSQL), or for another process's write "
+            "lock (SQLite's busy timeout, at least 10 s). Past it a request answers 503 with "
+            "`Retry-After` instead of hanging (a database that went silent, a network "
+            "partition), and a dead connection is replaced. Migrations are not bound by it."
+        ),
+    )
     allow_private_destinations: bool = Field(
         False,
         description=(

@@ -104,7 +104,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         headers={"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}},
     ),
     503: _error(
-        "Database unavailable; retry after the Retry-After delay",
+        "Database unavailable (`service_unavailable`), or its disk is full (`storage_full`: "
+        "nothing was written); retry after the Retry-After delay",
         (
             "service_unavailable",
             "The database is unavailable; the request may not have been applied.",

@@ -41,7 +41,7 @@ app.add_typer(workspaces_app, name="workspaces")
 
 async def _bootstrap(settings: Settings) -> str | None:
     """Migrate, make sure the default workspace exists; on first start, make its first key."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, timeout=settings.database_timeout)
     try:
         await db.migrate()
         async with db.transaction() as conn:
@@ -195,7 +195,7 @@ def worker(
     _start_tracing(settings, process="worker")
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         await db.migrate()
         transport = RoutingTransport(
             AiohttpTransport(destination_policy(settings)),
@@ -250,7 +250,7 @@ def migrate() -> None:
     settings = _settings()
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
         finally:
@@ -276,7 +276,7 @@ def keys_create(
     expires_at = ops.expiry(expires_in)
 
     async def run() -> tuple[str, str]:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
             async with db.transaction() as conn:
@@ -311,7 +311,7 @@ def workspaces_create(
     ops.require(settings)
 
     async def run() -> str:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
             async with db.transaction() as conn:

@@ -205,7 +205,6 @@ def test_per_workspace_quotas_answer_409_and_429(database_url: str) -> None:
             assert other.headers["retry-after"] == "5"
             # Still the first stream's: it was never cut.
             assert client.get(f"/listen/sessions/{first}").json()["data"]["connected"] is True
-            lines.close()
 
         # The first stream ended: its slot is free again (released once it has detached).
         def second_stream_status() -> int | None:

@@ -88,8 +88,11 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 async def _sql(database_url: str, statement: str, params: dict[str, Any] | None) -> list[Any]:
     db = Database(database_url, pool_size=1)
+    # A check reads: a snapshot, not a write unit (on SQLite that took the write lock and an
+    # fsync'd commit on every poll of a waiting test, beside the server under test).
+    reads = statement.lstrip().split(None, 1)[0].upper() in {"SELECT", "WITH", "EXPLAIN"}
     try:
-        async with db.transaction() as conn:
+        async with db.read() if reads else db.transaction() as conn:
             result = await conn.execute(sa.text(statement), params or {})
             return list(result.all()) if result.returns_rows else []
     finally:

@@ -18,8 +18,10 @@ from tests.support import (
     POSTGRES_SKIP_REASON,
     POSTGRES_URL,
     RexServer,
+    api_key,
     make_settings,
     migrate,
+    migrated_sqlite_file,
     missing,
     serve_rex,
     temporary_postgres_database,
@@ -67,7 +69,8 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/rex.db"
+        # Migrated already, as the PostgreSQL database is (a copy of a template file).
+        return f"sqlite:///{migrated_sqlite_file(tmp_path / 'rex.db')}"
     url: str = request.getfixturevalue("postgres_url")
     truncate_all(url)
     return url
@@ -78,3 +81,31 @@ def rex(database_url: str) -> Iterator[RexServer]:
     """Rex served on 127.0.0.1 with its delivery worker and fast retries."""
     with serve_rex(make_settings(database_url)) as server:
         yield server
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def _module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RexServer]:
+    if request.param == "sqlite":
+        path = migrated_sqlite_file(tmp_path_factory.mktemp("shared") / "rex.db")
+        url = f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    with serve_rex(make_settings(url)) as server:
+        yield server
+
+
+@pytest.fixture
+def shared_rex(_module_server: RexServer) -> RexServer:
+    """Like ``rex`` (both backends, default settings, an empty database and a key of the
+    default workspace), but one server for the whole module: building the app is most of a
+    test's cost (docs/testing.md). The database is emptied before each test, with the server
+    running. For tests that use only the API (no capture: the server's workspace cache and
+    capture rate limits live across tests), change no settings, and never stop the server.
+    A module opts in with ``@pytest.fixture def rex(shared_rex): return shared_rex``."""
+    url = _module_server.database_url
+    truncate_all(url)
+    return RexServer(url=_module_server.url, settings=_module_server.settings, key=api_key(url))

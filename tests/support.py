@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -85,8 +88,11 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 async def _sql(database_url: str, statement: str, params: dict[str, Any] | None) -> list[Any]:
     db = Database(database_url, pool_size=1)
+    # A check reads: a snapshot, not a write unit (on SQLite that took the write lock and an
+    # fsync'd commit on every poll of a waiting test, beside the server under test).
+    reads = statement.lstrip().split(None, 1)[0].upper() in {"SELECT", "WITH", "EXPLAIN"}
     try:
-        async with db.transaction() as conn:
+        async with db.read() if reads else db.transaction() as conn:
             result = await conn.execute(sa.text(statement), params or {})
             return list(result.all()) if result.returns_rows else []
     finally:
@@ -327,9 +333,61 @@ def migrate(database_url: str) -> None:
     run(_migrate(database_url))
 
 
+async def _empty_all(database_url: str) -> None:
+    import asyncpg
+
+    from rex.db.engine import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with conn.transaction():
+            for table in reversed(metadata.sorted_tables):  # children before their parents
+                await conn.execute(f'DELETE FROM "{table.name}"')
+    finally:
+        await conn.close()
+
+
 def truncate_all(database_url: str) -> None:
-    tables = ", ".join(table.name for table in metadata.sorted_tables)
-    sql(database_url, f"TRUNCATE {tables} CASCADE")
+    """Empty every table of the test database, keeping its schema (and ``alembic_version``).
+
+    ``DELETE``, children first, in one transaction: the tables of a test hold a few rows, and
+    on PostgreSQL a ``TRUNCATE`` of every table (new files for each, and an exclusive lock)
+    took 0.6-0.9 s on a loaded machine where this takes 0.07 s; it runs before every
+    PostgreSQL test. A server may keep running on the database meanwhile."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        run(_empty_all(database_url))
+        return
+    conn = sqlite3.connect(str(url.database), timeout=30)
+    try:
+        with conn:  # one transaction
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(f'DELETE FROM "{table.name}"')
+    finally:
+        conn.close()
+
+
+_SQLITE_TEMPLATE: Path | None = None
+
+
+def migrated_sqlite_file(path: Path) -> Path:
+    """Put a migrated, empty SQLite database at ``path`` (0600, folder 0700), as the first
+    ``rex`` command would leave it: a copy of one migrated for this test process, so that
+    each test does not run every migration again (0.5-1 s a test on a loaded machine)."""
+    global _SQLITE_TEMPLATE
+    if _SQLITE_TEMPLATE is None:
+        folder = tempfile.mkdtemp(prefix="rex-template-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        template = Path(folder) / "rex.db"
+        migrate(f"sqlite:///{template}")
+        with sqlite3.connect(template) as conn:  # everything in the main file, for the copy
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        _SQLITE_TEMPLATE = template
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copyfile(_SQLITE_TEMPLATE, path)
+    path.chmod(0o600)
+    return path
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.05) -> Any:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from tests.support import RexServer, sql
+
+
+@pytest.fixture
+def rex(shared_rex: RexServer) -> RexServer:
+    """One server for this module's tests (they use only the API): tests/conftest.py."""
+    return shared_rex
 
 
 def event_types(rex: RexServer) -> list[str]:

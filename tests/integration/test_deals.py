@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import concurrent.futures
 
+import pytest
+
 from tests.integration.crm import event_types, events
 from tests.support import RexServer, sql
+
+
+@pytest.fixture
+def rex(shared_rex: RexServer) -> RexServer:
+    """One server for this module's tests (they use only the API): tests/conftest.py."""
+    return shared_rex
 
 
 def test_default_pipeline_exists_and_deals_start_in_its_first_stage(rex: RexServer) -> None:

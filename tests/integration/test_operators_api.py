@@ -132,7 +132,9 @@ def test_retry_sends_the_same_event_again_now(rex: RexServer, receiver: Receiver
 
 
 def test_retry_refuses_while_in_flight_or_disabled(database_url: str, receiver: Receiver) -> None:
-    settings = make_settings(database_url, delivery_timeout=10)
+    # The attempt must still be in flight at the 409: a timeout no stall of this machine can
+    # reach (receiver.stop() below is what ends the attempt), not one it could race.
+    settings = make_settings(database_url, delivery_timeout=300, delivery_lease=360)
     receiver.respond_with(Hang())
     with serve_rex(settings) as rex:
         hook = subscribe(rex, receiver.url())

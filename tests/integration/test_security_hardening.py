@@ -191,12 +191,31 @@ def test_per_workspace_quotas_answer_409_and_429(database_url: str) -> None:
         first, second = (s.json()["data"]["id"] for s in sessions[:2])
         with client.stream("GET", f"/listen/sessions/{first}/stream") as stream:
             assert stream.status_code == 200
-            next(stream.iter_lines())  # connected
+            # Keep the iterator: a discarded one (`next(stream.iter_lines())`) is finalised at
+            # once, which closes the connection, so the first stream used to end before the
+            # second was asked for (a 200 whenever the server saw the close first).
+            lines = stream.iter_lines()
+            # `ready` is written after the stream took its slot: it is registered now.
+            assert next(lines) == "event: ready"
             # Streamed, so that a stream wrongly let through fails here instead of hanging.
             with client.stream("GET", f"/listen/sessions/{second}/stream") as other:
                 assert other.status_code == 429
                 other.read()
             assert "REX_MAX_STREAMS_PER_WORKSPACE" in other.json()["error"]["message"]
+            assert other.headers["retry-after"] == "5"
+            # Still the first stream's: it was never cut.
+            assert client.get(f"/listen/sessions/{first}").json()["data"]["connected"] is True
+
+        # The first stream ended: its slot is free again (released once it has detached).
+        def second_stream_status() -> int | None:
+            with client.stream("GET", f"/listen/sessions/{second}/stream") as again:
+                if again.status_code == 429:
+                    again.read()
+                    return None
+                assert next(again.iter_lines()) == "event: ready"
+                return again.status_code
+
+        assert wait_until(second_stream_status, timeout=30, interval=0.2) == 200
 
 
 def test_every_list_filter_has_an_index(database_url: str, rex: RexServer) -> None:

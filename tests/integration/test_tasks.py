@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.crm import event_types, events
 from tests.support import RexServer
+
+
+@pytest.fixture
+def rex(shared_rex: RexServer) -> RexServer:
+    """One server for this module's tests (they use only the API): tests/conftest.py."""
+    return shared_rex
 
 
 def test_crud_completion_and_events(rex: RexServer) -> None:

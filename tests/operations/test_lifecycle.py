@@ -104,10 +104,10 @@ def test_a_second_signal_exits_at_once(
     worker.process.send_signal(signal.SIGTERM)
     time.sleep(1)
     assert worker.process.poll() is None  # the first one waits for the attempt
-    started = time.monotonic()
     worker.process.send_signal(signal.SIGINT)
-    code = worker.process.wait(10)
-    assert time.monotonic() - started < 5
+    # At once: well before the hanging attempt's 60 s timeout (a bound, not a timed assertion
+    # that a loaded machine could miss).
+    code = worker.process.wait(30)
     assert code == 128 + signal.SIGINT, worker.text()
 
 
@@ -124,8 +124,8 @@ def test_a_second_sigterm_stops_rex_serve_at_once(
     rex.process.send_signal(signal.SIGTERM)
     time.sleep(1)
     assert rex.process.poll() is None  # the first one waits for the attempt
-    started = time.monotonic()
     rex.process.send_signal(signal.SIGTERM)
-    code = rex.process.wait(10)
-    assert time.monotonic() - started < 5
+    # At once: well before the hanging attempt's 60 s timeout (a bound, not a timed assertion
+    # that a loaded machine could miss).
+    code = rex.process.wait(30)
     assert code == 128 + signal.SIGTERM, rex.text()

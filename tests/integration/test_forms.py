@@ -422,6 +422,43 @@ def test_a_mail_server_down_is_retried_not_lost(database_url: str) -> None:
     assert attempts(rex, endpoint) >= 2
 
 
+def test_a_forms_mail_endpoint_and_its_deliveries_are_not_webhooks(rex: RexServer) -> None:
+    """The mailto: endpoint of a form's notify_emails is Rex's own (kind ``system``): not
+    listed, read, edited or counted by /webhooks; its deliveries and the internal
+    ``submission.accepted`` event are in no public list."""
+    with Receiver() as receiver, rex.client() as client:
+        hook = client.post("/webhooks", json={"url": receiver.url(), "events": ["*"]})
+        hook_id = hook.json()["data"]["id"]
+        form = client.post(
+            "/forms", json={"name": "F", "notify_emails": ["sales@example.com"]}
+        ).json()["data"]
+        answer = httpx.post(form["capture_url"], json={"email": "hidden@example.com"})
+        assert answer.status_code == 201
+        receiver.wait_for(1)
+        mail = form_endpoint(rex)  # its delivery was queued with the lead
+
+        assert [w["id"] for w in client.get("/webhooks").json()["data"]] == [hook_id]
+        for method, path in (
+            ("GET", f"/webhooks/{mail}"),
+            ("PATCH", f"/webhooks/{mail}"),
+            ("DELETE", f"/webhooks/{mail}"),
+            ("GET", f"/webhooks/{mail}/deliveries"),
+            ("POST", f"/webhooks/{mail}/test"),
+        ):
+            kwargs = {"json": {"enabled": False}} if method == "PATCH" else {}
+            assert client.request(method, path, **kwargs).status_code == 404, (method, path)
+        types = {e["event"] for e in client.get("/events").json()["data"]}
+        assert "contact.created" in types and "submission.accepted" not in types
+        shown = client.get("/deliveries").json()["data"]
+        assert shown and all(d["endpoint_id"] == hook_id for d in shown)
+        [internal] = sql(
+            rex.database_url, "SELECT id FROM events WHERE type = 'submission.accepted'"
+        )
+        assert client.get(f"/events/{internal.id}").status_code == 404
+        [row] = sql(rex.database_url, "SELECT kind FROM endpoints WHERE id = :e", e=mail)
+        assert row.kind == "system"
+
+
 def form_endpoint(rex: RexServer) -> str:
     [row] = sql(rex.database_url, "SELECT notify_endpoint_id FROM forms")
     return str(row.notify_endpoint_id)

@@ -15,11 +15,13 @@ from rex.db.pagination import fetch_page
 from rex.db.schema import submissions
 from rex.errors import NotFound
 from rex.ids import rfc3339
+from rex.outbox.catalogue import SUBMISSION_ACCEPTED
 from rex.outbox.events import record_event
 
 MAX_RAW_BYTES = 64 * 1024
-NOTIFICATION_EVENT = "submission.accepted"
-"""The event a form's new-lead email is a delivery of (sent to its mailto: endpoint only)."""
+NOTIFICATION_EVENT = SUBMISSION_ACCEPTED
+"""The event a form's new-lead email is a delivery of (sent to its mailto: endpoint only;
+internal, see ``rex.outbox.catalogue``)."""
 
 
 class SubmissionStatus(StrEnum):

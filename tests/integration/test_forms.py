@@ -517,10 +517,18 @@ _text = st.text(
 )
 _names = st.one_of(
     _text,
-    st.sampled_from(["email", "EMAIL", "your-email", "name", "FNAME", "_gotcha", "bot-field"]),
-)
+    st.sampled_from(
+        ["email", "EMAIL", "your-email", "name", "FNAME", "_gotcha", "bot-field", "website",
+         "data.json", "rawRequest", "payload", "fields", "field_data", "properties", "Name",
+         "q3_name[first]", "a[0][b]"]
+    ),
+)  # fmt: skip
+_tricky = st.sampled_from(
+    ['{"email": "a@example.com", "name": "A B"}', "first = Ada\nlast = L", "[1, {}]", "{",
+     "a@example.com"]
+)  # fmt: skip
 _scalars = st.one_of(
-    _text, st.integers(-(10**6), 10**6), st.booleans(), st.none(), st.just("a@example.com")
+    _text, _tricky, st.integers(-(10**6), 10**6), st.booleans(), st.none(), st.just("a@example.com")
 )
 _json = st.recursive(
     _scalars,
@@ -536,7 +544,7 @@ def any_body(draw: st.DrawFn) -> tuple[bytes, str]:
     kind = draw(st.sampled_from(["json", "urlencoded", "multipart", "text"]))
     if kind == "json":
         return json.dumps(draw(_json)).encode(), "application/json"
-    pairs = draw(st.lists(st.tuples(_names, _text), max_size=8))
+    pairs = draw(st.lists(st.tuples(_names, st.one_of(_text, _tricky)), max_size=8))
     if kind == "urlencoded":
         return httpx.QueryParams(pairs).__str__().encode(), "application/x-www-form-urlencoded"
     if kind == "multipart":
@@ -545,6 +553,16 @@ def any_body(draw: st.DrawFn) -> tuple[bytes, str]:
 
 
 def test_any_body_is_answered_without_a_5xx_and_leaves_one_submission(rex: RexServer) -> None:
+    with rex.client() as client:
+        form = client.post(
+            "/forms",
+            json={
+                "name": "any",
+                "field_map": {"email": "a.0.b", "first_name": "q3_name[first]"},
+                "honeypot_fields": ["website"],
+            },
+        ).json()["data"]
+    paths = ["/capture", f"/capture/{form['id']}"]
     with httpx.Client(base_url=rex.url, timeout=30) as http:
 
         @settings(
@@ -552,12 +570,16 @@ def test_any_body_is_answered_without_a_5xx_and_leaves_one_submission(rex: RexSe
             deadline=None,
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         )
-        @given(case=any_body(), accept=st.sampled_from(["application/json", "text/html", ""]))
-        def check(case: tuple[bytes, str], accept: str) -> None:
+        @given(
+            case=any_body(),
+            accept=st.sampled_from(["application/json", "text/html", ""]),
+            path=st.sampled_from(paths),
+        )
+        def check(case: tuple[bytes, str], accept: str, path: str) -> None:
             body, content_type = case
             before = count_submissions(rex)
             response = http.post(
-                "/capture", content=body, headers={"Content-Type": content_type, "Accept": accept}
+                path, content=body, headers={"Content-Type": content_type, "Accept": accept}
             )
             assert response.status_code < 500, response.text
             assert (

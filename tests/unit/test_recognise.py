@@ -85,3 +85,73 @@ def test_field_map_paths() -> None:
         "last_name": "key",
         "metadata.k": "Q",
     }
+
+
+# Shapes no fixture covers, following the conventions tools share: the rules, not a list.
+_CONVENTIONS = {
+    "payload-submission-fields-by-label": {
+        "event": "form.submitted",
+        "payload": {
+            "form": {"id": "f1", "name": "Contact form"},
+            "submission": {"fields": {"Email": "a@example.com", "Full name": "Ada Lovelace"}},
+        },
+    },
+    "data-fields-label-value": {
+        "form": {"name": "Pricing form", "owner": {"email": "owner@acme.example"}},
+        "data": {
+            "fields": [
+                {"label": "Full name", "value": "Ada Lovelace"},
+                {"label": "Email address", "value": "a@example.com"},
+            ]
+        },
+    },
+    "questions-answers": {
+        "form_name": "Demo request",
+        "answers": [
+            {"question": "What is your name?", "answer": "Ada Lovelace"},
+            {"question": "Where can we reach you?", "type": "email", "answer": "a@example.com"},
+        ],
+    },
+    "body-entry-nesting": {
+        "body": {"entry": {"E-mail": "a@example.com", "Vorname": "Ada", "Nachname": "Lovelace"}},
+        "account": {"name": "Acme Corp"},
+    },
+    "typed-answers-with-refs": {
+        "form_response": {
+            "answers": [
+                {"type": "text", "text": "Ada", "field": {"ref": "first_name"}},
+                {"type": "text", "text": "Lovelace", "field": {"ref": "last_name"}},
+                {"type": "email", "email": "a@example.com", "field": {"ref": "x1"}},
+            ]
+        }
+    },
+    "fields-keyed-by-id-with-titles": {
+        "fields": {
+            "f_1": {"title": "Name", "value": "Ada Lovelace", "type": "text"},
+            "f_2": {"title": "Contact", "value": "a@example.com", "type": "email"},
+        },
+        "site": {"name": "Acme"},
+    },
+    "json-string-field": {
+        "formId": "7",
+        "payload": '{"contact": {"email": "a@example.com", "firstName": "Ada", '
+        '"lastName": "Lovelace"}}',
+    },
+    "lead-with-values-lists": {
+        "lead": {"field_data": [
+            {"name": "first_name", "values": ["Ada"]},
+            {"name": "last_name", "values": ["Lovelace"]},
+            {"name": "work_email", "values": ["a@example.com"]},
+        ]},
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("body", _CONVENTIONS.values(), ids=_CONVENTIONS.keys())
+def test_unfixtured_shapes_that_follow_the_conventions(body: dict[str, object]) -> None:
+    lead = recognise(body, {}).lead
+    assert (lead.get("email"), lead.get("first_name"), lead.get("last_name")) == (
+        "a@example.com",
+        "Ada",
+        "Lovelace",
+    )

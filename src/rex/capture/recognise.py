@@ -182,7 +182,13 @@ class Found:
     consumed: set[str] = field(default_factory=set)  # top-level keys used up
 
 
-_LABEL_KEYS = ("label", "title", "question", "name", "key", "ref", "field_name", "fieldName")
+_LABEL_KEYS = (
+    "label", "title", "question", "name", "key", "ref", "field_name", "fieldName", "custom_key",
+    "question_text", "questionText", "description",
+)  # fmt: skip
+# Where an object describing one field says what kind of input it is (Tally's INPUT_EMAIL,
+# Formstack's field_type, Fillout's EmailInput...).
+_TYPE_KEYS = ("type", "field_type", "fieldType", "inputType", "input_type", "kind")
 _VALUE_KEYS = (
     "value", "answer", "text", "email", "phone_number", "phone", "values", "response",
     "answers", "content",
@@ -199,9 +205,9 @@ def _labelled(node: Mapping[str, Any]) -> Iterator[tuple[Role, str, int]]:
                 break
     if value is None:
         return
-    kind = node.get("type")
     sub = node.get("field")
-    if not isinstance(kind, str) and isinstance(sub, Mapping):
+    kind = next((k for key in _TYPE_KEYS if isinstance(k := node.get(key), str)), None)
+    if kind is None and isinstance(sub, Mapping):
         kind = sub.get("type")
     if isinstance(kind, str):
         role = role_of(kind)
@@ -220,7 +226,7 @@ def _labelled(node: Mapping[str, Any]) -> Iterator[tuple[Role, str, int]]:
             yield role, value, 1
 
 
-def find(body: Mapping[str, Any], *, titles: Mapping[str, str] | None = None) -> Found:
+def find(body: Mapping[str, Any] | list[Any], *, titles: Mapping[str, str] | None = None) -> Found:
     """Walk ``body`` (breadth first, bounded) and pick the best value for each role.
 
     Ranks: exact top-level names, then top-level names by rule, then labelled objects,
@@ -280,13 +286,39 @@ def find(body: Mapping[str, Any], *, titles: Mapping[str, str] | None = None) ->
                         if fallback_email is None and looks_like_email(text):
                             order += 1
                             fallback_email = _Candidate((9, depth, order), text, child_path)
-                    elif isinstance(child, Mapping) and depth == 0:
-                        # A name object at the top level: Jotform's q3_name[first]/[last].
-                        sub_parts = _name_parts(child)
-                        if sub_parts and role_of(key) in (Role.FULL_NAME, None):
-                            add(Role.FIRST_NAME, sub_parts[0], 1, 1, child_path + ".first")
-                            if sub_parts[1]:
-                                add(Role.LAST_NAME, sub_parts[1], 1, 1, child_path + ".last")
+                        if depth == 0 and "\n" in text and " = " in text:
+                            # Sub-fields as lines (Formstack's urlencoded "first = Ada\nlast =
+                            # Lovelace"): a name object, like Jotform's.
+                            sub_parts = _name_parts(_subfield_lines(text))
+                            if sub_parts and role_of(key) in (Role.FULL_NAME, None):
+                                add(Role.FIRST_NAME, sub_parts[0], 1, 1, child_path + ".first")
+                                if sub_parts[1]:
+                                    add(Role.LAST_NAME, sub_parts[1], 1, 1, child_path + ".last")
+                        elif depth == 0 and isinstance(child, str) and len(child) > 1:
+                            # A JSON document posted as one form field: Jotform's rawRequest,
+                            # Unbounce's data.json, Wufoo's FieldStructure...
+                            embedded = _embedded_json(child)
+                            if embedded is not None and depth < MAX_DEPTH:
+                                next_queue.append((embedded, child_path, depth + 1))
+                    elif isinstance(child, Mapping):
+                        if depth == 0:
+                            # A name object at the top level: Jotform's q3_name[first]/[last].
+                            sub_parts = _name_parts(child)
+                            if sub_parts and role_of(key) in (Role.FULL_NAME, None):
+                                add(Role.FIRST_NAME, sub_parts[0], 1, 1, child_path + ".first")
+                                if sub_parts[1]:
+                                    add(Role.LAST_NAME, sub_parts[1], 1, 1, child_path + ".last")
+                        # An object named for its role that holds the value: HubSpot's
+                        # properties.email.value, Formstack's Email{value, field_type},
+                        # Cal.com's responses.email{label, value}, Elementor's fields[email].
+                        named = role_of(key)
+                        if named is not None:
+                            held = next(
+                                (v for k in _HELD_KEYS if (v := _scalar(child.get(k))) is not None),
+                                None,
+                            )
+                            if held is not None:
+                                add(named, held, 1 if depth == 0 else 2, depth + 1, child_path)
                     if isinstance(child, Mapping | list) and depth < MAX_DEPTH:
                         next_queue.append((child, child_path, depth + 1))
             elif isinstance(node, list):
@@ -303,6 +335,35 @@ def find(body: Mapping[str, Any], *, titles: Mapping[str, str] | None = None) ->
         found.paths[role] = best.path
         found.consumed.add(best.path.split(".", 1)[0])
     return found
+
+
+_HELD_KEYS = ("value", "answer", "text", "raw_value", "values")
+
+
+_SUBFIELD_LINE = re.compile(r"^\s*([A-Za-z][\w ]{0,40}?)\s*=\s*(.*?)\s*$")
+
+
+def _subfield_lines(text: str) -> dict[str, str]:
+    """``"first = Ada\nlast = Lovelace"`` -> ``{"first": "Ada", "last": "Lovelace"}``."""
+    parts: dict[str, str] = {}
+    for line in text.splitlines()[:8]:
+        match = _SUBFIELD_LINE.match(line)
+        if match is None:
+            return {}
+        parts[match.group(1)] = match.group(2)
+    return parts
+
+
+def _embedded_json(text: str) -> Any:
+    """The object or list a string holds as JSON (``'{"q4_email": ...}'``), else None."""
+    start = text.lstrip()[:1]
+    if start not in ("{", "[") or len(text) > 65536:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, Mapping | list) else None
 
 
 def _name_parts(node: Mapping[str, Any]) -> tuple[str, str | None] | None:
@@ -396,6 +457,51 @@ _SHAPES: tuple[tuple[str, _Signature], ...] = (
         ),
     ),
     ("google-forms", lambda b, c, ua: isinstance(b.get("namedValues"), Mapping)),
+    ("facebook-lead-ads", lambda b, c, ua: isinstance(b.get("field_data"), list)),
+    (
+        "paperform",
+        lambda b, c, ua: (
+            "submission_id" in b
+            and isinstance(b.get("data"), list)
+            and all(isinstance(q, Mapping) and "key" in q and "value" in q for q in b["data"])
+        ),
+    ),
+    ("fillout", lambda b, c, ua: isinstance(_get(b, "submission", "questions"), list)),
+    ("formstack", lambda b, c, ua: "FormID" in b and "UniqueID" in b),
+    ("cognito-forms", lambda b, c, ua: isinstance(b.get("Entry"), Mapping) and "Form" in b),
+    (
+        "wufoo",
+        lambda b, c, ua: "HandshakeKey" in b or ("EntryId" in b and "FieldStructure" in b),
+    ),
+    ("unbounce", lambda b, c, ua: "data.json" in b and "page_id" in b),
+    (
+        "elementor",
+        lambda b, c, ua: (
+            (
+                isinstance(b.get("fields"), Mapping)
+                and isinstance(b.get("form"), Mapping)
+                and isinstance(b.get("meta"), Mapping)
+            )
+            or str(b.get("Powered by", "")).startswith("Elementor")
+        ),
+    ),
+    (
+        "intercom",
+        lambda b, c, ua: (
+            b.get("type") == "notification_event" and isinstance(_get(b, "data", "item"), Mapping)
+        ),
+    ),
+    (
+        "drift",
+        lambda b, c, ua: "orgId" in b and isinstance(_get(b, "data", "attributes"), Mapping),
+    ),
+    (
+        "hubspot",
+        lambda b, c, ua: (
+            ("vid" in b or "canonical-vid" in b) and isinstance(b.get("properties"), Mapping)
+        ),
+    ),
+    ("mailchimp", lambda b, c, ua: isinstance(_get(b, "data", "merges"), Mapping)),
     (
         "netlify",
         lambda b, c, ua: (
@@ -436,7 +542,39 @@ _ROOTS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "google-forms": lambda b: b.get("namedValues"),
     "netlify": lambda b: b.get("data") if isinstance(b.get("data"), Mapping) else None,
     "jotform": _jotform_root,
+    "facebook-lead-ads": lambda b: b.get("field_data"),
+    "paperform": lambda b: b.get("data"),
+    "fillout": lambda b: _get(b, "submission", "questions"),
+    "intercom": lambda b: _get(b, "data", "item"),
+    "drift": lambda b: _get(b, "data", "attributes"),
+    "hubspot": lambda b: b.get("properties") if isinstance(b.get("properties"), Mapping) else None,
+    "mailchimp": lambda b: _get(b, "data", "merges"),
+    "elementor": lambda b: b.get("fields") if isinstance(b.get("fields"), Mapping) else None,
+    "cognito-forms": lambda b: None,
 }
+
+# Where tools commonly nest the respondent's answers. For a body no shape claims, the walk
+# descends through these (at most four levels) and what it finds there wins over the rest
+# of the body, so a form's own name or an account's address next to the answers does not.
+_WRAPPERS = (
+    "form_response", "submission", "payload", "data", "body", "entry", "lead", "contact",
+    "record", "response", "responses", "item", "attributes", "properties", "fields", "answers",
+    "values", "object", "customer", "person", "visitor", "invitee", "attendee", "respondent",
+)  # fmt: skip
+
+
+def _generic_root(body: Mapping[str, Any]) -> Any:
+    node: Any = body
+    for _ in range(4):
+        if not isinstance(node, Mapping):
+            break
+        inner = next(
+            (v for k in _WRAPPERS if isinstance(v := node.get(k), Mapping | list) and v), None
+        )
+        if inner is None:
+            break
+        node = inner
+    return None if node is body else node
 
 
 def recognise_shape(
@@ -504,8 +642,8 @@ def recognise(
     shape = recognise_shape(body, controls, user_agent, names)
     titles = _typeform_titles(body)
     found = find(body, titles=titles)
-    root = _ROOTS[shape](body) if shape in _ROOTS else None
-    if isinstance(root, Mapping):
+    root = _ROOTS[shape](body) if shape in _ROOTS else _generic_root(body)
+    if isinstance(root, Mapping | list) and root:
         in_root = find(root, titles=titles)
         found.values.update(in_root.values)
     lead: dict[str, Any] = {}

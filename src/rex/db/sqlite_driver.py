@@ -176,11 +176,11 @@ class Connection:
     def cursor(self) -> Cursor:
         return Cursor(self)
 
-    def execute_inline(self, sql: str) -> None:
-        """Run a statement that never waits (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``
-        inside a transaction that already holds the write lock) directly, without SQLAlchemy
-        around it (see ``group_commit``)."""
-        self._require().execute(sql)
+    def execute_inline(self, sql: str, parameters: Sequence[Any] = ()) -> None:
+        """Run a statement that never waits (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``, an
+        ``INSERT`` inside a transaction that already holds the write lock) directly, without
+        SQLAlchemy around it (see ``group_commit``, ``rex.submissions.service.record``)."""
+        self._require().execute(sql, parameters)
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
         cursor = Cursor(self)

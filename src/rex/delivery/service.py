@@ -12,7 +12,12 @@ from rex.db.schema import attempts, deliveries, endpoints
 from rex.errors import Conflict, NotFound
 from rex.ids import utcnow
 from rex.outbox import operator
-from rex.outbox.records import Attempt, Delivery
+from rex.outbox.records import HIDDEN_ENDPOINT_KINDS, Attempt, Delivery
+
+# Deliveries to Rex's own endpoints (a form's new-lead emails, alerts) are not shown.
+_SHOWN = deliveries.c.endpoint_id.not_in(
+    sa.select(endpoints.c.id).where(endpoints.c.kind.in_([k.value for k in HIDDEN_ENDPOINT_KINDS]))
+)
 
 
 def serialize(row: Any) -> dict[str, Any]:
@@ -29,7 +34,7 @@ async def get_delivery(
     row = (
         await conn.execute(
             sa.select(deliveries).where(
-                deliveries.c.workspace_id == workspace_id, deliveries.c.id == delivery_id
+                deliveries.c.workspace_id == workspace_id, deliveries.c.id == delivery_id, _SHOWN
             )
         )
     ).first()
@@ -55,7 +60,7 @@ async def list_page(
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Deliveries of the workspace, newest first, optionally of one endpoint, event or status."""
-    query = sa.select(deliveries).where(deliveries.c.workspace_id == workspace_id)
+    query = sa.select(deliveries).where(deliveries.c.workspace_id == workspace_id, _SHOWN)
     if endpoint_id is not None:
         query = query.where(deliveries.c.endpoint_id == endpoint_id)
     if event_id is not None:

@@ -13,6 +13,11 @@ from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, events
 from rex.delivery.service import serialize as serialize_delivery
 from rex.errors import NotFound
+from rex.outbox.catalogue import INTERNAL_EVENT_TYPES
+
+# Events Rex records only to drive its own deliveries (a form's new-lead email) are no
+# part of the public log.
+_PUBLIC = events.c.type.not_in(sorted(INTERNAL_EVENT_TYPES))
 
 
 def serialize(row: Any) -> dict[str, Any]:
@@ -32,7 +37,9 @@ async def list_page(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    query = sa.select(events.c.id, events.c.payload).where(events.c.workspace_id == workspace_id)
+    query = sa.select(events.c.id, events.c.payload).where(
+        events.c.workspace_id == workspace_id, _PUBLIC
+    )
     if type is not None:
         query = query.where(events.c.type == type)
     if object_id is not None:
@@ -49,7 +56,7 @@ async def get(conn: AsyncConnection, workspace_id: str, event_id: str) -> dict[s
     row = (
         await conn.execute(
             sa.select(events.c.payload).where(
-                events.c.workspace_id == workspace_id, events.c.id == event_id
+                events.c.workspace_id == workspace_id, events.c.id == event_id, _PUBLIC
             )
         )
     ).first()

@@ -73,7 +73,7 @@ async def _notify_endpoint(
             secret=generate_secret(),
             enabled=True,
             max_concurrency=2,
-            kind=EndpointKind.WEBHOOK.value,
+            kind=EndpointKind.SYSTEM.value,  # never shown through /webhooks
             created_at=now,
             updated_at=now,
         )

@@ -22,6 +22,12 @@ class EventType(StrEnum):
 
 
 EVENT_TYPES: frozenset[str] = frozenset(e.value for e in EventType)
+
+SUBMISSION_ACCEPTED = "submission.accepted"
+"""Internal: the event a form's new-lead email is a delivery of, queued for the form's own
+(hidden) endpoint only. Not an ``EventType``: never subscribable, never listed by ``/events``
+(a public ``submission.*`` event would be a contract of its own; ``DESIGN.md`` has none)."""
+INTERNAL_EVENT_TYPES: frozenset[str] = frozenset({SUBMISSION_ACCEPTED})
 WILDCARD = "*"
 
 

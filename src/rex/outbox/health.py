@@ -15,7 +15,7 @@ from rex.db.types import UTCDateTime
 from rex.ids import rfc3339
 from rex.outbox.catalogue import EventType
 from rex.outbox.events import record_event
-from rex.outbox.records import AttemptOutcome, Endpoint, HeldDelivery
+from rex.outbox.records import PUBLIC_ENDPOINT_KINDS, AttemptOutcome, Endpoint, HeldDelivery
 
 # last_success_at only needs to be roughly right (it is compared with days); refreshing it
 # at most this often keeps a busy endpoint's row from being rewritten on every success.
@@ -112,12 +112,16 @@ async def disable_endpoint(
     return result.rowcount > 0
 
 
-async def announce_disabled(conn: AsyncConnection, endpoint_id: str, *, now: datetime) -> str:
+async def announce_disabled(
+    conn: AsyncConnection, endpoint_id: str, *, now: datetime
+) -> str | None:
     """Tell the workspace's other endpoints subscribed to ``endpoint.disabled`` that Rex
     disabled this one (it is disabled already, so it is not among them). Returns the event
-    id."""
+    id; None for Rex's own endpoints (``system``), which no public event names."""
     row = (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).one()
     endpoint = Endpoint.from_row(row)
+    if endpoint.kind not in PUBLIC_ENDPOINT_KINDS:
+        return None  # Rex's own endpoint: no public event names it
     return await record_event(
         conn,
         workspace_id=endpoint.workspace_id,

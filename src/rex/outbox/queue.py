@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.db.schema import deliveries, endpoints, events
 from rex.db.types import UTCDateTime
-from rex.outbox.records import ClaimedDelivery, DeliveryStatus, EndpointKind
+from rex.outbox.records import ClaimedDelivery, DeliveryStatus, EndpointKind, claimed_kinds
 
 # "Now" in a condition: a value, or the bind parameter of a statement built once.
 Now = datetime | sa.BindParameter[datetime]
@@ -83,7 +83,7 @@ def _claim_candidates(dialect: str, *, with_endpoint: bool) -> sa.Select[Any]:
         sa.select(endpoints.c.id, endpoints.c.max_concurrency)
         .where(
             endpoints.c.enabled.is_(True),
-            endpoints.c.kind == sa.bindparam("kind"),
+            endpoints.c.kind.in_([sa.bindparam("kind"), sa.bindparam("also_kind")]),
             oldest_due.is_not(None),
             _in_flight(endpoints.c.id, _NOW) < endpoints.c.max_concurrency,
         )
@@ -158,7 +158,7 @@ _CLAIMED = (
 )
 _NEXT_DUE = sa.select(sa.func.min(_earliest(endpoints.c.id, lease_free(_NOW)))).where(
     endpoints.c.enabled.is_(True),
-    endpoints.c.kind == sa.bindparam("kind"),
+    endpoints.c.kind.in_([sa.bindparam("kind"), sa.bindparam("also_kind")]),
     _in_flight(endpoints.c.id, _NOW) < endpoints.c.max_concurrency,
 )
 
@@ -205,7 +205,7 @@ async def claim_due_deliveries(
         row.id: row.max_concurrency
         for row in await conn.execute(
             candidates,
-            {"now": now, "kind": kind.value, "limit": limit, "endpoint_id": endpoint_id},
+            {"now": now, **claimed_kinds(kind), "limit": limit, "endpoint_id": endpoint_id},
         )
     }
     if not locked:
@@ -293,7 +293,7 @@ async def next_due_at(
     an attempt finishes (which wakes the worker that made it; others find out by polling),
     so counting them would make an idle worker spin on rows it cannot take.
     """
-    value = (await conn.execute(_NEXT_DUE, {"now": now, "kind": kind.value})).scalar()
+    value = (await conn.execute(_NEXT_DUE, {"now": now, **claimed_kinds(kind)})).scalar()
     if isinstance(value, str):  # SQLite's min() loses the column type
         value = datetime.fromisoformat(value).replace(tzinfo=now.tzinfo)
     return value

@@ -22,11 +22,36 @@ class DeliveryStatus(StrEnum):
 
 
 class EndpointKind(StrEnum):
-    """Who sends an endpoint's deliveries: the delivery workers (``webhook``), or the API
-    process streaming them to a connected ``rex listen`` (``listen``)."""
+    """What an endpoint is, which says who sends its deliveries and who sees it:
+
+    - ``webhook``: a subscription made through ``/webhooks``, sent by the delivery workers;
+    - ``listen``: a ``rex listen`` session, streamed by the API process to the CLI;
+    - ``system``: Rex's own (a form's new-lead emails; operational alerts), sent by the
+      delivery workers like a webhook (retried, recorded) but never shown, counted or
+      editable through ``/webhooks``: whatever owns it (the form) manages it.
+    """
 
     WEBHOOK = "webhook"
     LISTEN = "listen"
+    SYSTEM = "system"
+
+
+PUBLIC_ENDPOINT_KINDS = (EndpointKind.WEBHOOK,)
+"""The kinds ``/webhooks`` lists, reads, edits and counts (and whose disabling is announced)."""
+HIDDEN_ENDPOINT_KINDS = (EndpointKind.SYSTEM,)
+"""The kinds no API shows: not their endpoints, not their deliveries."""
+
+# The kinds each sender claims deliveries for: the workers send webhooks and Rex's own.
+_CLAIMED_WITH = {
+    EndpointKind.WEBHOOK: EndpointKind.SYSTEM,
+    EndpointKind.LISTEN: EndpointKind.LISTEN,
+    EndpointKind.SYSTEM: EndpointKind.WEBHOOK,
+}
+
+
+def claimed_kinds(kind: EndpointKind) -> dict[str, str]:
+    """Bind values for a claim's ``kind IN (:kind, :also_kind)`` (two kinds at most)."""
+    return {"kind": kind.value, "also_kind": _CLAIMED_WITH[kind].value}
 
 
 class HeldDelivery(Protocol):

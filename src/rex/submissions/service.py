@@ -3,23 +3,28 @@ queue a form's new-lead email, prune with the events' retention."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.db.pagination import fetch_page
 from rex.db.schema import submissions
 from rex.errors import NotFound
 from rex.ids import rfc3339
+from rex.outbox.catalogue import SUBMISSION_ACCEPTED
 from rex.outbox.events import record_event
 
 MAX_RAW_BYTES = 64 * 1024
-NOTIFICATION_EVENT = "submission.accepted"
-"""The event a form's new-lead email is a delivery of (sent to its mailto: endpoint only)."""
+NOTIFICATION_EVENT = SUBMISSION_ACCEPTED
+"""The event a form's new-lead email is a delivery of (sent to its mailto: endpoint only;
+internal, see ``rex.outbox.catalogue``)."""
 
 
 class SubmissionStatus(StrEnum):
@@ -29,6 +34,22 @@ class SubmissionStatus(StrEnum):
 
 
 _INSERT = sa.insert(submissions)
+# The same INSERT for SQLite's write connection, run inline on the driver: one per capture,
+# and SQLAlchemy's execution machinery cost ten times what SQLite does for it (0.19 ms
+# against 0.02 ms a row in a profile), most of what the submissions inbox added to /capture.
+_COLUMNS = tuple(column.name for column in submissions.columns)
+_INLINE_INSERT = (
+    f"INSERT INTO submissions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_INLINE = "rex_inline_execute"
+
+
+@functools.cache
+def _bind_processors(dialect: Dialect) -> tuple[Callable[[Any], Any] | None, ...]:
+    """Each column's conversion to what the driver stores, exactly as SQLAlchemy does."""
+    return tuple(
+        column.type.dialect_impl(dialect).bind_processor(dialect) for column in submissions.columns
+    )
 
 
 def raw_text(body: bytes) -> tuple[str, bool]:
@@ -74,6 +95,30 @@ def serialize(row: Any) -> dict[str, Any]:
 
 
 async def record(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    """Insert one submission (``values`` has every column) in the caller's transaction."""
+    sync = conn.sync_connection
+    if (
+        sync is not None
+        and sync.dialect.name == "sqlite"
+        and sync.get_execution_options().get("rex_immediate")
+    ):
+        # A group-commit unit on SQLite: the write lock is held (BEGIN IMMEDIATE), so the
+        # statement never waits and may run inline, as the batch's savepoints do.
+        execute = conn.info.get(_INLINE)
+        if execute is None:
+            raw = await conn.get_raw_connection()
+            execute = getattr(raw.driver_connection, "execute_inline", None)
+            conn.info[_INLINE] = execute or False
+        if execute:
+            processors = _bind_processors(conn.dialect)
+            execute(
+                _INLINE_INSERT,
+                [
+                    process(values[name]) if process is not None else values[name]
+                    for name, process in zip(_COLUMNS, processors, strict=True)
+                ],
+            )
+            return
     await conn.execute(_INSERT, values)
 
 

@@ -17,12 +17,17 @@ from rex.ids import new_id, rfc3339, utcnow
 from rex.outbox import operator
 from rex.outbox.catalogue import EventType
 from rex.outbox.events import record_event
-from rex.outbox.records import Endpoint, EndpointKind
+from rex.outbox.records import PUBLIC_ENDPOINT_KINDS, Endpoint, EndpointKind
 from rex.webhooks.schemas import EndpointCreate, EndpointUpdate, Recovery, SecretRotation
 from rex.worker.ssrf import DestinationPolicy, validate_endpoint_url
 
 ROTATION_OVERLAP = timedelta(hours=24)
 """How long the previous secret keeps signing after a rotation."""
+
+
+# The endpoints /webhooks shows: by kind, so Rex's own (a form's new-lead emails, alerts)
+# stay out of its lists, reads, edits, deliveries and the per-workspace count.
+_PUBLIC = endpoints.c.kind.in_([kind.value for kind in PUBLIC_ENDPOINT_KINDS])
 
 
 def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
@@ -41,7 +46,7 @@ async def fetch_row(
     query = sa.select(endpoints).where(
         endpoints.c.workspace_id == workspace_id,
         endpoints.c.id == endpoint_id,
-        endpoints.c.kind == EndpointKind.WEBHOOK.value,
+        _PUBLIC,
     )
     if for_update:
         query = query.with_for_update()
@@ -67,7 +72,7 @@ async def create(
                 .select_from(endpoints)
                 .where(
                     endpoints.c.workspace_id == workspace_id,
-                    endpoints.c.kind == EndpointKind.WEBHOOK.value,
+                    _PUBLIC,
                 )
             )
         ).scalar_one()
@@ -101,9 +106,7 @@ async def get(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> dic
 async def list_page(
     conn: AsyncConnection, workspace_id: str, *, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    query = sa.select(endpoints).where(
-        endpoints.c.workspace_id == workspace_id, endpoints.c.kind == EndpointKind.WEBHOOK.value
-    )
+    query = sa.select(endpoints).where(endpoints.c.workspace_id == workspace_id, _PUBLIC)
     rows, next_cursor = await fetch_page(conn, query, endpoints.c.id, limit=limit, cursor=cursor)
     return [serialize(row) for row in rows], next_cursor
 

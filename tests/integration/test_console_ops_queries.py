@@ -248,3 +248,22 @@ async def test_charts_render_the_figures(seeded: Seeded) -> None:
         hourly = await q.deliveries_per_hour(conn, seeded.workspace, now=NOW)
     assert "5 leads in the last 30 days (web: 3, (none): 1, ads: 1)" in leads_chart(leads)
     assert "6 deliveries in the last 24 hours" in deliveries_chart(hourly)
+
+
+async def test_cached_figures_equal_fresh_ones(seeded: Seeded) -> None:
+    """The cache splits the windows (finished days and hours, then the current one): the
+    figures are the same, and a contact captured today shows at once."""
+    cache = q.TTLCache()
+    async with seeded.db.read() as conn:
+        for _ in range(2):  # filling the cache, then reading it
+            assert await q.leads_per_day(
+                conn, seeded.workspace, now=NOW, cache=cache
+            ) == await q.leads_per_day(conn, seeded.workspace, now=NOW)
+            assert await q.deliveries_per_hour(
+                conn, seeded.workspace, now=NOW, cache=cache
+            ) == await q.deliveries_per_hour(conn, seeded.workspace, now=NOW)
+    async with seeded.db.transaction() as conn:
+        await _contact(conn, seeded.workspace, NOW - timedelta(minutes=1), "web", 500)
+    async with seeded.db.read() as conn:
+        series = await q.leads_per_day(conn, seeded.workspace, now=NOW, cache=cache)
+    assert series.counts["web"][-1] == 3

@@ -147,3 +147,29 @@ def test_not_yet_sent_is_not_called_exact() -> None:
         now=now,
     )
     assert not sent.exact and "Not sent yet" in sent.note
+
+
+def test_embed_snippet_escapes_every_value_picked() -> None:
+    from rex.console.snippet import SnippetOptions, embed_snippet
+
+    snippet = embed_snippet(
+        SnippetOptions(
+            base_url="https://acme.rexgtm.com/",
+            form_id="frm_1",
+            fields=["first_name", "company", "bogus"],
+            success_message='Thanks "friend" <b>',
+            button="<Go>",
+            consent_text='News & "offers"',
+            next_url="https://www.acme.com/thanks?a=1&b=2",
+            source="webinar",
+        )
+    )
+    assert 'action="https://acme.rexgtm.com/capture/frm_1"' in snippet
+    assert 'data-rex-success="Thanks &quot;friend&quot; &lt;b&gt;"' in snippet
+    assert '<button type="submit">&lt;Go&gt;</button>' in snippet
+    assert 'value="News &amp; &quot;offers&quot;"' in snippet
+    assert 'value="https://www.acme.com/thanks?a=1&amp;b=2"' in snippet
+    assert 'name="company"' in snippet and "bogus" not in snippet
+    assert snippet.rstrip().endswith(
+        '<script src="https://acme.rexgtm.com/embed.js" defer></script>'
+    )

@@ -9,10 +9,11 @@ creation time, so "created since T" is a range on the ``(workspace_id, id)`` ind
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,6 +35,40 @@ not attempted yet)."""
 
 LATENCY_SAMPLE = 2000
 """Capture-to-delivery percentiles are computed over the newest this many deliveries."""
+
+
+class TTLCache:
+    """Figures that may be a few seconds old (chart buckets already past, 24 h rates), kept
+    per process for ``ttl`` seconds under keys that always start with the workspace id; at
+    most ``size`` entries (the oldest dropped first)."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._items: dict[tuple[Any, ...], tuple[float, Any]] = {}
+
+    def get(self, key: tuple[Any, ...]) -> Any | None:
+        found = self._items.get(key)
+        if found is None:
+            return None
+        if found[0] < time.monotonic():
+            self._items.pop(key, None)
+            return None
+        return found[1]
+
+    def put(self, key: tuple[Any, ...], value: Any, ttl: float) -> None:
+        if len(self._items) >= self.size:
+            self._items.pop(next(iter(self._items)))
+        self._items[key] = (time.monotonic() + ttl, value)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+PAST_DAYS_TTL = 300.0
+"""Seconds the counts of finished days are reused (only a deletion changes them)."""
+RECENT_TTL = 15.0
+"""Seconds the figures still moving (past hours' outcomes, 24 h rates, percentiles) are
+reused."""
 
 
 def id_floor(prefix: str, moment: datetime) -> str:
@@ -79,20 +114,12 @@ class Series:
         return sum(self.totals())
 
 
-async def leads_per_day(
-    conn: AsyncConnection,
-    workspace_id: str,
-    *,
-    now: datetime,
-    days: int = 30,
-    max_sources: int = 6,
-) -> Series:
-    """Contacts created per UTC day over ``days`` days (today included), by source; the
-    ``max_sources`` most frequent sources by name, the rest summed as ``(other)``."""
-    labels = _day_keys(now, days)
-    since = datetime.fromisoformat(labels[0]).replace(tzinfo=UTC)
+async def _lead_counts(
+    conn: AsyncConnection, workspace_id: str, since: datetime, until: datetime | None
+) -> dict[str, dict[str, int]]:
+    """Contacts created in [since, until) per source and UTC day."""
     day = _bucket(conn, contacts.c.created_at, "day").label("day")
-    rows = await conn.execute(
+    query = (
         sa.select(day, contacts.c.source, sa.func.count().label("n"))
         .where(
             contacts.c.workspace_id == workspace_id,
@@ -101,11 +128,43 @@ async def leads_per_day(
         )
         .group_by(day, contacts.c.source)
     )
+    if until is not None:
+        query = query.where(contacts.c.id < id_floor("cont", until), contacts.c.created_at < until)
     per_source: dict[str, dict[str, int]] = {}
-    for row in rows:
-        source = row.source or NO_SOURCE
-        per_day = per_source.setdefault(source, {})
+    for row in await conn.execute(query):
+        per_day = per_source.setdefault(row.source or NO_SOURCE, {})
         per_day[row.day] = per_day.get(row.day, 0) + int(row.n)
+    return per_source
+
+
+async def leads_per_day(
+    conn: AsyncConnection,
+    workspace_id: str,
+    *,
+    now: datetime,
+    days: int = 30,
+    max_sources: int = 6,
+    cache: TTLCache | None = None,
+) -> Series:
+    """Contacts created per UTC day over ``days`` days (today included), by source; the
+    ``max_sources`` most frequent sources by name, the rest summed as ``(other)``.
+
+    With a ``cache``, the finished days' counts are reused for ``PAST_DAYS_TTL`` seconds and
+    only today's are counted on each call."""
+    labels = _day_keys(now, days)
+    since = datetime.fromisoformat(labels[0]).replace(tzinfo=UTC)
+    today = datetime.fromisoformat(labels[-1]).replace(tzinfo=UTC)
+    if cache is None:
+        per_source = await _lead_counts(conn, workspace_id, since, None)
+    else:
+        key = (workspace_id, "leads-past", labels[0], labels[-1])
+        past = cache.get(key)
+        if past is None:
+            past = await _lead_counts(conn, workspace_id, since, today)
+            cache.put(key, past, PAST_DAYS_TTL)
+        per_source = {source: dict(per_day) for source, per_day in past.items()}
+        for source, per_day in (await _lead_counts(conn, workspace_id, today, None)).items():
+            per_source.setdefault(source, {}).update(per_day)
     ranked = sorted(per_source, key=lambda s: (-sum(per_source[s].values()), s))
     keys = ranked[:max_sources]
     counts = {k: [per_source[k].get(d, 0) for d in labels] for k in keys}
@@ -118,36 +177,63 @@ async def leads_per_day(
     return Series(labels=labels, keys=keys, counts=counts, starts=starts)
 
 
-async def deliveries_per_hour(
-    conn: AsyncConnection, workspace_id: str, *, now: datetime, hours: int = 24
-) -> Series:
-    """Deliveries created per UTC hour over ``hours`` hours (this hour included), by their
-    outcome now (see ``OUTCOMES``)."""
-    starts = _hour_keys(now, hours)
-    labels = [s.strftime("%Y-%m-%d %H") for s in starts]
+async def _outcome_counts(
+    conn: AsyncConnection, workspace_id: str, since: datetime, until: datetime | None
+) -> dict[tuple[str, str], int]:
+    """Deliveries created in [since, until) per UTC hour and outcome."""
     hour = _bucket(conn, deliveries.c.created_at, "hour").label("hour")
     tried = (deliveries.c.attempt_count > 0).label("tried")
-    rows = await conn.execute(
+    query = (
         sa.select(hour, deliveries.c.status, tried, sa.func.count().label("n"))
         .where(
             deliveries.c.workspace_id == workspace_id,
-            deliveries.c.id >= id_floor("dlv", starts[0]),
-            deliveries.c.created_at >= starts[0],
+            deliveries.c.id >= id_floor("dlv", since),
+            deliveries.c.created_at >= since,
         )
         .group_by(hour, deliveries.c.status, tried)
     )
-    index = {label: i for i, label in enumerate(labels)}
-    counts = {k: [0] * hours for k in OUTCOMES}
-    for row in rows:
-        i = index.get(row.hour)
-        if i is None:
-            continue
+    if until is not None:
+        query = query.where(
+            deliveries.c.id < id_floor("dlv", until), deliveries.c.created_at < until
+        )
+    counts: dict[tuple[str, str], int] = {}
+    for row in await conn.execute(query):
         if row.status == DeliveryStatus.PENDING:
             outcome = "retrying" if row.tried else "queued"
         else:
             outcome = str(row.status)
-        if outcome in counts:
-            counts[outcome][i] += int(row.n)
+        counts[(row.hour, outcome)] = counts.get((row.hour, outcome), 0) + int(row.n)
+    return counts
+
+
+async def deliveries_per_hour(
+    conn: AsyncConnection,
+    workspace_id: str,
+    *,
+    now: datetime,
+    hours: int = 24,
+    cache: TTLCache | None = None,
+) -> Series:
+    """Deliveries created per UTC hour over ``hours`` hours (this hour included), by their
+    outcome now (see ``OUTCOMES``). With a ``cache``, the past hours' counts are reused for
+    ``RECENT_TTL`` seconds and only this hour's are counted on each call."""
+    starts = _hour_keys(now, hours)
+    labels = [s.strftime("%Y-%m-%d %H") for s in starts]
+    if cache is None:
+        found = await _outcome_counts(conn, workspace_id, starts[0], None)
+    else:
+        key = (workspace_id, "hourly-past", labels[0], labels[-1])
+        past = cache.get(key)
+        if past is None:
+            past = await _outcome_counts(conn, workspace_id, starts[0], starts[-1])
+            cache.put(key, past, RECENT_TTL)
+        found = {**past, **await _outcome_counts(conn, workspace_id, starts[-1], None)}
+    index = {label: i for i, label in enumerate(labels)}
+    counts = {k: [0] * hours for k in OUTCOMES}
+    for (label, outcome), n in found.items():
+        i = index.get(label)
+        if i is not None and outcome in counts:
+            counts[outcome][i] += n
     return Series(labels=labels, keys=list(OUTCOMES), counts=counts, starts=starts)
 
 
@@ -178,9 +264,15 @@ async def capture_to_delivery(
     now: datetime,
     hours: int = 24,
     sample: int = LATENCY_SAMPLE,
+    cache: TTLCache | None = None,
 ) -> Latency:
     """p50 and p95 of capture-to-delivery for the newest ``sample`` delivered deliveries
-    created in the last ``hours`` hours."""
+    created in the last ``hours`` hours (reused for ``RECENT_TTL`` s with a ``cache``)."""
+    key = (workspace_id, "latency", hours, sample)
+    if cache is not None:
+        cached = cache.get(key)
+        if cached is not None:
+            return cast(Latency, cached)
     since = now - timedelta(hours=hours)
     first_success = (
         sa.select(sa.func.min(attempts.c.at))
@@ -209,12 +301,15 @@ async def capture_to_delivery(
         # Through the UTC type: SQLite hands subquery results back as text.
         delivered = _as_utc(row.delivered_at)
         seconds.append(max(0.0, (delivered - row.created_at).total_seconds()))
-    return Latency(
+    latency = Latency(
         p50=percentile(seconds, 0.50),
         p95=percentile(seconds, 0.95),
         sample=len(seconds),
         window_hours=hours,
     )
+    if cache is not None:
+        cache.put(key, latency, RECENT_TTL)
+    return latency
 
 
 def _as_utc(value: datetime | str) -> datetime:
@@ -244,18 +339,18 @@ async def backlog(conn: AsyncConnection, workspace_id: str, *, now: datetime) ->
         deliveries.c.workspace_id == workspace_id,
         deliveries.c.status == DeliveryStatus.PENDING.value,
     )
-    row = (
+    # Two statements, each with its index: the count on (workspace_id, status, id), the
+    # oldest due time on the partial due-order index of pending deliveries.
+    pending = (await conn.execute(sa.select(sa.func.count()).where(waiting))).scalar_one()
+    oldest = (
         await conn.execute(
-            sa.select(
-                sa.func.count().label("pending"),
-                sa.func.min(
-                    sa.case((deliveries.c.next_attempt_at <= now, deliveries.c.next_attempt_at))
-                ).label("oldest"),
-            ).where(waiting)
+            sa.select(deliveries.c.next_attempt_at)
+            .where(waiting, deliveries.c.next_attempt_at <= now)
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(1)
         )
-    ).one()
-    oldest = _as_utc(row.oldest) if row.oldest is not None else None
-    return Backlog(pending=int(row.pending), oldest_due_at=oldest)
+    ).scalar()
+    return Backlog(pending=int(pending), oldest_due_at=oldest)
 
 
 @dataclass(frozen=True)
@@ -304,7 +399,7 @@ def _health(row: Any) -> EndpointHealth:
     )
 
 
-_ENDPOINT_COLUMNS = (
+ENDPOINT_COLUMNS = (
     endpoints.c.id,
     endpoints.c.url,
     endpoints.c.description,
@@ -317,7 +412,12 @@ _ENDPOINT_COLUMNS = (
 
 
 async def with_health(
-    conn: AsyncConnection, workspace_id: str, rows: Sequence[Any], *, now: datetime
+    conn: AsyncConnection,
+    workspace_id: str,
+    rows: Sequence[Any],
+    *,
+    now: datetime,
+    cache: TTLCache | None = None,
 ) -> list[EndpointHealth]:
     """Endpoint rows with their attempts of the last 24 h counted (attempts of deliveries
     created in those 24 h) and their newest error. One query per page, not per endpoint."""
@@ -327,22 +427,27 @@ async def with_health(
     since = now - timedelta(hours=24)
     ids = [h.id for h in found]
     success = sa.and_(attempts.c.status_code >= 200, attempts.c.status_code < 300)
-    stats = await conn.execute(
-        sa.select(
-            deliveries.c.endpoint_id,
-            sa.func.count().label("n"),
-            sa.func.sum(sa.case((success, 1), else_=0)).label("ok"),
+    key = (workspace_id, "health", tuple(ids))
+    counted: dict[str, tuple[int, int]] | None = cache.get(key) if cache is not None else None
+    if counted is None:
+        stats = await conn.execute(
+            sa.select(
+                deliveries.c.endpoint_id,
+                sa.func.count().label("n"),
+                sa.func.sum(sa.case((success, 1), else_=0)).label("ok"),
+            )
+            .select_from(attempts.join(deliveries, deliveries.c.id == attempts.c.delivery_id))
+            .where(
+                deliveries.c.workspace_id == workspace_id,
+                deliveries.c.endpoint_id.in_(ids),
+                deliveries.c.id >= id_floor("dlv", since),
+                attempts.c.at >= since,
+            )
+            .group_by(deliveries.c.endpoint_id)
         )
-        .select_from(attempts.join(deliveries, deliveries.c.id == attempts.c.delivery_id))
-        .where(
-            deliveries.c.workspace_id == workspace_id,
-            deliveries.c.endpoint_id.in_(ids),
-            deliveries.c.id >= id_floor("dlv", since),
-            attempts.c.at >= since,
-        )
-        .group_by(deliveries.c.endpoint_id)
-    )
-    counted = {row.endpoint_id: (int(row.n), int(row.ok or 0)) for row in stats}
+        counted = {row.endpoint_id: (int(row.n), int(row.ok or 0)) for row in stats}
+        if cache is not None:
+            cache.put(key, counted, RECENT_TTL)
     errors = {}
     for endpoint_id in ids:
         # The newest failed attempt among the endpoint's newest deliveries (index order).
@@ -394,24 +499,30 @@ async def endpoints_page(
     now: datetime,
     limit: int,
     cursor: str | None,
+    cache: TTLCache | None = None,
 ) -> tuple[list[EndpointHealth], str | None]:
     """The workspace's webhook endpoints, newest first, with their health."""
-    query = sa.select(*_ENDPOINT_COLUMNS).where(
+    query = sa.select(*ENDPOINT_COLUMNS).where(
         endpoints.c.workspace_id == workspace_id,
         endpoints.c.kind == EndpointKind.WEBHOOK.value,
     )
     rows, next_cursor = await fetch_page(conn, query, endpoints.c.id, limit=limit, cursor=cursor)
-    return await with_health(conn, workspace_id, rows, now=now), next_cursor
+    return await with_health(conn, workspace_id, rows, now=now, cache=cache), next_cursor
 
 
 async def troubled_endpoints(
-    conn: AsyncConnection, workspace_id: str, *, now: datetime, limit: int = 20
+    conn: AsyncConnection,
+    workspace_id: str,
+    *,
+    now: datetime,
+    limit: int = 20,
+    cache: TTLCache | None = None,
 ) -> list[EndpointHealth]:
     """Disabled endpoints and those failing now (no success since their first failure),
     disabled first, then the longest failing."""
     rows = (
         await conn.execute(
-            sa.select(*_ENDPOINT_COLUMNS)
+            sa.select(*ENDPOINT_COLUMNS)
             .where(
                 endpoints.c.workspace_id == workspace_id,
                 endpoints.c.kind == EndpointKind.WEBHOOK.value,
@@ -421,4 +532,4 @@ async def troubled_endpoints(
             .limit(limit)
         )
     ).all()
-    return await with_health(conn, workspace_id, rows, now=now)
+    return await with_health(conn, workspace_id, rows, now=now, cache=cache)

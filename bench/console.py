@@ -1,0 +1,314 @@
+"""The console at real sizes: seed a workspace with N contacts and M deliveries (bulk
+inserts), then time what each console page costs the server, p50/p95 over R requests.
+
+    python -m bench console --backend sqlite --contacts 100000 --deliveries 1000000
+    python -m bench console --backend postgres --contacts 20000 --deliveries 200000   # quicker
+
+Two measures per page: ``queries`` (the page's reads through the functions its route calls,
+in-process: what the page costs the database) and, when the console's routes are mounted,
+``http`` (the whole server time of ``GET`` through the ASGI app, signed in as an owner:
+queries, templates and middleware). Target: p95 <= 50 ms.
+
+Rows are spread over 30 days with ids carrying their creation time (as Rex makes them); ten
+endpoints, one event per ten deliveries, one attempt per delivery of the last two days and per
+failed delivery. Every loop is bounded by its count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from ulid import ULID
+
+TARGET_P95_MS = 50.0
+BATCH = 5000
+ENDPOINTS = 10
+SOURCES = ("google", "newsletter", "linkedin", "direct", "partner", None)
+
+
+def _id(prefix: str, moment: datetime, rng: random.Random) -> str:
+    millis = int(moment.timestamp() * 1000)
+    return f"{prefix}_{ULID.from_bytes(millis.to_bytes(6, 'big') + rng.randbytes(10))}"
+
+
+async def _insert(conn: Any, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    for start in range(0, len(rows), BATCH):
+        await conn.execute(sa.insert(table), rows[start : start + BATCH])
+
+
+async def seed(database_url: str, *, contacts: int, deliveries: int) -> dict[str, Any]:
+    """Seed the default workspace; returns what the timing needs (ids to open)."""
+    from rex.db.engine import Database
+    from rex.db.schema import attempts, endpoints, events
+    from rex.db.schema import contacts as contacts_t
+    from rex.db.schema import deliveries as deliveries_t
+    from rex.webhooks.schemas import EndpointCreate
+    from rex.webhooks.service import create as create_endpoint
+    from rex.worker.ssrf import DestinationPolicy
+    from rex.workspaces import service as workspaces
+
+    rng = random.Random(14)
+    now = datetime.now(UTC)
+    span = timedelta(days=30).total_seconds()
+    db = Database(database_url)
+    await db.migrate()
+    started = time.monotonic()
+    async with db.transaction() as conn:
+        workspace, _ = await workspaces.ensure_default_workspace(conn)
+        endpoint_ids = []
+        for index in range(ENDPOINTS):
+            body = EndpointCreate(url=f"https://hooks{index}.example.com/rex", events=["*"])
+            created = await create_endpoint(conn, workspace.id, body, DestinationPolicy())
+            endpoint_ids.append(created["id"])
+        await conn.execute(
+            sa.update(endpoints)
+            .where(endpoints.c.id == endpoint_ids[-1])
+            .values(enabled=False, disabled_reason="bench: disabled")
+        )
+        await conn.execute(
+            sa.update(endpoints)
+            .where(endpoints.c.id == endpoint_ids[-2])
+            .values(failing_since=now - timedelta(hours=2))
+        )
+    ws = workspace.id
+
+    def moment() -> datetime:
+        return now - timedelta(seconds=rng.random() * span)
+
+    # Contacts, in chunks of one transaction each.
+    for start in range(0, contacts, BATCH * 4):
+        rows = []
+        for index in range(start, min(contacts, start + BATCH * 4)):
+            at = moment()
+            rows.append(
+                {
+                    "id": _id("cont", at, rng),
+                    "workspace_id": ws,
+                    "email": f"lead{index}@example.com",
+                    "first_name": f"Lead {index}",
+                    "stage": "lead",
+                    "source": rng.choice(SOURCES),
+                    "metadata": {},
+                    "created_at": at,
+                    "updated_at": at,
+                }
+            )
+        async with db.transaction() as conn:
+            await _insert(conn, contacts_t, rows)
+    # Events (one per ENDPOINTS deliveries), their deliveries and attempts.
+    event_count = max(1, deliveries // ENDPOINTS)
+    sample_delivery = None
+    per_chunk = 2000
+    recent = now - timedelta(days=2)
+    for start in range(0, event_count, per_chunk):
+        event_rows: list[dict[str, Any]] = []
+        delivery_rows: list[dict[str, Any]] = []
+        attempt_rows: list[dict[str, Any]] = []
+        for _ in range(start, min(event_count, start + per_chunk)):
+            at = moment()
+            event_id = _id("evt", at, rng)
+            payload = (
+                f'{{"id":"{event_id}","event":"contact.created","timestamp":"{at.isoformat()}","data":{{"email":'
+                '"lead@example.com"}}'
+            )
+            event_rows.append(
+                {
+                    "id": event_id,
+                    "workspace_id": ws,
+                    "type": "contact.created",
+                    "object_id": "cont_x",
+                    "payload": payload,
+                    "created_at": at,
+                }
+            )
+            for endpoint_id in endpoint_ids:
+                if len(delivery_rows) + start * ENDPOINTS >= deliveries:
+                    break
+                roll = rng.random()
+                status = "delivered" if roll < 0.93 else "failed" if roll < 0.98 else "pending"
+                delivery_id = _id("dlv", at, rng)
+                sent = at + timedelta(seconds=rng.random() * 3)
+                tried = status != "pending" or rng.random() < 0.5
+                delivery_rows.append(
+                    {
+                        "id": delivery_id,
+                        "workspace_id": ws,
+                        "endpoint_id": endpoint_id,
+                        "event_id": event_id,
+                        "event_type": "contact.created",
+                        "status": status,
+                        "attempt_count": 1 if tried else 0,
+                        "next_attempt_at": sent if status == "pending" else None,
+                        "last_attempt_at": sent if tried else None,
+                        "created_at": at,
+                        "updated_at": sent,
+                    }
+                )
+                if tried and (at >= recent or status == "failed"):
+                    ok = status == "delivered"
+                    attempt_rows.append(
+                        {
+                            "id": _id("att", sent, rng),
+                            "delivery_id": delivery_id,
+                            "at": sent,
+                            "status_code": 200 if ok else 500,
+                            "error": None,
+                            "latency_ms": rng.randint(5, 300),
+                            "response_excerpt": "ok" if ok else "Internal Server Error",
+                        }
+                    )
+                    if sample_delivery is None and ok:
+                        sample_delivery = delivery_id
+        async with db.transaction() as conn:
+            await _insert(conn, events, event_rows)
+            await _insert(conn, deliveries_t, delivery_rows)
+            await _insert(conn, attempts, attempt_rows)
+    if db.dialect == "postgresql":
+        async with db.transaction() as conn:
+            await conn.execute(sa.text("ANALYZE"))
+    else:
+        async with db.transaction() as conn:
+            await conn.execute(sa.text("ANALYZE"))
+    seconds = time.monotonic() - started
+    async with db.read() as conn:
+        any_delivery = (await conn.execute(sa.select(sa.func.max(deliveries_t.c.id)))).scalar_one()
+        any_event = (await conn.execute(sa.select(sa.func.max(events.c.id)))).scalar_one()
+    await db.close()
+    return {
+        "workspace_id": ws,
+        "endpoint_id": endpoint_ids[0],
+        "delivery_id": sample_delivery or any_delivery,
+        "event_id": any_event,
+        "seed_seconds": round(seconds, 1),
+    }
+
+
+def _figures(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p95_ms": round(p95 * 1000, 2),
+    }
+
+
+def page_reads() -> dict[str, Callable[[Any, dict[str, Any], datetime], Awaitable[Any]]]:
+    """Each page's reads, as its route makes them (rex.console.ops_pages)."""
+    from rex.console import ops_pages as p
+    from rex.ops import keys
+
+    ws = "workspace_id"
+    return {
+        "home": lambda c, s, now: p.home(c, s[ws], now=now),
+        "webhooks": lambda c, s, now: p.webhooks(c, s[ws], now=now, cursor=None),
+        "endpoint": lambda c, s, now: p.endpoint(c, s[ws], s["endpoint_id"], now=now),
+        "deliveries": lambda c, s, now: p.delivery_log(
+            c, s[ws], status=None, event_type=None, endpoint_id=None, cursor=None
+        ),
+        "deliveries?failed": lambda c, s, now: p.delivery_log(
+            c, s[ws], status="failed", event_type=None, endpoint_id=None, cursor=None
+        ),
+        "delivery": lambda c, s, now: p.delivery_detail(c, s[ws], s["delivery_id"], now=now),
+        "events": lambda c, s, now: p.events_log(
+            c, s[ws], type=None, object_id=None, since=None, until=None, cursor=None
+        ),
+        "event": lambda c, s, now: p.event_detail(c, s[ws], s["event_id"]),
+        "settings (keys)": lambda c, s, now: keys.list_keys(c, s[ws]),
+    }
+
+
+async def time_queries(database_url: str, seeded: dict[str, Any], requests: int) -> dict[str, Any]:
+    """Each page's reads, ``requests`` times each."""
+    from rex.db.engine import Database
+
+    db = Database(database_url)
+    results: dict[str, Any] = {}
+    try:
+        for name, read in page_reads().items():
+            samples = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                async with db.read() as conn:
+                    await read(conn, seeded, datetime.now(UTC))
+                samples.append(time.perf_counter() - started)
+            results[name] = _figures(samples)
+    finally:
+        await db.close()
+    return results
+
+
+async def time_http(database_url: str, seeded: dict[str, Any], requests: int) -> dict[str, Any]:
+    """``GET`` of each console page through the ASGI app, signed in (when the console's
+    routes exist); server time only (no socket)."""
+    try:
+        from rex.console.pages_data import HTTP_PAGES, http_client
+    except ImportError:
+        return {}
+    results: dict[str, Any] = {}
+    async with http_client(database_url) as client:
+        for name, path in HTTP_PAGES.items():
+            url = path.format(**seeded)
+            samples = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                response = await client.get(url)
+                samples.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise SystemExit(f"{url}: {response.status_code} {response.text[:300]}")
+            results[name] = _figures(samples)
+    return results
+
+
+def run_console(
+    *, backend: str, contacts: int, deliveries: int, requests: int, postgres_url: str
+) -> dict[str, Any]:
+    if backend == "sqlite":
+        directory = tempfile.mkdtemp(prefix="rex-bench-console-")
+        url = f"sqlite:///{Path(directory) / 'rex.db'}"
+        cleanup: Callable[[], Awaitable[None]] | None = None
+    else:
+        from tests.support import temporary_postgres_database
+
+        manager = temporary_postgres_database(postgres_url)
+        url = manager.__enter__()
+        cleanup = None
+
+    async def main() -> dict[str, Any]:
+        seeded = await seed(url, contacts=contacts, deliveries=deliveries)
+        reads = await time_queries(url, seeded, requests)
+        http = await time_http(url, seeded, requests)
+        return {"seeded": seeded, "queries": reads, "http": http}
+
+    try:
+        report = asyncio.run(main())
+    finally:
+        if backend != "sqlite":
+            manager.__exit__(None, None, None)
+        del cleanup
+    report.update(backend=backend, contacts=contacts, deliveries=deliveries, requests=requests)
+    return report
+
+
+def print_console_report(report: dict[str, Any]) -> None:
+    print(
+        f"console benchmark: {report['backend']}, {report['contacts']} contacts, "
+        f"{report['deliveries']} deliveries (seeded in {report['seeded']['seed_seconds']} s), "
+        f"{report['requests']} requests per page; target p95 <= {TARGET_P95_MS:g} ms"
+    )
+    for kind in ("queries", "http"):
+        if not report[kind]:
+            continue
+        print(f"\n  {kind}:")
+        print(f"  {'page':<22}{'p50 ms':>10}{'p95 ms':>10}  target")
+        for name, figures in report[kind].items():
+            met = "met" if figures["p95_ms"] <= TARGET_P95_MS else "MISSED"
+            print(f"  {name:<22}{figures['p50_ms']:>10}{figures['p95_ms']:>10}  {met}")

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from rex.console.pages import contacts, deals, leads, placeholders, session, tasks
+from rex.console.pages import (
+    contacts,
+    deals,
+    events,
+    home,
+    leads,
+    session,
+    settings,
+    tasks,
+    webhooks,
+)
 
 ROUTERS: list[APIRouter] = [
     session.router,
@@ -17,6 +27,8 @@ ROUTERS: list[APIRouter] = [
     contacts.router,
     deals.router,
     tasks.router,
-    # Home, Webhooks, Events and Settings: placeholders until their pages land.
-    placeholders.router,
+    home.router,
+    webhooks.router,
+    events.router,
+    settings.router,
 ]

@@ -285,12 +285,12 @@ async def events_log(
         # No ORDER BY: it would lead the planner to walk the workspace's deliveries in id
         # order instead of looking up these events' through the event_id index.
         rows_of_page = await conn.execute(
-            sa.select(deliveries).where(
+            sa.select(deliveries.c.id, deliveries.c.event_id, deliveries.c.status).where(
                 deliveries.c.workspace_id == workspace_id, deliveries.c.event_id.in_(found)
             )
         )
         for row in sorted(rows_of_page, key=lambda r: r.id):
-            found[row.event_id].deliveries.append(delivery_service.serialize(row))
+            found[row.event_id].deliveries.append({"id": row.id, "status": row.status})
     return list(found.values()), next_cursor
 
 

@@ -411,6 +411,35 @@ ENDPOINT_COLUMNS = (
 )
 
 
+async def _last_errors(conn: AsyncConnection, ids: list[str]) -> dict[str, Any]:
+    """Each endpoint's newest failed attempt among its 50 newest deliveries (index order)."""
+    success = sa.and_(attempts.c.status_code >= 200, attempts.c.status_code < 300)
+    errors: dict[str, Any] = {}
+    for endpoint_id in ids:
+        # The newest failed attempt among the endpoint's newest deliveries (index order).
+        recent = (
+            sa.select(deliveries.c.id)
+            .where(deliveries.c.endpoint_id == endpoint_id)
+            .order_by(deliveries.c.id.desc())
+            .limit(50)
+            .scalar_subquery()
+        )
+        error = (
+            await conn.execute(
+                sa.select(attempts.c.at, attempts.c.status_code, attempts.c.error)
+                .where(
+                    attempts.c.delivery_id.in_(recent),
+                    sa.or_(attempts.c.status_code.is_(None), ~success),
+                )
+                .order_by(attempts.c.at.desc())
+                .limit(1)
+            )
+        ).first()
+        if error is not None:
+            errors[endpoint_id] = error
+    return errors
+
+
 async def with_health(
     conn: AsyncConnection,
     workspace_id: str,
@@ -448,29 +477,11 @@ async def with_health(
         counted = {row.endpoint_id: (int(row.n), int(row.ok or 0)) for row in stats}
         if cache is not None:
             cache.put(key, counted, RECENT_TTL)
-    errors = {}
-    for endpoint_id in ids:
-        # The newest failed attempt among the endpoint's newest deliveries (index order).
-        recent = (
-            sa.select(deliveries.c.id)
-            .where(deliveries.c.endpoint_id == endpoint_id)
-            .order_by(deliveries.c.id.desc())
-            .limit(50)
-            .scalar_subquery()
-        )
-        error = (
-            await conn.execute(
-                sa.select(attempts.c.at, attempts.c.status_code, attempts.c.error)
-                .where(
-                    attempts.c.delivery_id.in_(recent),
-                    sa.or_(attempts.c.status_code.is_(None), ~success),
-                )
-                .order_by(attempts.c.at.desc())
-                .limit(1)
-            )
-        ).first()
-        if error is not None:
-            errors[endpoint_id] = error
+    errors = cache.get((*key, "errors")) if cache is not None else None
+    if errors is None:
+        errors = await _last_errors(conn, ids)
+        if cache is not None:
+            cache.put((*key, "errors"), errors, RECENT_TTL)
     result = []
     for health in found:
         n, ok = counted.get(health.id, (0, 0))

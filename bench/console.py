@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -349,7 +350,9 @@ def run_console(
         report = asyncio.run(main())
         report["http"] = time_http(url, report["seeded"], requests)
     finally:
-        if backend != "sqlite":
+        if backend == "sqlite":
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
             manager.__exit__(None, None, None)
     report.update(backend=backend, contacts=contacts, deliveries=deliveries, requests=requests)
     return report

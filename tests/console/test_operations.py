@@ -109,8 +109,14 @@ def test_failing_endpoint_then_retry_delivers(
     owner.visit("/console/webhooks")
     assert "CRM &lt;sync&gt;" in page.content()
     assert page.locator("table.endpoints tbody tr").count() == 1
+    with console.api(console.api_key(owner.workspace)) as api:
+        for n, source in enumerate(["webinar", "webinar", "ads", "<script>x</script>"]):
+            made = api.post("/contacts", json={"email": f"lead{n}@example.com", "source": source})
+            assert made.status_code == 201, made.text
     owner.visit("/console")
     assert page.get_by_role("img", name=re.compile("Leads per day by source")).is_visible()
+    assert "4 leads in the last 30 days (webinar: 2" in page.content()
+    assert "<script>x</script>" not in page.content()
     assert page.get_by_role("img", name=re.compile("Deliveries per hour by outcome")).is_visible()
     assert "p95" in page.content()
     home = owner.screenshot("home")

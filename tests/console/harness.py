@@ -24,8 +24,10 @@ from urllib.parse import urlsplit
 import httpx
 from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
 
+from rex.db.engine import Database
+from rex.workspaces import service as workspaces
 from tests.cli import FAST_ENV, REX
-from tests.support import free_port, wait_until
+from tests.support import free_port, run, wait_until
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 
@@ -76,9 +78,25 @@ class ConsoleServer:
         return result
 
     def create_workspace(self, slug: str | None = None) -> str:
+        """A new workspace (made in-process: the CLI's own tests cover `rex workspaces`)."""
         slug = slug or unique("ws")
-        self.rex("workspaces", "create", slug)
+
+        async def make(conn: Any) -> None:
+            await workspaces.create_workspace(conn, slug)
+
+        self._in_db(make)
         return slug
+
+    def _in_db(self, work: Any) -> Any:
+        async def go() -> Any:
+            db = Database(self.database_url, pool_size=1)
+            try:
+                async with db.transaction() as conn:
+                    return await work(conn)
+            finally:
+                await db.close()
+
+        return run(go())
 
     def create_user(
         self, email: str | None = None, *, workspace: str = "default", role: str = "owner"
@@ -89,7 +107,16 @@ class ConsoleServer:
         return email, out.stdout.strip().splitlines()[-1]
 
     def api_key(self, workspace: str = "default") -> str:
-        return self.rex("keys", "create", "--workspace", workspace).stdout.strip().splitlines()[-1]
+        """A new API key of ``workspace`` (made in-process, like ``rex keys create``)."""
+
+        async def make(conn: Any) -> str:
+            found = await workspaces.get_by_slug(conn, workspace)
+            assert found is not None, workspace
+            _, key = await workspaces.create_api_key(conn, found.id, "console tests")
+            return key
+
+        key: str = self._in_db(make)
+        return key
 
     def api(self, key: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"X-Api-Key": key}, timeout=30)

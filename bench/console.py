@@ -82,14 +82,18 @@ async def seed(database_url: str, *, contacts: int, deliveries: int) -> dict[str
         )
     ws = workspace.id
 
-    def moment() -> datetime:
-        return now - timedelta(seconds=rng.random() * span)
+    # Times in increasing order, as rows arrive in a real Rex (appended in id order: the
+    # rows of one day sit together on disk, as they would).
+    def moments(count: int) -> list[datetime]:
+        return sorted(now - timedelta(seconds=rng.random() * span) for _ in range(count))
+
+    contact_times = moments(contacts)
 
     # Contacts, in chunks of one transaction each.
     for start in range(0, contacts, BATCH * 4):
         rows: list[dict[str, Any]] = []
         for index in range(start, min(contacts, start + BATCH * 4)):
-            at = moment()
+            at = contact_times[index]
             rows.append(
                 {
                     "id": _id("cont", at, rng),
@@ -107,6 +111,7 @@ async def seed(database_url: str, *, contacts: int, deliveries: int) -> dict[str
             await _insert(conn, contacts_t, rows)
     # Events (one per ENDPOINTS deliveries), their deliveries and attempts.
     event_count = max(1, deliveries // ENDPOINTS)
+    event_times = moments(event_count)
     sample_delivery = None
     per_chunk = 2000
     recent = now - timedelta(days=2)
@@ -114,8 +119,8 @@ async def seed(database_url: str, *, contacts: int, deliveries: int) -> dict[str
         event_rows: list[dict[str, Any]] = []
         delivery_rows: list[dict[str, Any]] = []
         attempt_rows: list[dict[str, Any]] = []
-        for _ in range(start, min(event_count, start + per_chunk)):
-            at = moment()
+        for index in range(start, min(event_count, start + per_chunk)):
+            at = event_times[index]
             event_id = _id("evt", at, rng)
             payload = (
                 f'{{"id":"{event_id}","event":"contact.created","timestamp":"{at.isoformat()}","data":{{"email":'

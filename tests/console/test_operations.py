@@ -95,6 +95,21 @@ def test_failing_endpoint_then_retry_delivers(
     DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
     (DOCS_SHOTS / "delivery-detail.png").write_bytes(shot.read_bytes())
 
+    # "Recover failed since…": a second test event fails, the receiver mends, recover it.
+    receiver.set_default(Respond(503))
+    owner.visit(f"/console/webhooks/{endpoint_id}")
+    page.get_by_role("button", name="Send a test").click()
+    page.wait_for_url("**/console/deliveries/dlv_*")
+    second = "/console/deliveries/" + page.url.rsplit("/", 1)[1].split("?")[0]
+    receiver.wait_for(9, timeout=30)
+    _reload_until(owner, 'id="delivery-status">failed<')
+    receiver.set_default(Respond(200))
+    page.get_by_role("button", name="Recover failed since…").click()
+    page.wait_for_load_state("load")
+    assert "1 failed delivery due again now." in page.content()
+    owner.visit(second)
+    _reload_until(owner, 'id="delivery-status">delivered<')
+
     # Every operations page, screenshotted and checked.
     owner.visit(f"/console/deliveries?endpoint={endpoint_id}&status=delivered")
     assert delivery_path.rsplit("/", 1)[1] in page.content()

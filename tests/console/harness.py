@@ -9,12 +9,14 @@ Fixtures (``tests/console/conftest.py``): ``console`` (the server), ``browser`` 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_pla
 from rex.db.engine import Database
 from rex.workspaces import service as workspaces
 from tests.cli import FAST_ENV, REX
-from tests.support import free_port, run, wait_until
+from tests.support import free_port, wait_until
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 
@@ -96,7 +98,9 @@ class ConsoleServer:
             finally:
                 await db.close()
 
-        return run(go())
+        # In a thread of its own: Playwright's sync API keeps an event loop in this one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go()).result(timeout=120)
 
     def create_user(
         self, email: str | None = None, *, workspace: str = "default", role: str = "owner"

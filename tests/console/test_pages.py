@@ -142,6 +142,17 @@ def test_moving_a_deal_by_its_move_to_control_sends_deal_stage_changed(
         assert (event["from"], event["to"]) == ("qualified", "proposal")
         assert api.get(f"/deals/{deal['id']}").json()["data"]["stage"] == "proposal"
 
+        # Drag and drop does the same: Globex onto "negotiation".
+        globex = owner.page.locator(".card", has_text="Globex")
+        with owner.page.expect_navigation():  # the board reloads once the move is saved
+            globex.drag_to(owner.page.locator("section[data-drop-stage=negotiation]"))
+        negotiation = owner.page.locator("section[data-drop-stage=negotiation]")
+        assert "Globex" in negotiation.inner_text() and "3,000.50 USD" in negotiation.inner_text()
+        owner.screenshot("deal-dropped")
+        _, dropped = receiver.wait_for(2, timeout=30, path="/hook")
+        assert dropped.json()["data"]["name"] == "Globex"
+        assert (dropped.json()["from"], dropped.json()["to"]) == ("qualified", "negotiation")
+
 
 def test_a_lead_named_like_markup_renders_as_text(
     console: ConsoleServer, browser: Browser, artifacts: Path

@@ -261,3 +261,33 @@ def test_repeated_failures_are_throttled(
         assert "Too many failed sign-ins" in message and "try again in 15 minutes" in message
         tab.screenshot("throttled")
         tab.check_accessibility()
+
+
+def test_the_submissions_inbox_reprocesses_a_spam_submission(
+    console: ConsoleServer, browser: Browser, artifacts: Path
+) -> None:
+    # Capture URLs land in the default workspace (no REX_BASE_DOMAIN): its forms are there.
+    email, password = console.create_user(workspace="default", role="member")
+    lead = f"{unique('inbox')}@example.com"
+    with (
+        console.api(console.api_key()) as api,
+        console_page(console, browser, artifacts, "inbox") as tab,
+    ):
+        form = api.post("/forms", json={"name": unique("form"), "honeypot_fields": ["website"]})
+        form_id, form_name = form.json()["data"]["id"], form.json()["data"]["name"]
+        spam = {"email": lead, "first_name": "Zed", "website": "http://spam.example"}
+        assert api.post(f"/capture/{form_id}", json=spam).status_code == 201
+        tab.sign_in(email, password)
+        tab.visit(f"/console/leads/inbox?form={form_id}")
+        row = tab.page.locator("tr", has_text="honeypot field 'website' filled")
+        assert "spam" in row.inner_text() and form_name in row.inner_text()
+        # The form's honeypot was wrong: fix it, then reprocess the submission.
+        api.patch(f"/forms/{form_id}", json={"honeypot_fields": []}).raise_for_status()
+        row.get_by_role("button", name=re.compile("Reprocess")).click()
+        tab.page.wait_for_load_state("load")
+        assert "now accepted" in tab.page.content()
+        tab.screenshot("inbox-reprocessed")
+        tab.visit(f"/console/leads/inbox?form={form_id}")
+        assert tab.page.locator("tr", has_text="honeypot field").count() == 0
+        tab.visit(f"/console/leads?form={form_id}")
+        assert tab.page.locator("tr", has_text=lead).count() == 1

@@ -101,6 +101,8 @@ contacts = sa.Table(
     sa.Index(None, "workspace_id", "id"),
     # Every list filter has an index that also serves the newest-first order (0006).
     sa.Index(None, "workspace_id", "stage", "id"),
+    # The console's Leads page lists a workspace's sources (its source filter) (0011).
+    sa.Index(None, "workspace_id", "source"),
 )
 
 # Every consent a contact gave or withdrew, oldest first, never updated or deleted (but with

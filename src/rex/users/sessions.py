@@ -57,7 +57,15 @@ async def start(
     ip: str | None,
     user_agent: str | None,
 ) -> str:
-    """A new session; returns its token (for the cookie; never stored)."""
+    """A new session; returns its token (for the cookie; never stored). The user's sessions
+    that ended over a day ago are deleted on the way."""
+    cutoff = now - timedelta(days=1)
+    await conn.execute(
+        sa.delete(console_sessions).where(
+            console_sessions.c.user_id == user_id,
+            sa.or_(console_sessions.c.expires_at < cutoff, console_sessions.c.revoked_at < cutoff),
+        )
+    )
     token = secrets.token_urlsafe(32)
     await conn.execute(
         sa.insert(console_sessions).values(
@@ -187,13 +195,3 @@ async def switch_workspace(
     )
     return True
 
-
-async def prune(conn: AsyncConnection, now: datetime) -> int:
-    """Delete sessions that ended more than a day ago."""
-    cutoff = now - timedelta(days=1)
-    result = await conn.execute(
-        sa.delete(console_sessions).where(
-            sa.or_(console_sessions.c.expires_at < cutoff, console_sessions.c.revoked_at < cutoff)
-        )
-    )
-    return result.rowcount or 0

@@ -43,6 +43,15 @@ async def locked_until(
 async def record_failure(
     conn: AsyncConnection, email: str, address: str | None, policy: ThrottlePolicy, now: datetime
 ) -> None:
+    # Forget counts whose window and lockout are both over (the table stays small).
+    await conn.execute(
+        sa.delete(sign_in_failures).where(
+            sign_in_failures.c.window_started_at < now - policy.window,
+            sa.or_(
+                sign_in_failures.c.locked_until.is_(None), sign_in_failures.c.locked_until < now
+            ),
+        )
+    )
     for scope, kind in scopes(email, address):
         limit = policy.max_per_account if kind == "account" else policy.max_per_address
         row = (

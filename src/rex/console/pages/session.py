@@ -38,7 +38,7 @@ def safe_next(target: str | None) -> str:
     """Where to go after signing in: a console path of this site, nothing else."""
     if (
         target
-        and target.startswith("/console")
+        and (target == "/console" or target.startswith(("/console/", "/console?")))
         and not target.startswith("/console/login")
         and "\\" not in target
         and not target.startswith("//")

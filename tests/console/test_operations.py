@@ -5,7 +5,9 @@ workspace settings, the embed snippet, users; another workspace sees none of it.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 import httpx
@@ -15,7 +17,12 @@ from tests.console.harness import ConsolePage, ConsoleServer, console_page
 from tests.receiver import Receiver, Respond
 from tests.support import wait_until
 
-DOCS_SHOTS = Path(__file__).parents[2] / "docs" / "images" / "console"
+
+def _docs_screenshot(tab: ConsolePage, name: str) -> None:
+    """With ``REX_DOCS_SCREENSHOTS=docs/images`` the docs' pictures are made from this run."""
+    folder = os.environ.get("REX_DOCS_SCREENSHOTS")
+    if folder:
+        shutil.copy(tab.screenshot(name), Path(folder) / f"{name}.png")
 
 
 def _reload_until(tab: ConsolePage, text: str, timeout: float = 30) -> None:
@@ -90,10 +97,9 @@ def test_failing_endpoint_then_retry_delivers(
     receiver.wait_for(5, timeout=30)
     _reload_until(owner, 'id="delivery-status">delivered<')
     assert page.locator("tr.attempt.ok").count() == 1
-    shot = owner.screenshot("delivery-detail")
+    owner.screenshot("delivery-delivered")
     owner.check_accessibility()
-    DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
-    (DOCS_SHOTS / "delivery-detail.png").write_bytes(shot.read_bytes())
+    _docs_screenshot(owner, "console-delivery-detail")
 
     # "Recover failed since…": a second test event fails, the receiver mends, recover it.
     receiver.set_default(Respond(503))
@@ -134,8 +140,7 @@ def test_failing_endpoint_then_retry_delivers(
     assert "<script>x</script>" not in page.content()
     assert page.get_by_role("img", name=re.compile("Deliveries per hour by outcome")).is_visible()
     assert "p95" in page.content()
-    home = owner.screenshot("home")
-    (DOCS_SHOTS / "home.png").write_bytes(home.read_bytes())
+    _docs_screenshot(owner, "console-home")
 
     # Bad filters are a clear 4xx page, not a 500.
     assert owner.visit("/console/deliveries?status=bogus", check=False).status == 422

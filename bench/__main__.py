@@ -7,6 +7,7 @@
     python -m bench backlog --backend sqlite --events 100000
     python -m bench all            # every figure of the docs/performance.md table
     python -m bench run --backend sqlite --duration 3 --rate 50 --skip-ceilings   # smoke
+    python -m bench console --backend sqlite --contacts 100000 --deliveries 1000000
 
 Everything runs on 127.0.0.1; every loop is bounded by a duration and a request count.
 Prints a table (each Rex figure as a ratio to its ceiling, measured in the same run, and
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,13 @@ def main() -> None:
     run = sub.add_parser("run", help="one load benchmark")
     backlog = sub.add_parser("backlog", help="queue N events, then time the drain")
     every = sub.add_parser("all", help="every figure of the docs/performance.md table")
+    console = sub.add_parser("console", help="seed N contacts and M deliveries; time pages")
+    console.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    console.add_argument("--postgres-url", default=DEFAULT_POSTGRES)
+    console.add_argument("--contacts", type=int, default=100_000)
+    console.add_argument("--deliveries", type=int, default=1_000_000)
+    console.add_argument("--requests", type=int, default=50, help="requests per page")
+    console.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     for command in (run, backlog, every):
         command.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
         command.add_argument("--workers", type=int, default=2, help="rex workers (postgres)")
@@ -142,6 +151,21 @@ def main() -> None:
         if args.rate is None:
             args.max = True
         _show(_run(args), args.out)
+    elif args.command == "console":
+        from bench.console import print_console_report, run_console
+
+        report = run_console(
+            backend=args.backend,
+            contacts=args.contacts,
+            deliveries=args.deliveries,
+            requests=args.requests,
+            postgres_url=args.postgres_url,
+        )
+        print_console_report(report)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"console-{args.backend}.json"
+        path.write_text(json.dumps(report, indent=2, default=str))
+        print(f"\n  results: {path}")
     elif args.command == "backlog":
         _show(_backlog(args), args.out, f"{args.backend}-backlog")
     else:

@@ -20,6 +20,7 @@ from rex.api.warmup import build_routes
 from rex.capture.router import router as capture_router
 from rex.clock import Clock
 from rex.consent.router import router as consent_router
+from rex.console import install_console
 from rex.contacts.router import router as contacts_router
 from rex.db.clocksync import CLOCK
 from rex.db.engine import Database
@@ -170,6 +171,7 @@ def create_app(
             submissions_router,
         )
     )
+    install_console(app)  # /console: the web app (its own sessions, CSRF and headers)
     register_webhooks(app)
     install_openapi(app, description=API_DESCRIPTION)
     install_docs(app)

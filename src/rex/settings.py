@@ -282,6 +282,65 @@ class Settings(BaseSettings):
         ),
     )
 
+    public_url: str | None = Field(
+        None,
+        description=(
+            "The address people reach Rex at (`https://rex.example.com`). Over `https://`, "
+            "the console's session cookie is `Secure` (sent only over HTTPS) and its forms "
+            "accept only that origin. Unset: the address of each request."
+        ),
+    )
+    console_session_idle: float = Field(
+        12 * 3600.0,
+        gt=0,
+        description=(
+            "Seconds (default 12 hours) a console session may go unused before it ends and "
+            "its user signs in again."
+        ),
+    )
+    console_session_lifetime: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Seconds (default 7 days) a console session lasts at most, used or not.",
+    )
+    sign_in_max_failures: int = Field(
+        5,
+        gt=0,
+        description=(
+            "Failed console sign-ins one account may have within `REX_SIGN_IN_LOCKOUT` "
+            "before its sign-ins are refused (`429`) until that much time has passed."
+        ),
+    )
+    sign_in_max_failures_per_address: int = Field(
+        30,
+        gt=0,
+        description=(
+            "Failed console sign-ins one client address (IPv6: its /64) may have within "
+            "`REX_SIGN_IN_LOCKOUT`, whatever the accounts, before it is refused (`429`)."
+        ),
+    )
+    sign_in_lockout: float = Field(
+        900.0,
+        gt=0,
+        description=(
+            "Seconds (default 15 minutes): the window failed sign-ins are counted in, and "
+            "how long an account or address stays refused once over its limit."
+        ),
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not re.match(r"^https?://[^/\s]+$", value):
+            raise ValueError(
+                "the public URL is a scheme and a host, like https://rex.example.com, "
+                f"got {value!r}"
+            )
+        return value
+
     @field_validator("allowed_networks", "trusted_proxies", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
@@ -320,6 +379,11 @@ class Settings(BaseSettings):
     def listen_heartbeat(self) -> float:
         """Seconds between heartbeats of a `rex listen` stream: well inside the grace period."""
         return min(self.listen_keepalive, self.listen_grace_period / 4)
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Console cookies are ``Secure`` when Rex is served over HTTPS."""
+        return bool(self.public_url and self.public_url.startswith("https://"))
 
     @property
     def is_sqlite(self) -> bool:

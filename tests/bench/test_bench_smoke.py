@@ -85,3 +85,15 @@ def test_bench_postgres_run(tmp_path: Path, postgres_url: str) -> None:
     rex = json.loads(next(tmp_path.glob("postgres-*.json")).read_text())["rex"]
     assert rex["deliveries_total"] == rex["captures_accepted"] > 0
     assert set(rex["peak_rss_mib"]) == {"serve", "worker1"}
+
+
+def test_bench_console_times_every_page(tmp_path: Path) -> None:
+    """`python -m bench console` at a toy size: every page answers 200 and has figures."""
+    result = _bench(
+        "console", "--contacts", "200", "--deliveries", "2000", "--requests", "2",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert "target p95 <= 50 ms" in result.stdout
+    report = json.loads((tmp_path / "console-sqlite.json").read_text())
+    assert set(report["http"]) >= {"home", "webhooks", "delivery", "events", "settings"}
+    assert all(f["p95_ms"] > 0 for f in report["queries"].values())

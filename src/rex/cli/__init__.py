@@ -1,7 +1,7 @@
 """The ``rex`` command.
 
 Server side (``rex.cli.server``): ``serve``, ``worker``, ``migrate``, ``keys``,
-``workspaces``, on the database. Client side, on the HTTP API with ``REX_URL`` and
+``workspaces``, ``users``, on the database. Client side, on the HTTP API with ``REX_URL`` and
 ``REX_API_KEY``: ``listen`` and ``trigger`` (developer tools) and the operator commands
 ``webhooks``, ``deliveries``, ``events``, ``contacts``.
 """
@@ -11,6 +11,7 @@ from rex.cli.listen import listen
 from rex.cli.secrets import secrets_app
 from rex.cli.server import app, main
 from rex.cli.trigger import trigger
+from rex.cli.users import users_app
 
 app.command()(listen)
 app.command()(trigger)
@@ -28,5 +29,6 @@ server.keys_app.command("revoke")(ops.keys_revoke)
 operator.webhooks_app.command("get")(ops.webhooks_get)
 operator.webhooks_app.command("rotate-secret")(ops.webhooks_rotate_secret)
 app.add_typer(ops.workspace_app, name="workspace")
+app.add_typer(users_app, name="users")
 
 __all__ = ["app", "main"]

@@ -101,6 +101,8 @@ contacts = sa.Table(
     sa.Index(None, "workspace_id", "id"),
     # Every list filter has an index that also serves the newest-first order (0006).
     sa.Index(None, "workspace_id", "stage", "id"),
+    # The console's Leads page lists a workspace's sources (its source filter) (0011).
+    sa.Index(None, "workspace_id", "source"),
 )
 
 # Every consent a contact gave or withdrew, oldest first, never updated or deleted (but with
@@ -403,4 +405,65 @@ submissions = sa.Table(
     sa.Index(None, "workspace_id", "status", "id"),
     sa.Index(None, "workspace_id", "form_id", "id"),
     sa.Index(None, "created_at"),
+)
+
+# People who sign in to the console (rex.users). A user may belong to several workspaces.
+users = sa.Table(
+    "users",
+    metadata,
+    _id(),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    # argon2id, in the PHC string format ($argon2id$v=19$m=...,t=...,p=...$salt$hash).
+    sa.Column("password_hash", sa.Text(), nullable=False),
+    sa.Column("password_changed_at", UTCDateTime(), nullable=False),
+    sa.Column("last_sign_in_at", UTCDateTime()),
+    *_timestamps(),
+)
+
+workspace_memberships = sa.Table(
+    "workspace_memberships",
+    metadata,
+    sa.Column(
+        "user_id", sa.String(40), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    _workspace(),
+    # "owner" (everything) or "member" (everything but users, keys and workspace settings).
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("user_id", "workspace_id"),
+    sa.Index(None, "workspace_id", "user_id"),
+)
+
+# Console sessions, server-side: the cookie holds a random token, only its SHA-256 is here.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    _id(),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "user_id", sa.String(40), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    # The workspace the session is looking at (the switcher changes it).
+    sa.Column("workspace_id", sa.String(40), sa.ForeignKey("workspaces.id", ondelete="SET NULL")),
+    # The synchronizer token of the session's forms (and X-CSRF-Token of its scripts).
+    sa.Column("csrf_secret", sa.String(64), nullable=False),
+    sa.Column("ip", sa.String(64)),
+    sa.Column("user_agent", sa.String(300)),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime()),
+    sa.Index(None, "user_id"),
+    sa.Index(None, "expires_at"),
+)
+
+# Failed sign-ins per account ("account:<email>") and per client address ("address:<ip>"),
+# in the database so that every API process counts the same failures.
+sign_in_failures = sa.Table(
+    "sign_in_failures",
+    metadata,
+    sa.Column("scope", sa.String(400), primary_key=True),
+    sa.Column("failures", sa.Integer(), nullable=False),
+    sa.Column("window_started_at", UTCDateTime(), nullable=False),
+    sa.Column("locked_until", UTCDateTime()),
 )

@@ -56,10 +56,12 @@ async def list_page(
     endpoint_id: str | None = None,
     event_id: str | None = None,
     status: str | None = None,
+    event_type: str | None = None,
     limit: int,
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Deliveries of the workspace, newest first, optionally of one endpoint, event or status."""
+    """Deliveries of the workspace, newest first, optionally of one endpoint, event, status
+    or event type."""
     query = sa.select(deliveries).where(deliveries.c.workspace_id == workspace_id, _SHOWN)
     if endpoint_id is not None:
         query = query.where(deliveries.c.endpoint_id == endpoint_id)
@@ -67,6 +69,8 @@ async def list_page(
         query = query.where(deliveries.c.event_id == event_id)
     if status is not None:
         query = query.where(deliveries.c.status == status)
+    if event_type is not None:
+        query = query.where(deliveries.c.event_type == event_type)
     rows, next_cursor = await fetch_page(conn, query, deliveries.c.id, limit=limit, cursor=cursor)
     return [serialize(row) for row in rows], next_cursor
 

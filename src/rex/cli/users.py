@@ -1,0 +1,199 @@
+"""``rex users``: the people who sign in to the console (on the database, like ``rex keys``).
+
+Passwords are shown once: ``create`` and ``reset-password`` print a one-time password alone
+on the last line of stdout (or ``create --password-stdin`` reads one)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rex.cli._errors import EXIT_NOT_FOUND, EXIT_USAGE, CliError
+from rex.cli.ops import admin_settings, require
+from rex.cli.output import JsonOption, print_json, print_table, time_field
+from rex.db.engine import Database
+from rex.errors import Conflict, Invalid
+from rex.ids import rfc3339
+from rex.users import service as users
+from rex.users.passwords import WeakPassword, check_strength, one_time_password
+from rex.users.service import Role
+from rex.workspaces import service as workspaces
+from rex.workspaces.service import Workspace
+
+users_app = typer.Typer(no_args_is_help=True, help="Console users (who signs in to /console).")
+
+
+class RoleName(StrEnum):
+    owner = "owner"
+    member = "member"
+
+
+async def _workspace(conn: AsyncConnection, slug: str) -> Workspace:
+    if slug == workspaces.DEFAULT_SLUG:
+        found, _ = await workspaces.ensure_default_workspace(conn)
+        return found
+    maybe = await workspaces.get_by_slug(conn, slug)
+    if maybe is None:
+        raise CliError(f"no workspace {slug!r} (create it: rex workspaces create {slug})")
+    return maybe
+
+
+def _read_password() -> str:
+    line = sys.stdin.readline()
+    password = line.rstrip("\r\n")
+    try:
+        check_strength(password)
+    except WeakPassword as exc:
+        raise CliError(f"--password-stdin: {exc}", EXIT_USAGE) from None
+    return password
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="The user's email: what they sign in with.")],
+    workspace: Annotated[
+        str, typer.Option(help="Workspace slug the user joins.")
+    ] = workspaces.DEFAULT_SLUG,
+    role: Annotated[
+        RoleName | None,
+        typer.Option(
+            help=(
+                "owner (everything) or member (all but users, keys and workspace settings). "
+                "Default: owner for a workspace's first user, member after."
+            )
+        ),
+    ] = None,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the password from stdin instead of making one."
+        ),
+    ] = False,
+) -> None:
+    """Create a console user in a workspace, or add an existing user to another workspace.
+
+    A new user's one-time password is printed alone on the last line (unless
+    --password-stdin gives one)."""
+    settings = admin_settings()
+    require(settings)
+    password = _read_password() if password_stdin else one_time_password()
+
+    async def run() -> tuple[str, bool, bool, Role]:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            await db.migrate()
+            async with db.transaction() as conn:
+                found = await _workspace(conn, workspace)
+                existing = await users.find_by_email(conn, email)
+                if existing is None:
+                    user_id, created = (await users.create(conn, email, password)).id, True
+                else:
+                    user_id, created = existing.id, False
+                if role is not None:
+                    chosen = Role(role.value)
+                else:
+                    owners = [r for _, r in await users.workspace_users(conn, found.id)]
+                    chosen = Role.MEMBER if Role.OWNER in owners else Role.OWNER
+                added = await users.add_membership(conn, user_id, found.id, chosen)
+                return user_id, created, added, chosen
+        except (Invalid, Conflict) as exc:
+            raise CliError(exc.message, EXIT_USAGE) from None
+        finally:
+            await db.close()
+
+    user_id, created, added, chosen = asyncio.run(run())
+    shown = email.strip().lower()
+    if not created:
+        what = "added to" if added else "already in"
+        typer.echo(
+            f"User {shown} ({user_id}) exists: {what} workspace {workspace!r} as {chosen}. "
+            "Their password is unchanged (rex users reset-password makes a new one)."
+        )
+        return
+    typer.echo(f"Created user {shown} ({user_id}) in workspace {workspace!r} as {chosen}.")
+    if password_stdin:
+        typer.echo("The password is the one read from stdin.")
+        return
+    typer.echo("Their one-time password is shown only now (sign in at /console/login):")
+    typer.echo(password)
+
+
+USER_COLUMNS = [
+    ("ID", lambda u: u["id"]),
+    ("EMAIL", lambda u: u["email"]),
+    ("WORKSPACES", lambda u: ", ".join(f"{m['slug']} ({m['role']})" for m in u["workspaces"])),
+    ("CREATED", time_field("created_at")),
+    ("LAST SIGN-IN", time_field("last_sign_in_at")),
+]
+
+
+@users_app.command("list")
+def users_list(
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace's users.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List console users and their workspaces (never their passwords)."""
+    settings = admin_settings()
+    require(settings)
+
+    async def run() -> list[dict[str, Any]]:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            await db.migrate()
+            async with db.read() as conn:
+                listed = await users.list_all(conn)
+        finally:
+            await db.close()
+        return [
+            {
+                "id": user.id,
+                "email": user.email,
+                "workspaces": [{"slug": m.slug, "role": m.role.value} for m in members],
+                "created_at": rfc3339(user.created_at),
+                "last_sign_in_at": rfc3339(user.last_sign_in_at),
+            }
+            for user, members in listed
+            if workspace is None or any(m.slug == workspace for m in members)
+        ]
+
+    found = asyncio.run(run())
+    if as_json:
+        print_json(found)
+        return
+    print_table(found, USER_COLUMNS, empty="No console users (rex users create EMAIL makes one).")
+
+
+@users_app.command("reset-password")
+def users_reset_password(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+) -> None:
+    """Give a user a new one-time password (printed alone on the last line) and sign them out
+    everywhere."""
+    settings = admin_settings()
+    require(settings)
+    password = one_time_password()
+
+    async def run() -> str:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            await db.migrate()
+            async with db.transaction() as conn:
+                row = await users.find_by_email(conn, email)
+                if row is None:
+                    raise CliError(f"no user with email {email.strip().lower()!r}", EXIT_NOT_FOUND)
+                await users.set_password(conn, row.id, password)
+                return str(row.id)
+        finally:
+            await db.close()
+
+    user_id = asyncio.run(run())
+    typer.echo(
+        f"New password for {email.strip().lower()} ({user_id}); their sessions are signed out. "
+        "It is shown only now:"
+    )
+    typer.echo(password)

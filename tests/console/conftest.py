@@ -1,0 +1,57 @@
+"""Fixtures of the console's browser tests: see ``tests/console/harness.py``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser
+
+from tests.console.harness import (
+    ConsolePage,
+    ConsoleServer,
+    chromium,
+    console_page,
+    find_chromium,
+    serve_console,
+)
+from tests.support import missing
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: ``REX_TEST_ARTIFACTS`` (kept by CI) or a tmp folder."""
+    chosen = os.environ.get("REX_TEST_ARTIFACTS")
+    folder = Path(chosen) / "console" if chosen else tmp_path_factory.mktemp("console-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    """One `rex serve` for every console test (they are isolated by workspace and user)."""
+    with serve_console(tmp_path_factory.mktemp("console-server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if find_chromium() is None:
+        missing("Chromium not found (Debian: apt-get install chromium; .ci/run installs it)")
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def owner(
+    console: ConsoleServer, browser: Browser, artifacts: Path, request: pytest.FixtureRequest
+) -> Iterator[ConsolePage]:
+    """A new workspace, its owner signed in, in a browser context of its own."""
+    workspace = console.create_workspace()
+    email, password = console.create_user(workspace=workspace, role="owner")
+    with console_page(console, browser, artifacts, request.node.name) as tab:
+        tab.workspace, tab.email = workspace, email
+        tab.sign_in(email, password)
+        yield tab

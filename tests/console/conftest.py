@@ -36,8 +36,11 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium per test module. Not per session: Playwright's sync API keeps an event
+    loop running in this thread while it is open, and any later test calling asyncio.run
+    (most of the suite's helpers do) would fail."""
     if find_chromium() is None:
         missing("Chromium not found (Debian: apt-get install chromium; .ci/run installs it)")
     with chromium() as launched:

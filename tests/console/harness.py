@@ -2,7 +2,8 @@
 session, users made with the real ``rex users create``, and pages that record every request
 (all must go to Rex), screenshot what they show, and run axe-core on it.
 
-Fixtures (``tests/console/conftest.py``): ``console`` (the server), ``browser`` (Chromium),
+Fixtures (``tests/console/conftest.py``): ``console`` (the server, one per session),
+``browser`` (Chromium, one per module: see its docstring),
 ``owner`` (a signed-in owner's ``ConsolePage`` in a new workspace of its own, fresh per test),
 ``artifacts`` (the screenshot folder: ``REX_TEST_ARTIFACTS`` or a tmp folder).
 """
@@ -270,3 +271,11 @@ def console_page(
 def wait_for_text(page: Page, text: str, timeout: float = 15) -> None:
     """Until the page shows ``text`` (bounded; the page is not reloaded)."""
     wait_until(lambda: text in page.content(), timeout=timeout, interval=0.2)
+
+
+def docs_screenshot(tab: ConsolePage, name: str) -> None:
+    """With ``REX_DOCS_SCREENSHOTS=docs/images``, the pictures the docs show are made from
+    this run (``docs/images/<name>.png``)."""
+    folder = os.environ.get("REX_DOCS_SCREENSHOTS")
+    if folder:
+        shutil.copy(tab.screenshot(name), Path(folder) / f"{name}.png")

@@ -4,24 +4,22 @@ isolation, CSRF, roles and sign-in throttling."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 from playwright.sync_api import Browser
 
-from tests.console.harness import ConsolePage, ConsoleServer, console_page, unique, wait_for_text
+from tests.console.harness import (
+    ConsolePage,
+    ConsoleServer,
+    console_page,
+    docs_screenshot,
+    unique,
+    wait_for_text,
+)
 from tests.receiver import Receiver
 
 XSS = "<img src=x onerror=alert(1)>"
-
-
-def _docs_screenshot(tab: ConsolePage, name: str) -> None:
-    """With ``REX_DOCS_SCREENSHOTS=docs/images`` the docs' pictures are made from this run."""
-    folder = os.environ.get("REX_DOCS_SCREENSHOTS")
-    if folder:
-        shutil.copy(tab.screenshot(name), Path(folder) / f"{name}.png")
 
 
 def test_a_captured_lead_appears_on_leads_without_a_reload(
@@ -55,7 +53,7 @@ def test_a_captured_lead_appears_on_leads_without_a_reload(
         assert "new lead" in tab.page.locator("#live-status").inner_text()
         tab.screenshot("lead-arrived")
         tab.check_accessibility()
-        _docs_screenshot(tab, "console-leads")
+        docs_screenshot(tab, "console-leads")
 
         # Search by name finds it; a stage filter that does not match hides it.
         tab.visit(f"/console/leads?q={marker}")
@@ -122,7 +120,7 @@ def test_moving_a_deal_by_its_move_to_control_sends_deal_stage_changed(
         owner.visit("/console/deals")
         column = owner.page.locator("section[data-drop-stage=qualified]")
         assert "15,000.50 USD" in column.inner_text()  # both amounts, summed
-        _docs_screenshot(owner, "console-deals")
+        docs_screenshot(owner, "console-deals")
 
         card = owner.page.locator(f"#{deal['id']}")
         card.get_by_label("Move to").select_option("proposal")

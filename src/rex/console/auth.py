@@ -244,7 +244,11 @@ class ConsoleRoute(APIRoute):
             except (BadCursor, RequestValidationError):
                 return _problem_page(
                     request,
-                    ConsoleProblem(400, "Bad address", "This page's address is not valid."),
+                    ConsoleProblem(
+                        400,
+                        "Bad request",
+                        "This page's address, or the form sent to it, is not valid.",
+                    ),
                 )
             except (Invalid, Conflict) as exc:
                 status = 409 if isinstance(exc, Conflict) else 422

@@ -194,4 +194,3 @@ async def switch_workspace(
         .values(workspace_id=workspace_id)
     )
     return True
-

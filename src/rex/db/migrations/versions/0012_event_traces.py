@@ -1,7 +1,7 @@
 """event_traces: the trace context each event was recorded in (OpenTelemetry, optional)
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0011
 Create Date: 2026-12-06 18:50:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0008"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

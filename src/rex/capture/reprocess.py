@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import Headers
 
-from rex.api.errors import ApiError
 from rex.capture import intake, service
 from rex.capture.body import body_kind, parse_capture
+from rex.errors import DomainError
 from rex.forms import service as forms_service
 from rex.ids import utcnow
 from rex.submissions import service as submissions
@@ -22,7 +22,7 @@ async def _received(row: Any) -> intake.Received | str:
     """The submission's fields again, or the reason they cannot be read."""
     try:
         kind = body_kind(row.content_type)
-    except ApiError as exc:
+    except DomainError as exc:
         return exc.message
     if isinstance(row.fields, dict):
         return intake.Received.from_stored(kind, row.fields)
@@ -34,7 +34,7 @@ async def _received(row: Any) -> intake.Received | str:
     try:
         headers = Headers({"content-type": row.content_type or ""})
         parsed = await parse_capture(row.raw_body.encode("utf-8"), headers, kind)
-    except ApiError as exc:
+    except DomainError as exc:
         return exc.message
     return intake.Received(kind, parsed.fields, parsed.controls, parsed.names)
 

@@ -10,13 +10,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError
 from rex.capture.limits import MAX_STORED_METADATA_KEYS, json_size
 from rex.capture.schemas import ATTRIBUTION_KEYS, CaptureIn
 from rex.consent import service as consent_service
 from rex.contacts import service as contacts_service
 from rex.contacts.schemas import Contact
 from rex.db.schema import contacts
+from rex.errors import Invalid
 from rex.ids import new_id, rfc3339
 from rex.outbox.catalogue import EventType
 from rex.outbox.events import record_event
@@ -111,11 +111,10 @@ async def capture(
     """
     fields = _split_lead(lead, now, client_ip)
     if json_size(fields["metadata"]) > max_metadata_bytes:
-        raise ApiError(
-            422,
+        raise Invalid(
+            "metadata",
             f"metadata: {json_size(fields['metadata'])} bytes is too much; a contact's "
             f"metadata is at most {max_metadata_bytes} bytes (REX_MAX_CONTACT_METADATA_BYTES)",
-            field="metadata",
         )
     touch = fields.pop("touch")
     values = {

@@ -21,6 +21,7 @@ from rex.capture import service
 from rex.capture.body import BodyKind, attribution_from_referer
 from rex.capture.limits import check_metadata
 from rex.capture.schemas import CaptureIn
+from rex.contacts.schemas import Contact
 from rex.errors import DomainError, Invalid, invalid_input
 from rex.forms import mapping
 from rex.submissions import service as submissions
@@ -163,7 +164,7 @@ async def accept(
     form: dict[str, Any] | None,
     fields: dict[str, Any] | None = None,
     max_metadata_bytes: int = 16 * 1024,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[Contact, bool]:
     """The capture, its submission and (for a form with ``notify_emails``) its new-lead
     email, in the caller's transaction."""
     contact, created = await service.capture(
@@ -175,7 +176,7 @@ async def accept(
         max_metadata_bytes=max_metadata_bytes,
     )
     submission["status"] = SubmissionStatus.ACCEPTED.value
-    submission["contact_id"] = contact["id"]
+    submission["contact_id"] = contact.id
     await submissions.record(conn, submission)
     if form is not None and form.get("notify_endpoint_id"):
         await submissions.queue_notification(
@@ -185,7 +186,7 @@ async def accept(
             form=form,
             submission_id=submission["id"],
             fields=fields if fields is not None else submission["fields"],
-            contact=contact,
+            contact=contact.data(),
             now=now,
         )
     return contact, created

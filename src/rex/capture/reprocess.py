@@ -64,7 +64,7 @@ async def reprocess(conn: AsyncConnection, workspace_id: str, submission_id: str
     contact, _ = await service.capture(conn, workspace_id, decision.lead, now=now, client_ip=None)
     await submissions.update_outcome(
         conn, row.id, status=SubmissionStatus.ACCEPTED, reason=None, shape=decision.shape,
-        contact_id=contact["id"], now=now,
+        contact_id=contact.id, now=now,
     )  # fmt: skip
     if form is not None and form.get("notify_endpoint_id"):
         await submissions.queue_notification(
@@ -74,7 +74,7 @@ async def reprocess(conn: AsyncConnection, workspace_id: str, submission_id: str
             form=form,
             submission_id=row.id,
             fields=submissions.serialize(row)["fields"],
-            contact=contact,
+            contact=contact.data(),
             now=now,
         )
     return await submissions.get(conn, workspace_id, submission_id)

@@ -361,7 +361,7 @@ async def _capture(
                     max_metadata_bytes=max_metadata,
                 )
             )
-            contact_id = contact["id"]
+            contact_id = contact.id
             recorded = True
         else:
             submission["status"], submission["reason"] = decision.status.value, decision.reason
@@ -375,7 +375,7 @@ async def _capture(
             assert decision.lead is not None
             # A filled honeypot: answered exactly like a new contact; no contact, no event.
             lead = decision.lead
-            contact_id = service.preview(lead, now=now, client_ip=client_ip)["id"]
+            contact_id = service.preview(lead, now=now, client_ip=client_ip).id
     except DomainError as refused:
         exc = api_error_for(refused)
         if not recorded:

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex.contacts.schemas import Consent
 from rex.db.schema import consent_records
 from rex.ids import rfc3339
 
 
-def as_consent(granted: bool, text: str | None, at: datetime, ip: str | None) -> dict[str, Any]:
+class ConsentValue(TypedDict):
+    """The ``consent`` object a contact stores and shows: its latest record."""
+
+    granted: bool
+    text: str | None
+    at: str | None
+    ip: str | None
+
+
+def as_consent(granted: bool, text: str | None, at: datetime, ip: str | None) -> ConsentValue:
     """The ``consent`` object a contact shows: its latest record."""
     return {"granted": granted, "text": text, "at": rfc3339(at), "ip": ip}
 
@@ -64,7 +74,7 @@ async def history(
     ]
 
 
-def capture_decision(current: dict[str, Any] | None, granted: bool, text: str | None) -> bool:
+def capture_decision(current: Consent | None, granted: bool, text: str | None) -> bool:
     """Whether an anonymous capture's consent answer is recorded on an existing contact.
 
     A capture may add a grant (none yet, a refusal, or new wording); it never revokes, and a
@@ -72,6 +82,6 @@ def capture_decision(current: dict[str, Any] | None, granted: bool, text: str | 
     """
     if not granted:
         return False
-    if current is None or not current.get("granted"):
+    if current is None or not current.granted:
         return True
-    return bool(current.get("text") != text)
+    return current.text != text

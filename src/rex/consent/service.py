@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex.consent.schemas import ConsentRecord
 from rex.contacts.schemas import Consent
 from rex.db.schema import consent_records
 from rex.ids import rfc3339
@@ -51,9 +52,7 @@ async def append(
     )
 
 
-async def history(
-    conn: AsyncConnection, workspace_id: str, contact_id: str
-) -> list[dict[str, Any]]:
+async def history(conn: AsyncConnection, workspace_id: str, contact_id: str) -> list[ConsentRecord]:
     rows = await conn.execute(
         sa.select(consent_records)
         .where(
@@ -62,16 +61,7 @@ async def history(
         )
         .order_by(consent_records.c.id)
     )
-    return [
-        {
-            "granted": row.granted,
-            "text": row.text,
-            "ip": row.ip,
-            "via": row.via,
-            "at": rfc3339(row.created_at),
-        }
-        for row in rows
-    ]
+    return [ConsentRecord.from_row(row) for row in rows]
 
 
 def capture_decision(current: Consent | None, granted: bool, text: str | None) -> bool:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from rex.api.deps import AuthDep, DbDep, SettingsDep
 from rex.api.errors import ERROR_RESPONSES, ApiError
 from rex.api.pagination import CursorQuery, LimitQuery
-from rex.api.schemas import Deleted
+from rex.api.schemas import Deleted, DeletedObject
 from rex.delivery.schemas import DeliveryEnvelope
 from rex.ids import utcnow
 from rex.listen import service
@@ -124,11 +124,11 @@ async def get_session(
 
 
 @router.delete("/{session_id}", response_model=Deleted, responses=ERROR_RESPONSES)
-async def delete_session(session_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def delete_session(session_id: str, auth: AuthDep, db: DbDep) -> Deleted:
     """End a session now; its queued deliveries are dropped and its secret stops signing."""
     async with db.transaction() as conn:
         await service.delete(conn, auth.workspace.id, session_id)
-    return {"data": {"id": session_id, "deleted": True}}
+    return Deleted(data=DeletedObject(id=session_id, deleted=True))
 
 
 @router.get(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import Headers
 
@@ -18,7 +19,7 @@ from rex.submissions import service as submissions
 from rex.submissions.service import SubmissionStatus
 
 
-async def _received(row: Any) -> intake.Received | str:
+async def _received(row: sa.Row[Any]) -> intake.Received | str:
     """The submission's fields again, or the reason they cannot be read."""
     try:
         kind = body_kind(row.content_type)

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,12 +376,18 @@ class StubResolver(AbstractResolver):
 REX_CLI = str(Path(sys.executable).with_name("rex"))
 
 
-def rex_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def rex_process(
+    args: list[str], env: dict[str, str], log: Path, prefix: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
     """Start the real ``rex`` command with ``env`` added to this environment, its output
-    appended to ``log``. Stop it with ``stop_process``."""
+    appended to ``log``; ``prefix``: a command it runs under (``faketime -f +10m``). Stop it
+    with ``stop_process``."""
     with log.open("ab") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [REX_CLI, *args], env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+            [*prefix, REX_CLI, *args],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 

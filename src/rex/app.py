@@ -22,6 +22,7 @@ from rex.capture.router import router as capture_router
 from rex.clock import Clock
 from rex.consent.router import router as consent_router
 from rex.contacts.router import router as contacts_router
+from rex.db.clocksync import CLOCK
 from rex.db.engine import Database
 from rex.deals.router import router as deals_router
 from rex.delivery.router import router as deliveries_router
@@ -87,13 +88,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         await db.migrate()
         async with db.transaction() as conn:
             await workspaces.ensure_default_workspace(conn)
         runtime.open(db)
         runtime.key_usage = UsageRecorder(db)
         stop = asyncio.Event()
+        # PostgreSQL: the database's clock, measured before serving (rex.db.clocksync).
+        await CLOCK.ensure(db)
+        clock_task = asyncio.create_task(CLOCK.run(db, stop))
         worker_task = heartbeat_task = None
         hub = runtime.listen_hub
         hub.bind(asyncio.get_running_loop())
@@ -121,6 +125,7 @@ def create_app(
             stop.set()
             hub.close()
             await expiry_task
+            await clock_task
             if worker_task is not None:
                 await worker_task
                 await release_leases(db, worker.worker_id)

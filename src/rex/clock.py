@@ -5,6 +5,13 @@ The app (``create_app(clock=...)``) and the worker (``DeliveryWorker(clock=...)`
 secret stops signing, when an idempotency key expires or goes stale, which events are old
 enough to prune, how long an endpoint has been failing, and when a lease ends.
 
+One clock for what several processes decide together: on PostgreSQL every process measures
+how far its machine's clock is from the database's (``rex.db.clocksync``, at start and
+every 30 s) and ``SystemClock`` (and ``rex.ids.utcnow``) add that offset when it is 1 s or
+more. So a worker on a machine whose clock runs minutes fast still reads the database's
+time for leases, due times and expiries: it neither steals a live lease nor sends early.
+On SQLite the database's clock is the machine's: there is nothing to correct.
+
 Tests pass a ``ShiftedClock`` to move Rex's idea of "now" forward without rewriting stored
 timestamps: the time still flows (timeouts and sleeps are real), only shifted. A
 ``FixedClock`` stands still, for boundaries that must be hit to the second.
@@ -23,11 +30,24 @@ class Clock(Protocol):
         ...
 
 
+_database_offset = timedelta(0)
+
+
+def set_database_offset(offset: timedelta) -> None:
+    """How far the database's clock is ahead of this machine's (``rex.db.clocksync``)."""
+    global _database_offset
+    _database_offset = offset
+
+
+def database_offset() -> timedelta:
+    return _database_offset
+
+
 class SystemClock:
-    """The machine's clock."""
+    """The machine's clock, corrected to the database's when they differ (see above)."""
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return datetime.now(UTC) + _database_offset
 
 
 class ShiftedClock:

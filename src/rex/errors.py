@@ -3,7 +3,9 @@
 Services, storage helpers and the CLI raise these; ``rex.api.errors`` maps each kind to its
 status and ``type`` in the error envelope (``NotFound`` 404, ``Conflict`` 409, ``Invalid`` 422,
 ``Malformed`` and ``BadCursor`` 400, ``TooLarge`` 413, ``Unsupported`` 415, ``RateLimited``
-429, ``ChallengeFailed`` 403, ``Unavailable`` 503), in one handler.
+429 and ``Unavailable`` 503 with ``Retry-After``, ``ChallengeFailed`` 403), in one handler.
+A class (or an instance) may name its envelope ``type`` (``StorageFull``: ``storage_full``);
+otherwise the status does.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from typing import Any
 class DomainError(Exception):
     """Base of the domain errors: a message for people and the field it is about, if any.
 
-    ``code`` names the error more precisely than its kind does (the envelope's ``type``; the
-    kind's own when ``None``); ``retry_after`` is how many seconds to wait before the same
-    request may succeed (the answer's ``Retry-After``), where that is known.
+    ``retry_after`` is how many seconds to wait before the same request may succeed (the
+    answer's ``Retry-After``), where that is known.
     """
 
-    code: str | None = None
+    # The envelope's ``type``; None: the one that follows from the status.
+    type: str | None = None
     retry_after: int | None = None
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
@@ -84,19 +86,35 @@ class ChallengeFailed(DomainError):
     """A challenge the sender had to pass (a form's CAPTCHA) was not passed; ``field`` names
     the token's field."""
 
-    code = "captcha_failed"
+    type = "captcha_failed"
 
 
 class Unavailable(DomainError):
     """Something Rex depends on cannot serve now; the same request may succeed later."""
 
     def __init__(
-        self, message: str, *, retry_after: int | None = None, code: str | None = None
+        self, message: str, *, retry_after: int | None = None, type: str | None = None
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-        if code is not None:
-            self.code = code
+        if type is not None:
+            self.type = type
+
+
+class StorageFull(Unavailable):
+    """The database cannot write: its disk is full (SQLite's SQLITE_FULL, PostgreSQL's
+    ``disk_full``, SQLSTATE 53100). Nothing of the refused request was written; the same
+    request succeeds once an operator frees space."""
+
+    type = "storage_full"
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = 5) -> None:
+        super().__init__(
+            message
+            or "Storage is full: the database cannot write, and nothing of this request was "
+            "written. Retry after Retry-After (with the same Idempotency-Key, if you sent one).",
+            retry_after=retry_after,
+        )
 
 
 def invalid_input(errors: Sequence[Mapping[str, Any]]) -> Invalid:

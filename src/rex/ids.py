@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 from ulid import ULID
 
+from rex.clock import database_offset
+
 PREFIXES = ("cont", "deal", "task", "wh", "evt", "dlv", "ws", "key", "pipe", "att")
 _ID = re.compile(r"^(?P<prefix>[a-z]+)_(?P<ulid>[0-9A-HJKMNP-TV-Z]{26})$")
 
@@ -21,7 +23,9 @@ def is_id(value: str, prefix: str) -> bool:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, in UTC, on the database's clock (``rex.clock``: the machine's, corrected by the
+    offset measured to the database's)."""
+    return datetime.now(UTC) + database_offset()
 
 
 def rfc3339(moment: datetime | None) -> str | None:

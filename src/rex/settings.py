@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,6 +50,18 @@ class Settings(BaseSettings):
             "directory; `sqlite:////abs/path.db` for an absolute path) or "
             "`postgresql://user@host/db`. On SQLite `rex serve` runs the delivery worker "
             "in-process; on PostgreSQL run `rex worker` processes beside `rex serve --no-worker`."
+        ),
+    )
+    database_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description=(
+            "Seconds Rex waits for the database at most: to connect, to get a pooled "
+            "connection, and for each statement (PostgreSQL), or for another process's write "
+            "lock (SQLite's busy timeout, at least 10 s). Past it a request answers 503 with "
+            "`Retry-After` instead of hanging (a database that went silent, a network "
+            "partition), and a dead connection is replaced. Migrations are not bound by it."
         ),
     )
     allow_private_destinations: bool = Field(
@@ -225,6 +237,14 @@ class Settings(BaseSettings):
     )
     log_json: bool = Field(
         False, description="Log one JSON object per line instead of human-readable lines."
+    )
+    tracing: Literal["off", "otlp", "console"] = Field(
+        "off",
+        description=(
+            "OpenTelemetry traces (needs `pip install 'rexgtm[otel]'`): `otlp` exports spans "
+            "over OTLP/HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT` (the standard `OTEL_*` variables "
+            "apply, e.g. `OTEL_SERVICE_NAME`), `console` prints them, `off` records none."
+        ),
     )
     metrics_token: str | None = Field(
         None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import glob
+import json
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 
 from tests.receiver import ReceivedRequest
-from tests.support import free_port, rex_process, sql, wait_for_http, wait_until
+from tests.support import free_port, missing, rex_process, sql, wait_for_http, wait_until
 
 ACKNOWLEDGED = (200, 201)
 
@@ -43,12 +44,13 @@ class RexProcess:
     url: str | None = None
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    prefix: list[str] = field(default_factory=list)  # e.g. faketime -f +10m
 
     def start(self) -> RexProcess:
         self.starts += 1
         with self.log.open("a") as out:
             out.write(f"\n--- start {self.starts} ---\n")
-        self.process = rex_process(self.args, self.env, self.log)
+        self.process = rex_process(self.args, self.env, self.log, self.prefix)
         if self.url is not None:
             wait_for_http(f"{self.url}/healthz", self.process, self.log)
         else:
@@ -98,8 +100,16 @@ def rex_serve(env: dict[str, str], log: Path, *extra: str) -> RexProcess:
     )
 
 
-def rex_worker(env: dict[str, str], log: Path, concurrency: int = 16) -> RexProcess:
-    return RexProcess(["worker", "--concurrency", str(concurrency)], env, log)
+def rex_worker(
+    env: dict[str, str],
+    log: Path,
+    concurrency: int = 16,
+    *extra: str,
+    prefix: list[str] | None = None,
+) -> RexProcess:
+    return RexProcess(
+        ["worker", "--concurrency", str(concurrency), *extra], env, log, prefix=prefix or []
+    )
 
 
 @contextlib.contextmanager
@@ -140,6 +150,88 @@ def subscribe(url: str, key: str, target: str, **body: Any) -> str:
     )
     response.raise_for_status()
     return str(response.json()["data"]["id"])
+
+
+# -- faults that need root: a small disk, a dropped network path, a clock --------------------
+
+
+def require_root_tools(*tools: str) -> None:
+    """Skip (fail under REX_TEST_REQUIRE_ALL=1, as in CI, which runs as root) unless this is
+    root and every tool is installed."""
+    if os.geteuid() != 0:
+        missing(f"needs root for {', '.join(tools)} (CI runs as root)")
+    absent = [tool for tool in tools if shutil.which(tool) is None]
+    if absent:
+        missing(f"{', '.join(absent)} not installed (Debian packages; .ci/run installs them)")
+
+
+@contextlib.contextmanager
+def small_disk(size_mib: int) -> Iterator[Path]:
+    """A tmpfs of ``size_mib`` MiB mounted on a fresh directory; always unmounted after."""
+    mountpoint = Path(tempfile.mkdtemp(prefix="rex-tmpfs-"))
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0700", "tmpfs", str(mountpoint)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    try:
+        yield mountpoint
+    finally:
+        result = subprocess.run(["umount", str(mountpoint)], capture_output=True, timeout=30)
+        if result.returncode != 0:  # still open somewhere: detach it now, freed when closed
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=30)
+        with contextlib.suppress(OSError):
+            mountpoint.rmdir()
+
+
+def fill_disk(path: Path) -> Path:
+    """Write ``path`` until its filesystem is full (ENOSPC); returns the file to delete."""
+    with path.open("wb", buffering=0) as out:
+        for size in (1024 * 1024, 4096, 1):  # then the last few bytes
+            for _ in range(100_000):  # bounded
+                try:
+                    out.write(b"\0" * size)
+                except OSError as exc:
+                    if exc.errno != 28:
+                        raise
+                    break
+    return path
+
+
+class Partition:
+    """A silent network partition between Rex and a TCP port on loopback: iptables DROPs
+    every packet to or from ``port`` on ``lo`` (no RST, no FIN), in INPUT and OUTPUT. The
+    rules carry a comment unique to this test process and are the only ones touched;
+    ``heal`` (always called on exit) deletes exactly them."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.comment = f"rex-test-{os.getpid()}"
+        self._rules: list[list[str]] = []
+        for chain, interface in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            for direction in ("--dport", "--sport"):
+                self._rules.append(
+                    [chain, interface, "lo", "-p", "tcp", direction, str(port),
+                     "-m", "comment", "--comment", self.comment, "-j", "DROP"]
+                )  # fmt: skip
+        self._inserted: list[list[str]] = []
+
+    def cut(self) -> None:
+        for rule in self._rules:
+            subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True, timeout=30)
+            self._inserted.append(rule)
+
+    def heal(self) -> None:
+        while self._inserted:
+            rule = self._inserted.pop()
+            subprocess.run(["iptables", "-D", *rule], check=True, capture_output=True, timeout=30)
+
+    def __enter__(self) -> Partition:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.heal()
 
 
 # -- a private PostgreSQL cluster ----------------------------------------------------------
@@ -400,6 +492,18 @@ def assert_lead_promise(
         "delivered": len(received),
         "duplicates": sum(n - 1 for n in received.values()),
     }
+
+
+def log_events(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a process's log (REX_LOG_JSON=1), parsed."""
+    events = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return events
 
 
 def report(title: str, **figures: Any) -> None:

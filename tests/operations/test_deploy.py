@@ -96,8 +96,10 @@ def test_the_image_builds_and_becomes_ready() -> None:
         pytest.skip("no working container engine here (docker/podman info fails)")
     tag = f"rexgtm-test:{uuid.uuid4().hex[:8]}"
     root = DEPLOY.parent
+    # podman's default (OCI) image format drops HEALTHCHECK; the docker format keeps it.
+    fmt = ["--format", "docker"] if Path(engine).name == "podman" else []
     subprocess.run(
-        [engine, "build", "-f", str(DEPLOY / "Dockerfile"), "-t", tag, str(root)],
+        [engine, "build", *fmt, "-f", str(DEPLOY / "Dockerfile"), "-t", tag, str(root)],
         check=True,
         timeout=1200,
     )

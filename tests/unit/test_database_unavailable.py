@@ -6,11 +6,14 @@ asyncpg's error reaches the handler wrapped in SQLAlchemy's DBAPIError without
 
 from __future__ import annotations
 
+import sqlite3
+
 import asyncpg.exceptions
 import pytest
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from rex.api.errors import _database_unavailable
+from rex.db.outage import database_unavailable, storage_full, unavailable_from
+from rex.errors import StorageFull, Unavailable
 
 
 def wrapped(driver_error: Exception) -> DBAPIError:
@@ -40,7 +43,7 @@ def wrapped(driver_error: Exception) -> DBAPIError:
     ],
 )
 def test_lost_or_refused_database_is_unavailable(driver_error: Exception) -> None:
-    assert _database_unavailable(wrapped(driver_error))
+    assert database_unavailable(wrapped(driver_error))
 
 
 @pytest.mark.parametrize(
@@ -53,4 +56,44 @@ def test_lost_or_refused_database_is_unavailable(driver_error: Exception) -> Non
     ],
 )
 def test_bugs_and_bad_statements_are_not_unavailability(error: Exception) -> None:
-    assert not _database_unavailable(error)
+    assert not database_unavailable(error)
+
+
+def sqlite_full() -> OperationalError:
+    """What SQLAlchemy raises when SQLite cannot grow its file (SQLITE_FULL)."""
+    driver_error = sqlite3.OperationalError("database or disk is full")
+    driver_error.sqlite_errorcode = sqlite3.SQLITE_FULL
+    driver_error.sqlite_errorname = "SQLITE_FULL"
+    return OperationalError("INSERT INTO contacts ...", {}, driver_error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlite_full(),
+        wrapped(asyncpg.exceptions.DiskFullError("could not extend file: No space left")),
+        OSError(28, "No space left on device"),
+    ],
+)
+def test_a_full_disk_is_storage_full(error: Exception) -> None:
+    assert storage_full(error)
+    domain = unavailable_from(error)
+    assert isinstance(domain, StorageFull) and domain.type == "storage_full"
+    assert domain.retry_after is not None
+
+
+def test_an_outage_is_unavailable_not_storage_full() -> None:
+    domain = unavailable_from(wrapped(ConnectionResetError(104, "Connection reset by peer")))
+    assert isinstance(domain, Unavailable) and not isinstance(domain, StorageFull)
+    assert domain.retry_after == 2
+
+
+def test_an_application_error_is_never_taken_for_an_outage() -> None:
+    """A 4xx raised inside a transaction while handling a network error stays a 4xx."""
+    try:
+        try:
+            raise ConnectionResetError(104, "a receiver reset")
+        except ConnectionResetError:
+            raise ValueError("bad input") from None
+    except ValueError as error:
+        assert unavailable_from(error) is None

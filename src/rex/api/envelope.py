@@ -99,7 +99,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "with a different request (or still in flight)",
         413: "Request body too large",
         422: "Invalid input",
-        503: "Database unavailable; retry after the Retry-After delay",
+        503: "Database unavailable (`service_unavailable`), or its disk is full "
+        "(`storage_full`: nothing was written); retry after the Retry-After delay",
     }.items()
 }
 

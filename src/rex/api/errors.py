@@ -9,8 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +21,7 @@ from rex.api.envelope import (
     error_response,
 )
 from rex.api.routes import api_operations
+from rex.db.outage import unavailable_from
 from rex.errors import (
     ChallengeFailed,
     Conflict,
@@ -30,6 +30,7 @@ from rex.errors import (
     Malformed,
     NotFound,
     RateLimited,
+    StorageFull,
     TooLarge,
     Unavailable,
     Unsupported,
@@ -49,6 +50,7 @@ __all__ = [
     "domain_error_response",
     "error_response",
     "install_error_handlers",
+    "unavailable_response",
 ]
 
 # Each domain error's status (the envelope's ``type`` follows from it); the most specific
@@ -71,7 +73,7 @@ def api_error_for(exc: DomainError) -> ApiError:
     field and ``Retry-After``."""
     status = next((code for kind, code in _DOMAIN_STATUS if isinstance(exc, kind)), 500)
     headers = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
-    return ApiError(status, exc.message, type=exc.code, field=exc.field, headers=headers)
+    return ApiError(status, exc.message, type=exc.type, field=exc.field, headers=headers)
 
 
 def domain_error_response(exc: DomainError) -> JSONResponse:
@@ -82,48 +84,19 @@ def domain_error_response(exc: DomainError) -> JSONResponse:
     )
 
 
+def unavailable_response(exc: Unavailable, path: str) -> JSONResponse:
+    """503 with ``Retry-After``. An outage is logged once per request without a traceback;
+    a full disk not at all (``rex.db.outage.STORAGE`` logs when it starts and ends)."""
+    if not isinstance(exc, StorageFull):
+        cause = exc.__cause__ or exc
+        log.warning("database_unavailable", path=path, error=type(cause).__name__)
+    return domain_error_response(exc)
+
+
 def describe_validation(exc: RequestValidationError) -> tuple[int, str, str | None]:
     """The status, message and field of the envelope for a request that failed validation."""
     error = api_error_for(invalid_input(exc.errors()))
     return error.status, error.message, error.field
-
-
-# PostgreSQL error classes that mean "the server cannot serve us now", not "bad request":
-# 08 connection exception (08003: the connection was closed mid-operation), 53 insufficient
-# resources (too many connections), 57P operator intervention (shutting down, starting up).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc``, the driver error it wraps, and their causes (asyncpg's error hides behind
-    SQLAlchemy's ``DBAPIError.orig`` and that one's ``__cause__``)."""
-    seen: list[BaseException] = []
-    pending: list[BaseException | None] = [exc]
-    while pending and len(seen) < 10:
-        current = pending.pop()
-        if current is None or any(current is s for s in seen):
-            continue
-        seen.append(current)
-        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
-    return seen
-
-
-def _database_unavailable(exc: Exception) -> bool:
-    if isinstance(exc, PoolTimeoutError | InterfaceError):
-        return True
-    if isinstance(exc, OperationalError | DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, OperationalError):
-        text = str(exc).lower()
-        if "locked" in text or "busy" in text or "connect" in text:
-            return True
-    for cause in _causes(exc):
-        if isinstance(cause, OSError | ConnectionError):
-            return True
-        sqlstate = getattr(cause, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
-            return True
-    return False
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -144,7 +117,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(DomainError)
-    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        if isinstance(exc, Unavailable):
+            return unavailable_response(exc, request.url.path)
         return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -172,7 +147,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def database_error_response(exc: Exception, path: str) -> JSONResponse | None:
     """The answer to a database error that is not a bug: a 409 for a constraint that caught a
-    concurrent change, a 503 for an unavailable database; None for anything else."""
+    concurrent change, a 503 (``Unavailable``, ``StorageFull``) for a database that cannot
+    serve now, raised as the domain's error or still as the driver's; None for anything
+    else."""
     if isinstance(exc, IntegrityError):
         # A constraint caught what a check-then-write lost to a concurrent request (two
         # POST /contacts with one email at once): the transaction rolled back.
@@ -182,22 +159,17 @@ def database_error_response(exc: Exception, path: str) -> JSONResponse | None:
             "This conflicts with a concurrent change (e.g. a duplicate); nothing was "
             "written. Read the current state and retry.",
         )
-    if _database_unavailable(exc):
-        log.warning("database_unavailable", path=path, error=type(exc).__name__)
+    unavailable = unavailable_from(exc)
+    if unavailable is not None:
         # Not "nothing was written": a connection lost during COMMIT leaves the outcome
         # unknown (the PostgreSQL restart fault test saw such a write committed).
-        return error_response(
-            503,
-            "The database is unavailable; the request may not have been applied. Retry "
-            "after Retry-After (with the same Idempotency-Key, if you sent one).",
-            headers={"Retry-After": "2"},
-        )
+        return unavailable_response(unavailable, path)
     return None
 
 
 class DatabaseErrorsMiddleware:
-    """Answers database outages and conflicts raised anywhere below it (routes and the
-    idempotency middleware alike) with ``database_error_response``.
+    """Answers database outages (``Unavailable``) and conflicts raised anywhere below it
+    (routes and the idempotency middleware alike) with ``database_error_response``.
 
     Without it they reach the app-wide ``Exception`` handler, which Starlette runs in its
     outermost ``ServerErrorMiddleware``: that one re-raises after answering, and uvicorn

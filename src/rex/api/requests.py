@@ -14,6 +14,7 @@ import time
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rex import tracing
 from rex.client_ip import ProxyTrust
 from rex.ops import metrics
 from rex.request_id import request_id_from, request_id_var
@@ -54,6 +55,7 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
+        span = tracing.start_request(scope) if tracing.ENABLED else None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -105,6 +107,8 @@ class RequestContextMiddleware:
                 duration_ms=round(duration * 1000, 2),
                 client=self._client(scope),
             )
+            if span is not None:
+                tracing.finish_request(span, route=route, status=status, request_id=request_id)
             if not failed:  # (a failed request's id stays for the lines logging the error)
                 structlog.contextvars.unbind_contextvars("request_id")
                 request_id_var.reset(token)

@@ -101,7 +101,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         headers={"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}},
     ),
     503: _error(
-        "Database unavailable; retry after the Retry-After delay",
+        "Database unavailable (`service_unavailable`), or its disk is full (`storage_full`: "
+        "nothing was written); retry after the Retry-After delay",
         (
             "service_unavailable",
             "The database is unavailable; the request may not have been applied.",
@@ -266,7 +267,7 @@ async def _captcha_decision(
         "We could not check the challenge just now. Your details were kept; please try "
         "again in a minute.",
         retry_after=30,
-        code="captcha_unavailable",
+        type="captcha_unavailable",
     )
     return Decision(SubmissionStatus.REJECTED, result.reason, decision.shape, None, unavailable)
 

@@ -117,7 +117,7 @@ def keys_list(
     require(settings)
 
     async def run() -> list[dict[str, Any]]:
-        db = Database(settings.database_url, pool_size=1)
+        db = Database(settings.database_url, pool_size=1, timeout=settings.database_timeout)
         try:
             async with db.read() as conn:
                 workspace_id = None
@@ -148,7 +148,7 @@ def keys_revoke(
     require(settings)
 
     async def run() -> dict[str, Any] | None:
-        db = Database(settings.database_url, pool_size=1)
+        db = Database(settings.database_url, pool_size=1, timeout=settings.database_timeout)
         try:
             async with db.transaction() as conn:
                 revoked = await keys.revoke(conn, key_id)
@@ -169,7 +169,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
     from rex.ops.health import current_revision, head_revision, list_workers
     from rex.ops.metrics import read_backlog
 
-    db = Database(settings.database_url, pool_size=1)
+    db = Database(settings.database_url, pool_size=1, timeout=settings.database_timeout)
     try:
         async with db.read() as conn:
             workers = await list_workers(conn)

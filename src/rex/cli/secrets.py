@@ -31,7 +31,7 @@ def rotate_key() -> None:
     settings = _settings()
 
     async def run() -> int:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
             async with db.transaction() as conn:

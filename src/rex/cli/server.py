@@ -41,7 +41,7 @@ app.add_typer(workspaces_app, name="workspaces")
 
 async def _bootstrap(settings: Settings) -> str | None:
     """Migrate, make sure the default workspace exists; on first start, make its first key."""
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, timeout=settings.database_timeout)
     try:
         await db.migrate()
         async with db.transaction() as conn:
@@ -106,6 +106,7 @@ def serve(
     from rex.runtime import runtime_of
 
     settings = _settings()
+    _start_tracing(settings, process="api")
     structlog.get_logger("rex.serve").info(
         "serving", database=describe_database(settings.database_url), host=host, port=port
     )
@@ -154,6 +155,22 @@ def serve(
         raise CliError(f"the server could not start on {host}:{port} (see the log above)")
 
 
+def _start_tracing(settings: Settings, *, process: str) -> None:
+    """OpenTelemetry spans when REX_TRACING asks for them (flushed at exit)."""
+    if settings.tracing == "off":
+        return
+    import atexit
+
+    from rex import tracing
+
+    try:
+        tracing.configure(settings.tracing, process=process)
+    except tracing.TracingUnavailable as exc:
+        raise CliError(str(exc)) from None
+    atexit.register(tracing.shutdown)
+    structlog.get_logger("rex.tracing").info("tracing", exporter=settings.tracing)
+
+
 @app.command()
 def worker(
     concurrency: Annotated[
@@ -175,9 +192,10 @@ def worker(
     from rex.worker.transport import AiohttpTransport
 
     settings = _settings()
+    _start_tracing(settings, process="worker")
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         await db.migrate()
         transport = RoutingTransport(
             AiohttpTransport(destination_policy(settings)),
@@ -232,7 +250,7 @@ def migrate() -> None:
     settings = _settings()
 
     async def run() -> None:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
         finally:
@@ -258,7 +276,7 @@ def keys_create(
     expires_at = ops.expiry(expires_in)
 
     async def run() -> tuple[str, str]:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
             async with db.transaction() as conn:
@@ -293,7 +311,7 @@ def workspaces_create(
     ops.require(settings)
 
     async def run() -> str:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             await db.migrate()
             async with db.transaction() as conn:

@@ -7,7 +7,9 @@ service functions).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -19,10 +21,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util.concurrency import await_
 
-from rex import secretbox
+from rex import secretbox, tracing
 from rex.db import sqlite_driver
 from rex.db.group_commit import Committer
+from rex.db.outage import STORAGE, unavailable_from
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises `rex migrate` / `rex serve` start-ups racing on one PostgreSQL database.
@@ -53,8 +57,12 @@ def asyncpg_dsn(url: str) -> str:
 class Database:
     """One engine per process, created at start-up and passed to whoever needs it."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 5.0) -> None:
         self.url = url
+        # REX_DATABASE_TIMEOUT: the longest wait for a connection, a pooled connection or
+        # a statement (see _postgres_engine); SQLite's busy timeout is never shorter than
+        # 10 s (a CLI or backup tool holding the lock briefly is waited for).
+        self.timeout = timeout
         target = async_url(url)
         self.is_sqlite = target.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -62,25 +70,18 @@ class Database:
             if database and database != ":memory:":
                 _create_private_file(Path(database))
             path = database or ":memory:"
+            busy_ms = int(max(timeout, 10.0) * 1000)
             self.engine: AsyncEngine = create_async_engine(
                 target,
                 pool_size=pool_size,
                 max_overflow=0,
                 pool_timeout=60,
                 # The standard sqlite3 module, inline on the event loop (see sqlite_driver).
-                async_creator=lambda: sqlite_driver.connect(path, init=_SQLITE_OPEN),
+                async_creator=lambda: sqlite_driver.connect(path, init=_sqlite_open(busy_ms)),
             )
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, busy_ms)
         else:
-            self.engine = create_async_engine(
-                target,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                # Not a ping on every checkout (a round trip a transaction): see below.
-                pool_pre_ping=False,
-                pool_timeout=30,
-            )
-            _ping_when_idle(self.engine)
+            self.engine = _postgres_engine(target, pool_size=pool_size, timeout=timeout)
         # Endpoint secrets are encrypted with this database's key (see rex.secretbox).
         secretbox.attach(self.engine.sync_engine.dialect, secretbox.for_database(url))
         self._queued_callbacks: list[Callable[[], None]] = []
@@ -108,16 +109,28 @@ class Database:
         other requests of this process (see ``group_commit``), each one isolated by a
         savepoint, so its outcome is exactly as if it had committed alone.
         """
-        if self._committer is not None:
-            async with self._committer.unit() as conn:
+        with tracing.transaction_span(self.dialect):
+            async with self._transaction() as conn:
                 yield conn
-            return
-        async with self.engine.connect() as conn:
-            conn.info.pop(QUEUED_FLAG, None)  # left by a transaction that failed
-            async with conn.begin():
-                yield conn
-            # Not in a `finally`: reading `info` of a connection that broke reconnects.
-            queued = conn.info.pop(QUEUED_FLAG, False)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            if self._committer is not None:
+                async with self._committer.unit() as conn:
+                    yield conn
+                STORAGE.wrote()
+                return
+            async with self._connect() as conn:
+                conn.info.pop(QUEUED_FLAG, None)  # left by a transaction that failed
+                async with conn.begin():
+                    yield conn
+                # Not in a `finally`: reading `info` of a connection that broke reconnects.
+                queued = conn.info.pop(QUEUED_FLAG, False)
+        except Exception as exc:
+            _raise_unavailable(exc)
+            raise
+        STORAGE.wrote()
         if queued:
             self._deliveries_queued()
 
@@ -131,7 +144,19 @@ class Database:
         ``urgent`` work goes before the requests waiting there (the delivery worker's).
         """
         if self._committer is not None:
-            return await self._committer.run(work, urgent=urgent)
+            try:
+                if not tracing.ENABLED:
+                    result = await self._committer.run(work, urgent=urgent)
+                else:
+                    with tracing.transaction_span(self.dialect):
+                        # The committer calls `work` on its own task: in this trace's context.
+                        traced = tracing.carry_context(work)
+                        result = await self._committer.run(traced, urgent=urgent)
+            except Exception as exc:
+                _raise_unavailable(exc)
+                raise
+            STORAGE.wrote()
+            return result
         async with self.transaction() as conn:
             return await work(conn)
 
@@ -146,14 +171,51 @@ class Database:
             callback()
 
     @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection within REX_DATABASE_TIMEOUT in all: waiting for the pool, the
+        idle ping, and a fresh connection when the ping found the pooled one dead (each is
+        bounded on its own, but one after the other they could add up)."""
+        if self.is_sqlite:
+            async with self.engine.connect() as conn:
+                yield conn
+            return
+        conn = self.engine.connect()
+        async with asyncio.timeout(self.timeout):
+            await conn.start()
+        try:
+            yield conn
+        finally:
+            await asyncio.shield(conn.close())
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only unit of work (a consistent snapshot on both backends)."""
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+        try:
+            async with self._connect() as conn, conn.begin():
+                yield conn
+        except Exception as exc:
+            _raise_unavailable(exc)
+            raise
 
     async def migrate(self) -> None:
-        """Bring the schema up to date (idempotent; safe when several processes start at once)."""
-        async with self.engine.connect() as conn:
+        """Bring the schema up to date (idempotent; safe when several processes start at once).
+
+        On PostgreSQL through a connection of its own without the statement timeout: a
+        migration of a large table may take longer than REX_DATABASE_TIMEOUT."""
+        engine = self.engine
+        if not self.is_sqlite:
+            engine = _postgres_engine(
+                self.engine.url, pool_size=1, timeout=self.timeout, statements=False
+            )
+            secretbox.attach(engine.sync_engine.dialect, secretbox.for_database(self.url))
+        try:
+            await self._migrate(engine)
+        finally:
+            if engine is not self.engine:
+                await engine.dispose()
+
+    async def _migrate(self, engine: AsyncEngine) -> None:
+        async with engine.connect() as conn:
             if not self.is_sqlite:
                 await conn.execute(sa.text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_ID})"))
             try:
@@ -170,6 +232,14 @@ class Database:
         if self._committer is not None:
             await self._committer.close()
         await self.engine.dispose()
+
+
+def _raise_unavailable(exc: Exception) -> None:
+    """Raise the domain's ``Unavailable`` (``StorageFull``) for an error that means the
+    database cannot serve now; return for anything else (a bug, a constraint, a 4xx)."""
+    unavailable = unavailable_from(exc)
+    if unavailable is not None and unavailable is not exc:
+        raise unavailable from exc
 
 
 def _create_private_file(path: Path) -> None:
@@ -195,7 +265,78 @@ def _upgrade_head(connection: sa.Connection) -> None:
 _PING_AFTER_IDLE = 1.0
 
 
-def _ping_when_idle(engine: AsyncEngine) -> None:
+def _postgres_engine(
+    target: sa.URL, *, pool_size: int, timeout: float, statements: bool = True
+) -> AsyncEngine:
+    """The asyncpg engine, every wait bounded by ``timeout`` (REX_DATABASE_TIMEOUT):
+
+    - connecting: asyncpg's ``timeout`` (TCP connect, TLS and start-up);
+    - a pooled connection: the pool's ``pool_timeout``;
+    - each statement (``statements``): asyncpg's ``command_timeout``; a statement past it
+      raises ``TimeoutError`` and its connection is discarded (``_discard_on_timeout``),
+      never rolled back or reused, since it may be stuck in a dead TCP connection;
+    - a connection that went silent while idle (a partition: no RST, no FIN): TCP
+      keepalives and ``TCP_USER_TIMEOUT`` on its socket (``tune_socket``) make the kernel
+      give up on it, and the idle ping (``_ping_when_idle``) replaces it before use.
+    """
+    connect_args: dict[str, Any] = {"timeout": timeout}
+    if statements:
+        connect_args["command_timeout"] = timeout
+    engine = create_async_engine(
+        target,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        # Not a ping on every checkout (a round trip a transaction): see below.
+        pool_pre_ping=False,
+        pool_timeout=timeout,
+        connect_args=connect_args,
+    )
+    # A ping answers in milliseconds when the path works.
+    _ping_when_idle(engine, ping_timeout=min(1.0, timeout / 2))
+    _discard_on_timeout(engine)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        tune_socket(dbapi_connection.driver_connection, timeout)
+
+    return engine
+
+
+def tune_socket(connection: Any, timeout: float) -> None:
+    """TCP keepalives and ``TCP_USER_TIMEOUT`` on an asyncpg connection's socket, so that a
+    silent peer is noticed within about ``timeout`` seconds instead of the kernel's two
+    hours (keepalives) or fifteen minutes (retransmissions). asyncpg has no libpq-style
+    ``keepalives_*`` options: the socket is set directly (Linux; elsewhere what exists)."""
+    transport = getattr(connection, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: no network path to lose
+    seconds = max(1, int(timeout))
+    with suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", seconds),
+            ("TCP_KEEPINTVL", 1),
+            ("TCP_KEEPCNT", seconds),
+            ("TCP_USER_TIMEOUT", seconds * 1000),
+        ):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+def _discard_on_timeout(engine: AsyncEngine) -> None:
+    """A statement that timed out (``command_timeout``) leaves its connection in an unknown
+    state, possibly in a dead TCP connection: SQLAlchemy is told it is a disconnect, so the
+    connection is closed at once instead of rolled back (a second wait) and reused."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        error = context.original_exception
+        if isinstance(error, TimeoutError) or isinstance(error.__cause__, TimeoutError):
+            context.is_disconnect = True
+
+
+def _ping_when_idle(engine: AsyncEngine, ping_timeout: float) -> None:
     """Pessimistic disconnect handling without a round trip per transaction.
 
     SQLAlchemy's ``pool_pre_ping`` pings every connection it lends: under load that was one
@@ -216,28 +357,31 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
         if last_used is None or time.monotonic() - last_used < _PING_AFTER_IDLE:
             return
         try:
-            dbapi_connection.ping()
+            # Bounded apart from the statement timeout: a ping that waits that long, then a
+            # fresh connection that does too, would be twice REX_DATABASE_TIMEOUT.
+            await_(dbapi_connection.driver_connection.fetchrow(";", timeout=ping_timeout))
         except Exception as exc:
-            raise DisconnectionError(f"connection lost while idle: {exc}") from exc
+            raise DisconnectionError(f"connection lost while idle: {exc!r}") from exc
 
 
-# Run on the thread that opens each SQLite connection: the busy timeout first, so that
-# switching to WAL (a database-wide change, which takes a lock) waits for another process's
-# lock instead of failing at once.
-_SQLITE_OPEN = ("PRAGMA busy_timeout=10000", "PRAGMA journal_mode=WAL")
+def _sqlite_open(busy_ms: int) -> tuple[str, ...]:
+    """Run on the thread that opens each SQLite connection: the busy timeout first, so that
+    switching to WAL (a database-wide change, which takes a lock) waits for another
+    process's lock instead of failing at once."""
+    return (f"PRAGMA busy_timeout={busy_ms}", "PRAGMA journal_mode=WAL")
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below decide how transactions start.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # journal_mode=WAL is set when the connection opens (_SQLITE_OPEN, off the loop).
+        # journal_mode=WAL is set when the connection opens (_sqlite_open, off the loop).
         # FULL: an acknowledged capture survives power loss, not only a process crash.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

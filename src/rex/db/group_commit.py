@@ -37,6 +37,8 @@ import structlog
 from sqlalchemy.engine.interfaces import PoolProxiedConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from rex.db.outage import database_unavailable, storage_full
+
 log = structlog.get_logger("rex.db")
 
 T = TypeVar("T")
@@ -188,7 +190,13 @@ class Committer:
                 await self._batch(first)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # every unit has been told; keep serving the next ones
+            except Exception as exc:  # every unit has been told; keep serving the next ones
+                if storage_full(exc):
+                    continue  # each refused unit is counted, and logged once (rex.db.outage)
+                if database_unavailable(exc):
+                    # Locked past the busy timeout, an I/O error: no traceback per batch.
+                    log.warning("group_commit_failed", error=str(exc).splitlines()[0][:200])
+                    continue
                 log.exception("group_commit_failed")
 
     async def _batch(self, first: _Unit) -> None:

@@ -206,6 +206,20 @@ events = sa.Table(
     sa.Index(None, "workspace_id", "created_at"),
 )
 
+# The trace context an event was recorded in (W3C `traceparent`), written only when tracing
+# is on (rex.tracing): a delivery attempt's span links to it, across processes.
+event_traces = sa.Table(
+    "event_traces",
+    metadata,
+    sa.Column(
+        "event_id",
+        sa.String(40),
+        sa.ForeignKey("events.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("traceparent", sa.String(64), nullable=False),
+)
+
 endpoints = sa.Table(
     "endpoints",
     metadata,

@@ -223,7 +223,7 @@ class SessionStreamer:
         except Exception as exc:  # the database is down or busy: the next poll retries
             log.warning("listen_claim_failed", session=self.session_id, error=str(exc)[:200])
             return []
-        timestamp = int(time.time())
+        timestamp = int(utcnow().timestamp())
         return [
             sse(
                 "delivery",

@@ -2,8 +2,11 @@
 
 - ``/healthz`` (liveness) answers as long as the process serves HTTP: it touches nothing.
 - ``/readyz`` (readiness) checks that the database answers, that its schema is at the
-  newest migration this version of Rex knows, and, in a process that runs a delivery worker,
-  that the worker's heartbeat in the database is fresh.
+  newest migration this version of Rex knows, that its disk takes writes (``storage``: not
+  after a write was refused for a full disk, until one succeeds again), and, in a process
+  that runs a delivery worker, that the worker's heartbeat in the database is fresh. Its
+  ``clock`` check is informational: a warning when this machine's clock is more than the
+  signature tolerance away from the database's, while Rex stays ready (rex.db.clocksync).
 
 Every delivery worker (embedded in ``rex serve`` or ``rex worker``) upserts a row of
 ``worker_heartbeats`` every ``HEARTBEAT_INTERVAL`` seconds and marks it stopped when it
@@ -25,8 +28,11 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex.db.clocksync import CLOCK
 from rex.db.engine import MIGRATIONS, Database
+from rex.db.outage import STORAGE
 from rex.db.schema import worker_heartbeats
+from rex.errors import StorageFull
 from rex.ids import utcnow
 
 log = structlog.get_logger("rex.health")
@@ -101,6 +107,8 @@ class Heartbeat:
         while not stop.is_set():
             try:
                 await self.beat()
+            except StorageFull:  # logged once by rex.db.outage, not every interval
+                pass
             except Exception as exc:  # the database is down: /readyz says so
                 log.warning("heartbeat_failed", worker=self.worker_id, error=str(exc)[:200])
             with contextlib.suppress(TimeoutError):
@@ -147,7 +155,28 @@ async def readiness(db: Database | None, worker_id: str | None) -> Readiness:
                     )
     except Exception as exc:
         checks.setdefault("database", f"unavailable: {type(exc).__name__}")
-    return Readiness(all(v == "ok" for v in checks.values()), checks)
+    # Shown only when they have something to say (a healthy body keeps its three checks).
+    # The disk: a process whose writes are refused for a full disk is not ready.
+    if STORAGE.full:
+        checks["storage"] = storage_check()
+    # Informational: a machine clock far from the database's is warned about, but Rex
+    # decides on the database's time, so it stays ready (rex.db.clocksync).
+    if (clock := CLOCK.check(db)) != "ok":
+        checks["clock"] = clock
+    ready = all(v == "ok" for name, v in checks.items() if name not in _INFORMATIONAL)
+    return Readiness(ready, checks)
+
+
+_INFORMATIONAL = frozenset({"clock"})
+
+
+def storage_check() -> str:
+    if not STORAGE.full or STORAGE.full_since is None:
+        return "ok"
+    return (
+        f"full since {STORAGE.full_since.isoformat(timespec='seconds')}: "
+        f"{STORAGE.refused_now} writes refused; free space on the database's disk"
+    )
 
 
 @dataclass(frozen=True)

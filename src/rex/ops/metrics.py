@@ -22,14 +22,45 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncConnection
 from ulid import ULID
 
+from rex.db.clocksync import CLOCK
+from rex.db.outage import STORAGE
 from rex.db.schema import deliveries, endpoints
 from rex.ids import utcnow
 
 disable_created_metrics()  # type: ignore[no-untyped-call] # no `*_created` series: half the output, no use for alerting
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+class _DatabaseConditions(Collector):
+    """What this process knows about its database, read at scrape time: whether its writes
+    are refused for a full disk (``rex.db.outage``) and its clock's offset to the
+    database's (``rex.db.clocksync``)."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield GaugeMetricFamily(
+            "rex_storage_full",
+            "1 while this process's writes are refused because the database's disk is full.",
+            value=1 if STORAGE.full else 0,
+        )
+        yield CounterMetricFamily(
+            "rex_storage_full_refusals",
+            "Writes (requests, worker cycles) this process had refused for a full disk.",
+            value=STORAGE.refused_total,
+        )
+        if CLOCK.offset is not None:
+            yield GaugeMetricFamily(
+                "rex_clock_offset_seconds",
+                "The database's clock minus this machine's (PostgreSQL; measured every 30 s).",
+                value=CLOCK.offset,
+            )
+
+
+REGISTRY.register(_DatabaseConditions())
 
 CAPTURES = Counter(
     "rex_captures_total",

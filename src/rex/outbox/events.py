@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex import tracing
 from rex.db.engine import QUEUED_FLAG
 from rex.db.schema import deliveries, endpoints, events
 from rex.db.types import UTCDateTime
@@ -21,6 +22,7 @@ from rex.ids import new_id
 from rex.outbox.catalogue import EventType, matches
 from rex.outbox.envelope import dumps, envelope
 from rex.outbox.records import NOTIFY_CHANNEL, DeliveryStatus
+from rex.outbox.traces import remember as remember_trace
 
 # The statements every write runs, built once (values are bound parameters, so each is
 # compiled once per dialect and cached).
@@ -72,9 +74,13 @@ async def record_event(
         if queued is not None:
             if queued:
                 conn.info[QUEUED_FLAG] = True
+            if tracing.ENABLED:
+                await remember_trace(conn, event_id)
             return event_id
     else:
         await conn.execute(_INSERT_EVENT, event_row)
+    if tracing.ENABLED:
+        await remember_trace(conn, event_id)
     if only_endpoint_id is None:
         rows = await conn.execute(_ENABLED_ENDPOINTS, {"workspace_id": workspace_id})
     else:

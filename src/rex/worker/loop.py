@@ -13,14 +13,18 @@ import os
 import socket
 import time
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex import tracing
 from rex.clock import SYSTEM_CLOCK, Clock
-from rex.db.engine import Database, asyncpg_dsn
+from rex.db.clocksync import CLOCK
+from rex.db.engine import Database, asyncpg_dsn, tune_socket
+from rex.errors import StorageFull
 from rex.ops import metrics
-from rex.outbox import attempts, queue
+from rex.outbox import attempts, queue, traces
 from rex.outbox.records import NOTIFY_CHANNEL, AttemptOutcome, ClaimedDelivery
 from rex.policies import DeliveryConfig
 from rex.worker.headers import signed_headers
@@ -32,6 +36,10 @@ log = structlog.get_logger("rex.worker")
 
 _MIN_IDLE_WAIT = 0.05
 _MIN_CYCLE_INTERVAL = 0.005
+# On a full disk the worker retries its cycle after 0.5 s, 1 s, 2 s... up to this: no hot
+# loop (and no log line per cycle) while the disk stays full, and it resumes by itself
+# within this long once space is freed.
+_FULL_DISK_MAX_BACKOFF = 5.0
 
 
 class DeliveryWorker:
@@ -64,6 +72,9 @@ class DeliveryWorker:
         self._in_flight: set[asyncio.Task[None]] = set()
         # Attempts sent whose outcome is not stored yet (their rows are still leased).
         self._finished: list[tuple[ClaimedDelivery, AttemptOutcome]] = []
+        # Cycles refused in a row for a full disk, and until when (monotonic) to wait.
+        self._full_disk_failures = 0
+        self._paused_until = 0.0
         db.on_deliveries_queued(self.wake)
 
     def wake(self) -> None:
@@ -88,7 +99,10 @@ class DeliveryWorker:
                 if pause > 0:
                     await asyncio.wait({stopping}, timeout=pause)
                     wait -= pause
-                if wait > 0:
+                if self._paused_until > time.monotonic():
+                    # Backing off (a full disk): kicks do not cut the pause short.
+                    await asyncio.wait({stopping}, timeout=self._paused_until - time.monotonic())
+                elif wait > 0:
                     kicked = asyncio.create_task(self._kick.wait())
                     await asyncio.wait(
                         {kicked, stopping}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
@@ -118,9 +132,15 @@ class DeliveryWorker:
         if free <= 0 and not finished:
             return self.config.poll_interval  # a finishing attempt kicks us
 
+        parents: dict[str, str] = {}
+
         async def record_and_claim(
             conn: AsyncConnection,
         ) -> tuple[list[str], list[ClaimedDelivery], datetime | None]:
+            if not self.db.is_sqlite and CLOCK.due():
+                # The database's clock (rex.db.clocksync): measured before the first claim
+                # and every 30 s, so a machine clock that runs fast steals no lease.
+                await CLOCK.measure(conn)
             # Read when the transaction runs, not before it waited for the write lock: the
             # claim (leases, due times, which secrets still sign) is decided at this time.
             now = self.clock.now()
@@ -148,6 +168,8 @@ class DeliveryWorker:
             # endpoint at its concurrency limit (left out: one of our attempts finishing
             # kicks us, other workers' are found by polling), so this does not spin.
             next_due = await queue.next_due_at(conn, now) if len(claimed) < free else None
+            if tracing.ENABLED and claimed:
+                parents.update(await traces.traceparents(conn, [d.event_id for d in claimed]))
             return disabled, claimed, next_due
 
         try:
@@ -156,18 +178,31 @@ class DeliveryWorker:
             disabled, claimed, next_due = await self.db.run_in_transaction(
                 record_and_claim, urgent=True
             )
+        except StorageFull:
+            # The disk is full (STORAGE logged it once): back off, doubling, and keep the
+            # outcomes for the cycle that succeeds once space is freed.
+            self._finished[:0] = finished
+            self._full_disk_failures += 1
+            pause: float = min(0.5 * 2.0 ** (self._full_disk_failures - 1), _FULL_DISK_MAX_BACKOFF)
+            self._paused_until = time.monotonic() + pause
+            if self._full_disk_failures == 1:
+                log.warning("worker_paused_storage_full", unrecorded=len(finished))
+            return pause
         except Exception as exc:  # the database is down or locked: polling will retry
             # Outcomes not stored are kept for the next cycle; if the leases expire first,
             # the deliveries are sent again (at-least-once).
             self._finished[:0] = finished
             log.warning("worker_cycle_failed", error=str(exc)[:200], unrecorded=len(finished))
             return self.config.poll_interval
+        if self._full_disk_failures:
+            log.warning("worker_resumed", refused_cycles=self._full_disk_failures)
+            self._full_disk_failures = 0
         for endpoint_id in disabled:
             log.warning("endpoint_disabled", endpoint=endpoint_id)
         if not claim:
             return 0.0
         for delivery in claimed:
-            task = asyncio.create_task(self._deliver(delivery))
+            task = asyncio.create_task(self._deliver(delivery, parents.get(delivery.event_id)))
             self._in_flight.add(task)
             task.add_done_callback(self._attempt_done)
         if len(claimed) == free or self._finished:
@@ -181,7 +216,22 @@ class DeliveryWorker:
         self._in_flight.discard(task)
         self._kick.set()
 
-    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+    async def _deliver(self, delivery: ClaimedDelivery, traceparent: str | None = None) -> None:
+        if not tracing.ENABLED:
+            await self._attempt(delivery, tracing.AttemptSpan(None))
+            return
+        with tracing.attempt_span(
+            delivery_id=delivery.id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            endpoint_id=delivery.endpoint_id,
+            attempt=delivery.attempt_count + 1,
+            url_host=urlsplit(delivery.url).hostname,
+            traceparent=traceparent,
+        ) as span:
+            await self._attempt(delivery, span)
+
+    async def _attempt(self, delivery: ClaimedDelivery, span: tracing.AttemptSpan) -> None:
         at = self.clock.now()
         headers = signed_headers(delivery, int(at.timestamp()))
         started = time.perf_counter()
@@ -215,6 +265,7 @@ class DeliveryWorker:
                 retry_after=retry_after,
             ),
         )
+        span.answered(status_code=status_code, error=error, result=outcome.status.value)
         log.info(
             "delivery_attempt",
             delivery=delivery.id,
@@ -251,7 +302,10 @@ class DeliveryWorker:
         dsn = asyncpg_dsn(self.db.url)
         while not stop.is_set():
             try:
-                connection = await asyncpg.connect(dsn)
+                connection = await asyncpg.connect(dsn, timeout=self.db.timeout)
+                # It idles for hours: keepalives make a silent partition end it (and the
+                # termination listener below reconnects) within about the timeout.
+                tune_socket(connection, self.db.timeout)
             except Exception as exc:
                 log.warning("listen_connect_failed", error=str(exc)[:200])
                 await asyncio.sleep(2)

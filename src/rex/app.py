@@ -15,6 +15,7 @@ from rex.api.hosts import HostCheckMiddleware
 from rex.api.idempotency import IdempotencyMiddleware
 from rex.api.limits import RequestGuardMiddleware
 from rex.api.openapi import install_openapi
+from rex.api.query import ONE_VALUE_PER_SCALAR
 from rex.api.requests import RequestContextMiddleware
 from rex.api.warmup import build_routes
 from rex.capture.router import router as capture_router
@@ -152,8 +153,10 @@ def create_app(
     app.add_middleware(HostCheckMiddleware)  # two Host headers are a 400
     # X-Request-Id, the access log, HTTP metrics (outermost: it sees every answer).
     app.add_middleware(RequestContextMiddleware, proxy_trust=runtime.proxy_trust)
-    app.include_router(capture_router)  # no API key: the host names the workspace
-    app.include_router(ops_router)  # /healthz, /readyz, /metrics (a token of their own)
+    # no API key: the host names the workspace
+    app.include_router(capture_router, dependencies=[ONE_VALUE_PER_SCALAR])
+    # /healthz, /readyz, /metrics (a token of their own)
+    app.include_router(ops_router, dependencies=[ONE_VALUE_PER_SCALAR])
     app.include_router(
         authenticated_routes(
             contacts_router,

@@ -58,7 +58,7 @@ async def _session(
             config=settings.listen,
             now=utcnow(),
         )
-    return str(opened["id"])
+    return opened.id
 
 
 async def _events(db: Database, workspace_id: str, n: int) -> None:

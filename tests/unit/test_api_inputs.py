@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 import pytest
+from fastapi import Depends, FastAPI, Query
 from pydantic import TypeAdapter, ValidationError
 
 from rex.api.errors import domain_error_response
 from rex.api.idempotency import request_fingerprint
 from rex.api.limits import body_problem, json_not_utf8
+from rex.api.query import scalar_query_names
 from rex.db.pagination import decode_cursor, encode_cursor
 from rex.errors import BadCursor
 from rex.validation import IsoDate, Metadata, UtcTime
@@ -116,3 +119,25 @@ def test_documented_webhook_examples_are_valid_payloads() -> None:
         assert examples, event_type
         for example in examples:
             model.model_validate(example)
+
+
+async def _page(limit: int = 20, cursor: str | None = None) -> None:
+    return None
+
+
+def test_scalar_query_names_come_from_the_route_and_its_dependencies() -> None:
+    app = FastAPI()
+
+    @app.get("/things")
+    async def things(
+        _: Annotated[None, Depends(_page)],
+        tag: Annotated[list[str] | None, Query()] = None,
+        kinds: Annotated[tuple[str, ...], Query()] = (),
+        email: Annotated[str | None, Query(alias="e-mail")] = None,
+        due: datetime | None = None,
+    ) -> None:
+        return None
+
+    route = next(r for r in app.routes if getattr(r, "path", "") == "/things")
+    names = scalar_query_names(route)  # type: ignore[arg-type]
+    assert sorted(names) == ["cursor", "due", "e-mail", "limit"]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from rex.api.errors import ApiError
+from rex.api.errors import api_error_for
 from rex.capture.body import (
     BodyKind,
     attribution_from_referer,
@@ -16,6 +16,7 @@ from rex.capture.body import (
     parse_capture,
 )
 from rex.capture.limits import MAX_METADATA_KEYS, check_metadata
+from rex.errors import DomainError
 
 
 def form(*pairs: tuple[str, str]) -> dict[str, Any]:
@@ -104,9 +105,9 @@ def test_consent_checkboxes(pairs: list[tuple[str, str]], consent: dict[str, Any
     ],
 )
 def test_contradictory_or_odd_field_names_are_a_clear_422(pairs: list[tuple[str, str]]) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         form(*pairs)
-    assert caught.value.status == 422
+    assert api_error_for(caught.value).status == 422
     assert caught.value.field
 
 
@@ -115,9 +116,9 @@ def test_content_types() -> None:
     assert body_kind(None) is BodyKind.JSON
     assert body_kind("application/x-www-form-urlencoded;charset=UTF-8") is BodyKind.FORM
     assert body_kind("multipart/form-data; boundary=x") is BodyKind.FORM
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         body_kind("text/plain")
-    assert caught.value.status == 415
+    assert api_error_for(caught.value).status == 415
 
 
 def test_attribution_from_the_posting_pages_address() -> None:
@@ -153,19 +154,19 @@ def test_referer_attribution_only_fills_a_silent_form(
 
 def test_metadata_limits() -> None:
     check_metadata({f"k{i}": "v" for i in range(MAX_METADATA_KEYS)}, {})
-    with pytest.raises(ApiError, match="at most 50 keys") as caught:
+    with pytest.raises(DomainError, match="at most 50 keys") as caught:
         check_metadata({f"k{i}": "v" for i in range(40)}, {f"x{i}": "v" for i in range(11)})
-    assert caught.value.status == 422
-    with pytest.raises(ApiError, match="3 levels") as caught:
+    assert api_error_for(caught.value).status == 422
+    with pytest.raises(DomainError, match="3 levels") as caught:
         check_metadata({"a": {"b": {"c": {"d": "deep"}}}}, {})
     assert caught.value.field == "metadata.a.b.c.d"
     check_metadata({"a": {"b": {"c": "fine"}}}, {})
-    with pytest.raises(ApiError, match="2001 characters") as caught:
+    with pytest.raises(DomainError, match="2001 characters") as caught:
         check_metadata({}, {"notes": "x" * 2001})
     assert caught.value.field == "notes"
-    with pytest.raises(ApiError, match="100 characters"):
+    with pytest.raises(DomainError, match="100 characters"):
         check_metadata({"k" * 101: "v"}, {})
-    with pytest.raises(ApiError, match="plain strings") as caught:
+    with pytest.raises(DomainError, match="plain strings") as caught:
         check_metadata({"utm_source": {"nested": "x"}}, {})
     assert caught.value.field == "metadata.utm_source"
 
@@ -189,16 +190,16 @@ def _multipart(*parts: tuple[bytes, bytes], charset: str = "") -> tuple[bytes, H
 )
 async def test_multipart_text_must_be_valid_text_without_nul(value: bytes, status: int) -> None:
     body, headers = _multipart((b"email", b"m@example.com"), (b"company", value))
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         await parse_capture(body, headers, BodyKind.FORM)
-    assert refused.value.status == status
+    assert api_error_for(refused.value).status == status
 
 
 async def test_multipart_nul_in_a_field_name_and_a_declared_charset() -> None:
     body, headers = _multipart((b"email", b"m@example.com"), (b"meta\x00data[x]", b"1"))
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         await parse_capture(body, headers, BodyKind.FORM)
-    assert refused.value.status == 422
+    assert api_error_for(refused.value).status == 422
     latin = "Zoë".encode("latin-1")
     body, headers = _multipart((b"email", b"m@example.com"), (b"company", latin), charset="latin-1")
     parsed = await parse_capture(body, headers, BodyKind.FORM)
@@ -217,9 +218,9 @@ async def test_a_multipart_body_cut_before_its_closing_boundary_is_refused(body:
     # It was taken as a complete form (a lead from half a submission), and the temporary file
     # of a part cut short was never closed (a ResourceWarning from the server).
     headers = Headers({"content-type": "multipart/form-data; boundary=b"})
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         await parse_capture(body, headers, BodyKind.FORM)
-    assert refused.value.status == 400
+    assert api_error_for(refused.value).status == 400
     assert "closing boundary" in refused.value.message
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from rex.api.envelope import ApiError
+from rex.api.query import ONE_VALUE_PER_SCALAR
 from rex.db.engine import Database
 from rex.runtime import Runtime, runtime_of
 from rex.settings import Settings
@@ -82,8 +83,10 @@ REQUIRES_API_KEY = Depends(authenticate)
 
 
 def authenticated_routes(*routers: APIRouter) -> APIRouter:
-    """One router holding ``routers``; every route in it requires an API key."""
-    group = APIRouter(dependencies=[REQUIRES_API_KEY])
+    """One router holding ``routers``; every route in it requires an API key (checked before
+    the one-value-per-scalar rule of ``rex.api.query``, so an anonymous caller learns nothing
+    about the parameters)."""
+    group = APIRouter(dependencies=[REQUIRES_API_KEY, ONE_VALUE_PER_SCALAR])
     for router in routers:
         group.include_router(router)
     return group

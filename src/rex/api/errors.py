@@ -22,7 +22,20 @@ from rex.api.envelope import (
 )
 from rex.api.routes import api_operations
 from rex.db.outage import unavailable_from
-from rex.errors import BadCursor, Conflict, DomainError, Invalid, NotFound, StorageFull, Unavailable
+from rex.errors import (
+    ChallengeFailed,
+    Conflict,
+    DomainError,
+    Invalid,
+    Malformed,
+    NotFound,
+    RateLimited,
+    StorageFull,
+    TooLarge,
+    Unavailable,
+    Unsupported,
+    invalid_input,
+)
 
 log = structlog.get_logger("rex.api")
 
@@ -31,6 +44,7 @@ __all__ = [
     "ApiError",
     "ErrorBody",
     "ErrorEnvelope",
+    "api_error_for",
     "database_error_response",
     "describe_validation",
     "domain_error_response",
@@ -44,19 +58,30 @@ __all__ = [
 _DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
-    (BadCursor, 400),
+    (Malformed, 400),
     (Invalid, 422),
+    (TooLarge, 413),
+    (Unsupported, 415),
+    (RateLimited, 429),
+    (ChallengeFailed, 403),
     (Unavailable, 503),
 )
 
 
+def api_error_for(exc: DomainError) -> ApiError:
+    """The HTTP answer a domain error (``rex.errors``) stands for: status, ``type``, message,
+    field and ``Retry-After``."""
+    status = next((code for kind, code in _DOMAIN_STATUS if isinstance(exc, kind)), 500)
+    headers = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+    return ApiError(status, exc.message, type=exc.type, field=exc.field, headers=headers)
+
+
 def domain_error_response(exc: DomainError) -> JSONResponse:
     """The error envelope for a domain error (``rex.errors``)."""
-    status = next((code for kind, code in _DOMAIN_STATUS if isinstance(exc, kind)), 500)
-    headers = {}
-    if isinstance(exc, Unavailable) and exc.retry_after is not None:
-        headers["Retry-After"] = str(exc.retry_after)
-    return error_response(status, exc.message, type=exc.type, field=exc.field, headers=headers)
+    error = api_error_for(exc)
+    return error_response(
+        error.status, error.message, type=error.type, field=error.field, headers=error.headers
+    )
 
 
 def unavailable_response(exc: Unavailable, path: str) -> JSONResponse:
@@ -70,21 +95,8 @@ def unavailable_response(exc: Unavailable, path: str) -> JSONResponse:
 
 def describe_validation(exc: RequestValidationError) -> tuple[int, str, str | None]:
     """The status, message and field of the envelope for a request that failed validation."""
-    errors = exc.errors()
-    if not errors:
-        return 422, "Invalid request.", None
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-    field = ".".join(loc) or None
-    if first.get("type") == "json_invalid":
-        return 400, "Request body is not valid JSON.", None
-    if first.get("type") == "missing":
-        return 422, f"{field or 'A field'} is required.", field
-    if first.get("type") == "extra_forbidden":
-        return 422, f"Unknown field {field!r}.", field
-    message = str(first.get("msg", "Invalid value."))
-    message = message.removeprefix("Value error, ")
-    return 422, f"{field}: {message}" if field else message, field
+    error = api_error_for(invalid_input(exc.errors()))
+    return error.status, error.message, error.field
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:

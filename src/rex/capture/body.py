@@ -29,8 +29,8 @@ from fastapi import Request
 from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from rex.api.errors import ApiError
 from rex.capture.schemas import ATTRIBUTION_KEYS
+from rex.errors import Invalid, Malformed, TooLarge, Unsupported
 
 MAX_FORM_FIELDS = 200
 MAX_FIELD_NAME_DEPTH = 5
@@ -69,8 +69,7 @@ def body_kind(content_type: str | None) -> BodyKind:
         return BodyKind.FORM
     if media in ("", "application/json"):
         return BodyKind.JSON
-    raise ApiError(
-        415,
+    raise Unsupported(
         f"Unsupported Content-Type {media!r}: send the lead as application/json, "
         "application/x-www-form-urlencoded or multipart/form-data.",
     )
@@ -86,7 +85,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         try:
             size = int(declared)
         except ValueError:
-            raise ApiError(400, "Content-Length is not a number.") from None
+            raise Malformed(None, "Content-Length is not a number.") from None
         if size > limit:
             raise _too_large(limit)
     chunks: list[bytes] = []
@@ -99,8 +98,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"The body is larger than {limit} bytes, the most /capture accepts.")
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"The body is larger than {limit} bytes, the most /capture accepts.")
 
 
 async def parse_capture(body: bytes, headers: Headers, kind: BodyKind) -> ParsedCapture:
@@ -126,9 +125,9 @@ def _parse_json(body: bytes) -> ParsedCapture:
     try:
         data = parse(body)
     except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
-        raise ApiError(400, "Request body is not valid JSON.") from None
+        raise Malformed(None, "Request body is not valid JSON.") from None
     if not isinstance(data, dict):
-        raise ApiError(422, "The body must be a JSON object with at least an email.")
+        raise Invalid(None, "The body must be a JSON object with at least an email.")
     controls = {
         key: "" if value is None or value is False else str(value)
         for key, value in data.items()
@@ -145,10 +144,10 @@ def _urlencoded_pairs(body: bytes) -> list[tuple[str, str]]:
             text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"
         )
     except UnicodeDecodeError:
-        raise ApiError(400, "The form body is not valid UTF-8.") from None
+        raise Malformed(None, "The form body is not valid UTF-8.") from None
     except ValueError:
-        raise ApiError(
-            422, f"Too many form fields: /capture takes at most {MAX_FORM_FIELDS}."
+        raise Invalid(
+            None, f"Too many form fields: /capture takes at most {MAX_FORM_FIELDS}."
         ) from None
 
 
@@ -200,21 +199,19 @@ async def _multipart_pairs(body: bytes, headers: Headers) -> list[tuple[str, str
     try:
         form = await parser.parse()
     except MultiPartException as exc:
-        raise ApiError(400, f"The multipart form is malformed: {exc.message}") from None
+        raise Malformed(None, f"The multipart form is malformed: {exc.message}") from None
     pairs: list[tuple[str, str]] = []
     try:
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 # An <input type="file"> left empty still sends a nameless, empty part.
                 if value.filename or (value.size or 0) > 0:
-                    raise ApiError(
-                        422, f"/capture does not accept file uploads (field {name!r}).", field=name
-                    )
+                    raise Invalid(name, f"/capture does not accept file uploads (field {name!r}).")
                 continue
             if "\x00" in name or "\x00" in value:
                 # PostgreSQL cannot store NUL characters (the request guard refuses them in
                 # JSON and urlencoded bodies, before any parsing).
-                raise ApiError(422, "Text fields cannot contain NUL characters.", field=name)
+                raise Invalid(name, "Text fields cannot contain NUL characters.")
             pairs.append((name, value))
     finally:
         await form.close()
@@ -228,13 +225,11 @@ def _field_path(name: str) -> list[str]:
         return [name]
     path = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
     if len(path) > MAX_FIELD_NAME_DEPTH:
-        raise ApiError(
-            422,
-            f"Field {name!r} is nested too deeply (at most {MAX_FIELD_NAME_DEPTH} levels).",
-            field=name,
+        raise Invalid(
+            name, f"Field {name!r} is nested too deeply (at most {MAX_FIELD_NAME_DEPTH} levels)."
         )
     if "" in path[:-1]:
-        raise ApiError(422, f"Field {name!r}: '[]' may only end a field name.", field=name)
+        raise Invalid(name, f"Field {name!r}: '[]' may only end a field name.")
     return path
 
 
@@ -244,9 +239,7 @@ def _node(fields: dict[str, Any], keys: list[str], name: str) -> dict[str, Any]:
     for key in keys:
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise ApiError(
-                422, f"Field {name!r} conflicts with another field named {key!r}.", field=name
-            )
+            raise Invalid(name, f"Field {name!r} conflicts with another field named {key!r}.")
         node = child
     return node
 
@@ -260,9 +253,7 @@ def _add(node: dict[str, Any], key: str, value: str, name: str, *, as_list: bool
     elif isinstance(existing, str):
         node[key] = [existing, value]
     else:
-        raise ApiError(
-            422, f"Field {name!r} conflicts with fields nested under {key!r}.", field=name
-        )
+        raise Invalid(name, f"Field {name!r} conflicts with fields nested under {key!r}.")
 
 
 def _parse_bool(value: str) -> bool | None:
@@ -285,9 +276,8 @@ def _consent_field(consent: dict[str, Any], path: list[str], value: str, name: s
             consent["granted"] = granted
         return
     if len(path) != 2 or path[1] not in ("granted", "text"):
-        raise ApiError(
-            422, f"Unknown consent field {name!r}: use consent, consent[granted] or consent[text].",
-            field=name,
+        raise Invalid(
+            name, f"Unknown consent field {name!r}: use consent, consent[granted] or consent[text]."
         )  # fmt: skip
     if path[1] == "text":
         if value.strip():
@@ -295,9 +285,7 @@ def _consent_field(consent: dict[str, Any], path: list[str], value: str, name: s
         return
     granted = _parse_bool(value)
     if granted is None:
-        raise ApiError(
-            422, f"{name} must be true or false (a checkbox), got {value!r}.", field=name
-        )
+        raise Invalid(name, f"{name} must be true or false (a checkbox), got {value!r}.")
     consent["granted"] = granted
 
 

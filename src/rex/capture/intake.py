@@ -13,16 +13,16 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.api.errors import ApiError, describe_validation
 from rex.capture import recognise as rec
 from rex.capture import service
 from rex.capture.body import BodyKind, attribution_from_referer
 from rex.capture.limits import check_metadata
 from rex.capture.schemas import CaptureIn
+from rex.contacts.schemas import Contact
+from rex.errors import DomainError, Invalid, invalid_input
 from rex.forms import mapping
 from rex.submissions import service as submissions
 from rex.submissions.service import SubmissionStatus
@@ -64,7 +64,7 @@ class Decision:
     reason: str | None
     shape: str | None
     lead: CaptureIn | None
-    error: ApiError | None = None
+    error: DomainError | None = None
 
 
 def received_names(received: Received) -> list[str]:
@@ -73,14 +73,10 @@ def received_names(received: Received) -> list[str]:
     return names or sorted(received.names)
 
 
-def _no_email(received: Received) -> ApiError:
+def _no_email(received: Received) -> Invalid:
     names = received_names(received)
     shown = ", ".join(names[:MAX_NAMES_IN_MESSAGE]) + (", ..." if len(names) > 20 else "")
-    return ApiError(
-        422,
-        f"no email field found; received: {shown or 'no fields'}",
-        field="email",
-    )
+    return Invalid("email", f"no email field found; received: {shown or 'no fields'}")
 
 
 def honeypot_filled(received: Received, form: dict[str, Any] | None) -> str | None:
@@ -101,14 +97,11 @@ def honeypot_filled(received: Received, form: dict[str, Any] | None) -> str | No
 
 
 def validate(lead: dict[str, Any]) -> CaptureIn:
-    """``CaptureIn`` plus the metadata limits; a 422 ``ApiError`` naming the field."""
+    """``CaptureIn`` plus the metadata limits; ``Invalid`` naming the field."""
     try:
         valid = CaptureIn.model_validate(lead)
     except ValidationError as exc:
-        status, message, field_name = describe_validation(
-            RequestValidationError(exc.errors(include_url=False))
-        )
-        raise ApiError(status, message, field=field_name) from None
+        raise invalid_input(exc.errors(include_url=False)) from None
     check_metadata(valid.metadata, valid.model_extra or {})
     return valid
 
@@ -139,7 +132,7 @@ def decide(received: Received, form: dict[str, Any] | None, *, referer: str | No
         if not lead_fields.get("email") and "email" not in received.fields:
             raise _no_email(received)
         lead = validate(lead_fields)
-    except ApiError as exc:
+    except Invalid as exc:
         status = SubmissionStatus.SPAM if trap else SubmissionStatus.REJECTED
         return Decision(status, exc.message, shape, None, exc)
     if trap:
@@ -171,7 +164,7 @@ async def accept(
     form: dict[str, Any] | None,
     fields: dict[str, Any] | None = None,
     max_metadata_bytes: int = 16 * 1024,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[Contact, bool]:
     """The capture, its submission and (for a form with ``notify_emails``) its new-lead
     email, in the caller's transaction."""
     contact, created = await service.capture(
@@ -183,7 +176,7 @@ async def accept(
         max_metadata_bytes=max_metadata_bytes,
     )
     submission["status"] = SubmissionStatus.ACCEPTED.value
-    submission["contact_id"] = contact["id"]
+    submission["contact_id"] = contact.id
     await submissions.record(conn, submission)
     if form is not None and form.get("notify_endpoint_id"):
         await submissions.queue_notification(
@@ -193,7 +186,7 @@ async def accept(
             form=form,
             submission_id=submission["id"],
             fields=fields if fields is not None else submission["fields"],
-            contact=contact,
+            contact=contact.data(),
             now=now,
         )
     return contact, created

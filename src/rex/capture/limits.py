@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from rex.api.errors import ApiError
 from rex.capture.schemas import ATTRIBUTION_KEYS
+from rex.errors import Invalid
 
 MAX_METADATA_KEYS = 50  # keys and list items, at every level, in one capture
 MAX_METADATA_DEPTH = 3  # {"a": {"b": {"c": "x"}}} is 3 levels
@@ -34,12 +34,12 @@ def json_size(value: Any) -> int:
         return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def _fail(path: str, message: str) -> ApiError:
-    return ApiError(422, f"{path}: {message}", field=path)
+def _fail(path: str, message: str) -> Invalid:
+    return Invalid(path, f"{path}: {message}")
 
 
 def check_metadata(metadata: dict[str, Any], extras: dict[str, Any]) -> None:
-    """Raise a 422 ``ApiError`` when ``metadata`` plus unknown top-level fields is too big."""
+    """Raise ``Invalid`` (naming the field) when ``metadata`` plus unknown fields is too big."""
     count = 0
 
     def walk(value: Any, path: str, depth: int) -> None:

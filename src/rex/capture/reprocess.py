@@ -6,23 +6,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import Headers
 
-from rex.api.errors import ApiError
 from rex.capture import intake, service
 from rex.capture.body import body_kind, parse_capture
+from rex.errors import DomainError
 from rex.forms import service as forms_service
 from rex.ids import utcnow
 from rex.submissions import service as submissions
 from rex.submissions.service import SubmissionStatus
 
 
-async def _received(row: Any) -> intake.Received | str:
+async def _received(row: sa.Row[Any]) -> intake.Received | str:
     """The submission's fields again, or the reason they cannot be read."""
     try:
         kind = body_kind(row.content_type)
-    except ApiError as exc:
+    except DomainError as exc:
         return exc.message
     if isinstance(row.fields, dict):
         return intake.Received.from_stored(kind, row.fields)
@@ -34,7 +35,7 @@ async def _received(row: Any) -> intake.Received | str:
     try:
         headers = Headers({"content-type": row.content_type or ""})
         parsed = await parse_capture(row.raw_body.encode("utf-8"), headers, kind)
-    except ApiError as exc:
+    except DomainError as exc:
         return exc.message
     return intake.Received(kind, parsed.fields, parsed.controls, parsed.names)
 
@@ -64,7 +65,7 @@ async def reprocess(conn: AsyncConnection, workspace_id: str, submission_id: str
     contact, _ = await service.capture(conn, workspace_id, decision.lead, now=now, client_ip=None)
     await submissions.update_outcome(
         conn, row.id, status=SubmissionStatus.ACCEPTED, reason=None, shape=decision.shape,
-        contact_id=contact["id"], now=now,
+        contact_id=contact.id, now=now,
     )  # fmt: skip
     if form is not None and form.get("notify_endpoint_id"):
         await submissions.queue_notification(
@@ -74,7 +75,7 @@ async def reprocess(conn: AsyncConnection, workspace_id: str, submission_id: str
             form=form,
             submission_id=row.id,
             fields=submissions.serialize(row)["fields"],
-            contact=contact,
+            contact=contact.data(),
             now=now,
         )
     return await submissions.get(conn, workspace_id, submission_id)

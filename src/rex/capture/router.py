@@ -12,11 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from rex.api.deps import DbDep, SettingsDep
-from rex.api.errors import (
-    ApiError,
-    ErrorEnvelope,
-    error_response,
-)
+from rex.api.errors import ErrorEnvelope, api_error_for, error_response
 from rex.api.openapi import component_ref
 from rex.capture import captcha, intake, service
 from rex.capture.body import (
@@ -43,6 +39,7 @@ from rex.capture.responses import (
 from rex.capture.schemas import CAPTURE_FORM_SCHEMA, CaptureIn
 from rex.client_ip import rate_limit_key
 from rex.db.engine import Database
+from rex.errors import ChallengeFailed, DomainError, NotFound, RateLimited, Unavailable
 from rex.forms import service as forms_service
 from rex.ids import new_id, rfc3339, utcnow
 from rex.runtime import Runtime, runtime_of
@@ -143,18 +140,18 @@ async def find_workspace(request: Request, db: Database, settings: Settings) -> 
     return await cache.get(db.read, slug or workspaces.DEFAULT_SLUG)
 
 
-def _no_workspace(host: str | None) -> ApiError:
-    return ApiError(404, f"No workspace receives captures for host {host or ''!r}.")
+def _no_workspace(host: str | None) -> NotFound:
+    return NotFound(
+        "workspace", host or "", message=f"No workspace receives captures for host {host or ''!r}."
+    )
 
 
 def _check_rate_limits(runtime: Runtime, workspace: Workspace | None, ip_key: str) -> None:
     limiter = runtime.capture_limiter
     ip_rate = runtime.capture_limits.per_ip
     if ip_rate is not None and (wait := limiter.hit(f"ip:{ip_key}", ip_rate)):
-        raise ApiError(
-            429,
-            f"Too many captures from your address; retry in {wait} s.",
-            headers={"Retry-After": str(wait)},
+        raise RateLimited(
+            f"Too many captures from your address; retry in {wait} s.", retry_after=wait
         )
     if workspace is None:
         return
@@ -162,10 +159,8 @@ def _check_rate_limits(runtime: Runtime, workspace: Workspace | None, ip_key: st
     # The rate is part of the key: a workspace given a new limit starts it afresh.
     ws_key = f"ws:{workspace.id}:{ws_rate.count}/{ws_rate.period}" if ws_rate else ""
     if ws_rate is not None and (wait := limiter.hit(ws_key, ws_rate)):
-        raise ApiError(
-            429,
-            f"This workspace receives too many captures; retry in {wait} s.",
-            headers={"Retry-After": str(wait)},
+        raise RateLimited(
+            f"This workspace receives too many captures; retry in {wait} s.", retry_after=wait
         )
 
 
@@ -263,21 +258,18 @@ async def _captcha_decision(
     if result.verdict is captcha.Verdict.PASSED:
         return decision
     if result.verdict is captcha.Verdict.FAILED:
-        error = ApiError(
-            403,
+        failed = ChallengeFailed(
             "Please complete the challenge (the CAPTCHA) and send the form again.",
-            type="captcha_failed",
             field=captcha.TOKEN_FIELDS[config["provider"]],
         )
-        return Decision(SubmissionStatus.SPAM, result.reason, decision.shape, None, error)
-    error = ApiError(
-        503,
+        return Decision(SubmissionStatus.SPAM, result.reason, decision.shape, None, failed)
+    unavailable = Unavailable(
         "We could not check the challenge just now. Your details were kept; please try "
         "again in a minute.",
+        retry_after=30,
         type="captcha_unavailable",
-        headers={"Retry-After": "30"},
     )
-    return Decision(SubmissionStatus.REJECTED, result.reason, decision.shape, None, error)
+    return Decision(SubmissionStatus.REJECTED, result.reason, decision.shape, None, unavailable)
 
 
 async def _capture(
@@ -305,9 +297,12 @@ async def _capture(
             async with db.read() as conn:
                 form = await forms_service.find(conn, workspace.id, form_id)
             if form is None:
-                raise ApiError(404, f"No form {form_id!r} receives captures here.")
+                raise NotFound(
+                    "form", form_id, message=f"No form {form_id!r} receives captures here."
+                )
         body = await read_body(request, settings.max_body_bytes)
-    except ApiError as exc:
+    except DomainError as refused:
+        exc = api_error_for(refused)
         return error_answer(
             exc.status,
             exc.message,
@@ -367,7 +362,7 @@ async def _capture(
                     max_metadata_bytes=max_metadata,
                 )
             )
-            contact_id = contact["id"]
+            contact_id = contact.id
             recorded = True
         else:
             submission["status"], submission["reason"] = decision.status.value, decision.reason
@@ -381,8 +376,9 @@ async def _capture(
             assert decision.lead is not None
             # A filled honeypot: answered exactly like a new contact; no contact, no event.
             lead = decision.lead
-            contact_id = service.preview(lead, now=now, client_ip=client_ip)["id"]
-    except ApiError as exc:
+            contact_id = service.preview(lead, now=now, client_ip=client_ip).id
+    except DomainError as refused:
+        exc = api_error_for(refused)
         if not recorded:
             submission["reason"] = exc.message
             await db.run_in_transaction(lambda conn: submissions.record(conn, submission))
@@ -416,7 +412,7 @@ async def capture_preflight(request: Request, db: DbDep, settings: SettingsDep) 
     method = request.headers.get("access-control-request-method")
     workspace = await find_workspace(request, db, settings)
     if workspace is None:
-        exc = _no_workspace(request.headers.get("host"))
+        exc = api_error_for(_no_workspace(request.headers.get("host")))
         return error_response(exc.status, exc.message, headers={"Vary": "Origin"})
     if not origin or not method:
         return Response(status_code=204, headers={"Allow": "POST, OPTIONS", "Vary": "Origin"})

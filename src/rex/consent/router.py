@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.consent import service
+from rex.consent.schemas import ConsentChange, ConsentHistory
 from rex.contacts import service as contacts_service
 from rex.contacts.schemas import ContactEnvelope
 from rex.ids import utcnow
@@ -18,39 +16,18 @@ from rex.runtime import runtime_of
 router = APIRouter(prefix="/contacts", tags=["contacts"], responses=ERROR_RESPONSES)
 
 
-class ConsentChange(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"granted": False, "text": "Unsubscribed"}]}
-    )
-
-    granted: StrictBool
-    text: Annotated[str, StringConstraints(max_length=2000)] | None = None
-
-
-class ConsentRecord(BaseModel):
-    granted: bool
-    text: str | None
-    ip: str | None
-    via: str
-    at: str
-
-
-class ConsentHistory(BaseModel):
-    data: list[ConsentRecord]
-
-
 @router.get("/{contact_id}/consent", response_model=ConsentHistory)
-async def consent_history(contact_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def consent_history(contact_id: str, auth: AuthDep, db: DbDep) -> ConsentHistory:
     """Every consent answer of the contact, oldest first (`via`: `capture` or `api`)."""
     async with db.read() as conn:
         await contacts_service.get(conn, auth.workspace.id, contact_id)
-        return {"data": await service.history(conn, auth.workspace.id, contact_id)}
+        return ConsentHistory(data=await service.history(conn, auth.workspace.id, contact_id))
 
 
 @router.post("/{contact_id}/consent", response_model=ContactEnvelope)
 async def record_consent(
     contact_id: str, body: ConsentChange, request: Request, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> ContactEnvelope:
     """Record a grant or a revocation (the only way to revoke: `/capture` may only grant).
 
     Appends to the history and sets the contact's `consent`; emits `contact.updated`."""
@@ -72,4 +49,4 @@ async def record_consent(
         contact = await contacts_service.apply_changes(
             conn, workspace_id, before, {"consent": consent}
         )
-    return {"data": contact}
+    return ContactEnvelope(data=contact)

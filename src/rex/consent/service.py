@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex.consent.schemas import ConsentRecord
+from rex.contacts.schemas import Consent
 from rex.db.schema import consent_records
 from rex.ids import rfc3339
 
 
-def as_consent(granted: bool, text: str | None, at: datetime, ip: str | None) -> dict[str, Any]:
+class ConsentValue(TypedDict):
+    """The ``consent`` object a contact stores and shows: its latest record."""
+
+    granted: bool
+    text: str | None
+    at: str | None
+    ip: str | None
+
+
+def as_consent(granted: bool, text: str | None, at: datetime, ip: str | None) -> ConsentValue:
     """The ``consent`` object a contact shows: its latest record."""
     return {"granted": granted, "text": text, "at": rfc3339(at), "ip": ip}
 
@@ -41,9 +52,7 @@ async def append(
     )
 
 
-async def history(
-    conn: AsyncConnection, workspace_id: str, contact_id: str
-) -> list[dict[str, Any]]:
+async def history(conn: AsyncConnection, workspace_id: str, contact_id: str) -> list[ConsentRecord]:
     rows = await conn.execute(
         sa.select(consent_records)
         .where(
@@ -52,19 +61,10 @@ async def history(
         )
         .order_by(consent_records.c.id)
     )
-    return [
-        {
-            "granted": row.granted,
-            "text": row.text,
-            "ip": row.ip,
-            "via": row.via,
-            "at": rfc3339(row.created_at),
-        }
-        for row in rows
-    ]
+    return [ConsentRecord.from_row(row) for row in rows]
 
 
-def capture_decision(current: dict[str, Any] | None, granted: bool, text: str | None) -> bool:
+def capture_decision(current: Consent | None, granted: bool, text: str | None) -> bool:
     """Whether an anonymous capture's consent answer is recorded on an existing contact.
 
     A capture may add a grant (none yet, a refusal, or new wording); it never revokes, and a
@@ -72,6 +72,6 @@ def capture_decision(current: dict[str, Any] | None, granted: bool, text: str | 
     """
     if not granted:
         return False
-    if current is None or not current.get("granted"):
+    if current is None or not current.granted:
         return True
-    return bool(current.get("text") != text)
+    return current.text != text

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from rex.api.deps import AuthDep, DbDep, SettingsDep
 from rex.api.errors import ERROR_RESPONSES, ApiError
 from rex.api.pagination import CursorQuery, LimitQuery
-from rex.api.schemas import Deleted
+from rex.api.schemas import Deleted, DeletedObject
 from rex.delivery.schemas import DeliveryEnvelope
 from rex.ids import utcnow
 from rex.listen import service
@@ -73,7 +73,7 @@ def _hub(request: Request) -> ListenHub:
 )
 async def open_session(
     body: SessionOpen, response: Response, auth: AuthDep, db: DbDep, settings: SettingsDep
-) -> dict[str, Any]:
+) -> SessionOpenedEnvelope:
     """Open a session for this API key and local URL, or resume it (200) when one was seen
     within the grace period: same id, same secret, and the deliveries it missed still queued.
     The secret signs this session's deliveries; it is shown whenever the session is opened."""
@@ -93,9 +93,9 @@ async def open_session(
             # Another open of the same new session committed first; resume that one.
             if attempt == 2:
                 raise
-    if session["resumed"]:
+    if session.resumed:
         response.status_code = status.HTTP_200_OK
-    return {"data": session}
+    return SessionOpenedEnvelope(data=session)
 
 
 @router.get("", response_model=SessionList, responses=ERROR_RESPONSES)
@@ -105,33 +105,30 @@ async def list_sessions(
     settings: SettingsDep,
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
-) -> dict[str, Any]:
+) -> SessionList:
     """This workspace's listen sessions, connected or within their grace period."""
     async with db.read() as conn:
         data, next_cursor = await service.list_page(
             conn, auth.workspace.id, settings.listen, utcnow(), limit=limit, cursor=cursor
         )
-    return {"data": data, "next_cursor": next_cursor}
+    return SessionList(data=data, next_cursor=next_cursor)
 
 
 @router.get("/{session_id}", response_model=SessionEnvelope, responses=ERROR_RESPONSES)
 async def get_session(
     session_id: str, auth: AuthDep, db: DbDep, settings: SettingsDep
-) -> dict[str, Any]:
+) -> SessionEnvelope:
     async with db.read() as conn:
-        return {
-            "data": await service.get(
-                conn, auth.workspace.id, session_id, settings.listen, utcnow()
-            )
-        }
+        session = await service.get(conn, auth.workspace.id, session_id, settings.listen, utcnow())
+    return SessionEnvelope(data=session)
 
 
 @router.delete("/{session_id}", response_model=Deleted, responses=ERROR_RESPONSES)
-async def delete_session(session_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def delete_session(session_id: str, auth: AuthDep, db: DbDep) -> Deleted:
     """End a session now; its queued deliveries are dropped and its secret stops signing."""
     async with db.transaction() as conn:
         await service.delete(conn, auth.workspace.id, session_id)
-    return {"data": {"id": session_id, "deleted": True}}
+    return Deleted(data=DeletedObject(id=session_id, deleted=True))
 
 
 @router.get(
@@ -169,7 +166,7 @@ async def stream_session(
     keep-alives, and `superseded` or `gone` before the stream ends for good. Connecting
     replaces any other stream of the session."""
     async with db.read() as conn:
-        await service.fetch_row(conn, auth.workspace.id, session_id)
+        await service.fetch(conn, auth.workspace.id, session_id)
     streamer = SessionStreamer(db, settings.listen, _hub(request), session_id)
     quota = runtime_of(request.app).stream_quota
     workspace_id = auth.workspace.id

@@ -19,7 +19,7 @@ from rex.db.schema import deliveries, endpoints, listen_sessions
 from rex.delivery.service import get_delivery
 from rex.errors import Conflict, NotFound
 from rex.ids import new_id, rfc3339
-from rex.listen.schemas import AttemptReport, SessionOpen
+from rex.listen.schemas import AttemptReport, Session, SessionOpen, SessionOpened
 from rex.outbox.attempts import record_attempts
 from rex.outbox.catalogue import EventType
 from rex.outbox.events import record_event
@@ -77,24 +77,25 @@ async def _check_session_quota(conn: AsyncConnection, workspace_id: str, limit: 
         )
 
 
-def serialize(row: Any, config: ListenConfig, now: datetime) -> dict[str, Any]:
-    session = ListenSession.from_row(row)
+def serialize(session: ListenSession, config: ListenConfig, now: datetime) -> Session:
+    """A listen session's one shape, as the API answers it (its secret aside)."""
     connected = is_connected(session, config, now)
     expires = session.last_seen_at + timedelta(seconds=config.grace_period)
-    return {
-        "id": session.id,
-        "forward_to": session.forward_to,
-        "events": list(session.events),
-        "connected": connected,
-        "last_seen_at": rfc3339(session.last_seen_at),
-        "expires_at": None if connected else rfc3339(expires),
-        "created_at": rfc3339(session.created_at),
-    }
+    return Session(
+        id=session.id,
+        forward_to=session.forward_to,
+        events=list(session.events),
+        connected=connected,
+        last_seen_at=rfc3339(session.last_seen_at) or "",
+        expires_at=None if connected else rfc3339(expires),
+        created_at=rfc3339(session.created_at) or "",
+    )
 
 
-async def fetch_row(
+async def fetch(
     conn: AsyncConnection, workspace_id: str, session_id: str, *, for_update: bool = False
-) -> Any:
+) -> ListenSession:
+    """This workspace's listen session ``session_id``; ``NotFound`` if there is none."""
     query = _select().where(
         endpoints.c.workspace_id == workspace_id,
         endpoints.c.id == session_id,
@@ -105,7 +106,7 @@ async def fetch_row(
     row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound("listen session", session_id)
-    return row
+    return ListenSession.from_row(row)
 
 
 async def open_session(
@@ -116,7 +117,7 @@ async def open_session(
     body: SessionOpen,
     config: ListenConfig,
     now: datetime,
-) -> dict[str, Any]:
+) -> SessionOpened:
     """Resume this key's session for ``body.forward_to`` if it has not expired, else make one.
 
     Resuming keeps the secret and every delivery queued while no stream was connected; the
@@ -188,7 +189,7 @@ async def open_session(
                 created_at=now,
             )
         )
-    row = await fetch_row(conn, workspace_id, session_id)
+    session = await fetch(conn, workspace_id, session_id)
     pending = (
         await conn.execute(
             sa.select(sa.func.count())
@@ -199,21 +200,21 @@ async def open_session(
             )
         )
     ).scalar_one()
-    return {
-        **serialize(row, config, now),
-        "secret": row.secret,
-        "resumed": resumed,
-        "pending": pending,
-        "grace_period": config.grace_period,
-        "keepalive": config.heartbeat,
-        "timeout": config.timeout,
-    }
+    return SessionOpened(
+        **serialize(session, config, now).model_dump(),
+        secret=session.secret,
+        resumed=resumed,
+        pending=pending,
+        grace_period=config.grace_period,
+        keepalive=config.heartbeat,
+        timeout=config.timeout,
+    )
 
 
 async def get(
     conn: AsyncConnection, workspace_id: str, session_id: str, config: ListenConfig, now: datetime
-) -> dict[str, Any]:
-    return serialize(await fetch_row(conn, workspace_id, session_id), config, now)
+) -> Session:
+    return serialize(await fetch(conn, workspace_id, session_id), config, now)
 
 
 async def list_page(
@@ -224,17 +225,18 @@ async def list_page(
     *,
     limit: int,
     cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[Session], str | None]:
     query = _select().where(
         endpoints.c.workspace_id == workspace_id, endpoints.c.kind == EndpointKind.LISTEN.value
     )
     rows, next_cursor = await fetch_page(conn, query, endpoints.c.id, limit=limit, cursor=cursor)
-    return [serialize(row, config, now) for row in rows], next_cursor
+    sessions = [serialize(ListenSession.from_row(row), config, now) for row in rows]
+    return sessions, next_cursor
 
 
 async def delete(conn: AsyncConnection, workspace_id: str, session_id: str) -> None:
     """End a session now: its secret stops working and its queued deliveries are dropped."""
-    await fetch_row(conn, workspace_id, session_id, for_update=True)
+    await fetch(conn, workspace_id, session_id, for_update=True)
     await delete_endpoints(conn, [session_id])
 
 
@@ -242,7 +244,7 @@ async def send_test(
     conn: AsyncConnection, workspace_id: str, session_id: str, now: datetime
 ) -> dict[str, Any]:
     """Queue a ``webhook.test`` event for this session alone; returns its delivery."""
-    session = ListenSession.from_row(await fetch_row(conn, workspace_id, session_id))
+    session = await fetch(conn, workspace_id, session_id)
     if not session.enabled:
         raise Conflict(
             f"This listen session is disabled ({session.disabled_reason}); run rex listen "
@@ -301,7 +303,7 @@ async def record_report(
     happened, but leaves the newer stream's state alone. A delivery that is no longer
     pending (a repeated report) is returned unchanged.
     """
-    await fetch_row(conn, workspace_id, session_id)
+    await fetch(conn, workspace_id, session_id)
     row = (
         await conn.execute(
             sa.select(deliveries).where(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 
 from rex.api.deps import AuthDep, DbDep
@@ -16,25 +14,23 @@ router = APIRouter(prefix="/workspace", tags=["workspace"], responses=ERROR_RESP
 
 
 @router.get("", response_model=WorkspaceEnvelope)
-async def get_workspace(auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def get_workspace(auth: AuthDep, db: DbDep) -> WorkspaceEnvelope:
     """This key's workspace: slug, name, and its capture settings."""
     async with db.read() as conn:
         workspace = await service.get_by_id(conn, auth.workspace.id)
     assert workspace is not None  # the key was just found through it
-    return {"data": service.serialize(workspace)}
+    return WorkspaceEnvelope(data=service.serialize(workspace))
 
 
 @router.patch("", response_model=WorkspaceEnvelope)
 async def update_workspace(
     body: WorkspaceUpdate, auth: AuthDep, db: DbDep, request: Request
-) -> dict[str, Any]:
+) -> WorkspaceEnvelope:
     """Change the fields sent: `name`, `allowed_origins`, `redirect_url`, `capture_rate_limit`.
 
     Takes effect for the next capture (through another API process: within a second).
     """
     async with db.transaction() as conn:
-        workspace = await service.update_settings(
-            conn, auth.workspace.id, body.model_dump(exclude_unset=True)
-        )
+        workspace = await service.update_settings(conn, auth.workspace.id, body)
     runtime_of(request.app).workspace_cache.clear()
-    return {"data": service.serialize(workspace)}
+    return WorkspaceEnvelope(data=service.serialize(workspace))

@@ -21,6 +21,7 @@ from rex.errors import Invalid
 from rex.ids import new_id, rfc3339, utcnow
 from rex.pipelines import service as pipelines
 from rex.workspaces.origins import safe_redirect
+from rex.workspaces.schemas import WorkspaceOut, WorkspaceUpdate
 
 DEFAULT_SLUG = "default"
 KEY_PREFIX = "rex_sk_"
@@ -111,26 +112,28 @@ class WorkspaceCache:
         self._entries.clear()
 
 
-def serialize(workspace: Workspace) -> dict[str, Any]:
-    """A workspace's settings as ``/workspace`` returns them."""
-    return {
-        "id": workspace.id,
-        "slug": workspace.slug,
-        "name": workspace.name,
-        "allowed_origins": workspace.allowed_origins,
-        "redirect_url": workspace.redirect_url,
-        "capture_rate_limit": workspace.capture_rate_limit,
-        "created_at": rfc3339(workspace.created_at),
-    }
+def serialize(workspace: Workspace) -> WorkspaceOut:
+    """A workspace's one shape: its settings as ``/workspace`` returns them."""
+    return WorkspaceOut(
+        id=workspace.id,
+        slug=workspace.slug,
+        name=workspace.name,
+        allowed_origins=workspace.allowed_origins,
+        redirect_url=workspace.redirect_url,
+        capture_rate_limit=workspace.capture_rate_limit,
+        created_at=rfc3339(workspace.created_at) or "",
+    )
 
 
 async def update_settings(
-    conn: AsyncConnection, workspace_id: str, changes: dict[str, Any]
+    conn: AsyncConnection, workspace_id: str, update: WorkspaceUpdate
 ) -> Workspace:
-    """Apply validated ``changes`` (name, allowed_origins, redirect_url, capture_rate_limit).
+    """Apply the fields ``update`` sets (name, allowed_origins, redirect_url,
+    capture_rate_limit).
 
     A ``redirect_url`` must stay on an explicitly allowed origin, whichever of the two changes.
     """
+    changes = update.model_dump(exclude_unset=True)  # the columns to write
     row = (
         await conn.execute(
             sa.select(workspaces).where(workspaces.c.id == workspace_id).with_for_update()

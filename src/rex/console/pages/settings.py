@@ -118,7 +118,9 @@ async def save_workspace(
                 parse(WorkspaceUpdate, {name: values[name]}).model_dump(exclude_unset=True)
             )
     async with runtime.db.transaction() as conn:
-        await workspaces.update_settings(conn, viewer.workspace_id, changes)
+        await workspaces.update_settings(
+            conn, viewer.workspace_id, WorkspaceUpdate.model_validate(changes)
+        )
     return RedirectResponse("/console/settings?done=saved", status_code=303)
 
 

@@ -47,6 +47,10 @@ workspaces = sa.Table(
     sa.Column("allowed_origins", JSONType, nullable=False, default=list),
     sa.Column("redirect_url", sa.Text()),
     sa.Column("capture_rate_limit", sa.String(32)),
+    # Operational alerts (endpoint.failing, .disabled, .recovered, delivery.failed) also go
+    # to these, through the workspace's hidden alert endpoints (rex.outbox.alerts).
+    sa.Column("notify_emails", JSONType, nullable=False, default=list),
+    sa.Column("notify_slack_url", sa.Text()),
     *_timestamps(),
 )
 
@@ -226,6 +230,18 @@ endpoints = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False, default="webhook"),
     sa.Column("last_success_at", UTCDateTime()),
     sa.Column("failing_since", UTCDateTime()),
+    # "none", "endpoint" or "object" (rex.outbox.ordering); last_sequence numbers the
+    # deliveries queued for an ordered endpoint, in commit order (the row is locked to take one).
+    sa.Column("ordering", sa.String(16), nullable=False, default="none"),
+    sa.Column("last_sequence", sa.BigInteger(), nullable=False, default=0),
+    # Set on Rex's own endpoints, hidden from /webhooks: "form_notify" (a form's new-lead
+    # emails), "alert_email" and "alert_slack" (the workspace's operational alerts).
+    sa.Column("system_role", sa.String(16)),
+    # The health state last announced (NULL, "failing", "disabled"), so that each change is
+    # announced once whatever the number of workers; failure_alerted: a delivery.failed alert
+    # went out since the endpoint last recovered.
+    sa.Column("alert_state", sa.String(16)),
+    sa.Column("failure_alerted", sa.Boolean(), nullable=False, default=False),
     *_timestamps(),
     sa.Index(None, "workspace_id", "id"),
 )
@@ -282,6 +298,10 @@ deliveries = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime()),
     sa.Column("leased_by", sa.String(64)),
     sa.Column("last_attempt_at", UTCDateTime()),
+    # Ordered endpoints only (NULL otherwise): the group it is ordered in (the endpoint, or
+    # its event's object) and its place in the endpoint's queue. See rex.outbox.ordering.
+    sa.Column("sequence", sa.BigInteger()),
+    sa.Column("ordering_key", sa.String(255)),
     *_timestamps(),
     sa.Index(None, "endpoint_id", "id"),
     sa.Index(None, "event_id"),
@@ -309,6 +329,15 @@ deliveries = sa.Table(
         "lease_expires_at",
         postgresql_where=sa.text("leased_by IS NOT NULL"),
         sqlite_where=sa.text("leased_by IS NOT NULL"),
+    ),
+    # An ordered group's pending rows in queue order: its head, and what waits behind it.
+    sa.Index(
+        "ix_deliveries_ordering",
+        "endpoint_id",
+        "ordering_key",
+        "sequence",
+        postgresql_where=sa.text("status = 'pending' AND ordering_key IS NOT NULL"),
+        sqlite_where=sa.text("status = 'pending' AND ordering_key IS NOT NULL"),
     ),
 )
 

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.db.schema import attempts
 from rex.db.types import UTCDateTime
 from rex.ids import new_id
+from rex.outbox import ordering
 from rex.outbox.envelope import dumps
 from rex.outbox.health import record_endpoint_health
-from rex.outbox.records import AttemptOutcome, HeldDelivery, RecordedAttempts
+from rex.outbox.records import AttemptOutcome, DeliveryStatus, HeldDelivery, RecordedAttempts
 
 _INSERT_ATTEMPT = sa.insert(attempts)
 
@@ -87,9 +88,17 @@ async def record_attempts(
                 ),
             },
         )
-    held = len(moved.all())
+    rows = moved.all()
+    # Ordered endpoints: a head delivered or failed for good lets the next of its group go.
+    finished_groups = [
+        (row.endpoint_id, row.ordering_key)
+        for row in rows
+        if row.ordering_key is not None and row.status != DeliveryStatus.PENDING.value
+    ]
+    if finished_groups:
+        await ordering.advance(conn, finished_groups, now=max(o.at for _, o in results))
     disabled = await record_endpoint_health(conn, results, disable_after)
-    return RecordedAttempts(held=held, disabled_endpoints=disabled)
+    return RecordedAttempts(held=len(rows), disabled_endpoints=disabled)
 
 
 # The outcomes of a batch of attempts, applied to deliveries still leased by the worker.
@@ -116,7 +125,7 @@ _RECORD_OUTCOMES_SQLITE = sa.text(
     UPDATE deliveries SET {_RECORD_OUTCOMES_SET}
     FROM outcome
     WHERE deliveries.id = outcome.id AND deliveries.leased_by = :worker_id
-    RETURNING deliveries.id
+    RETURNING deliveries.id, deliveries.endpoint_id, deliveries.status, deliveries.ordering_key
     """
 )
 # PostgreSQL: the outcomes as parallel arrays.
@@ -126,7 +135,7 @@ _RECORD_OUTCOMES_POSTGRES = sa.text(
     FROM unnest(:ids, :statuses, :next_attempts, :ats)
         AS outcome(id, status, next_attempt_at, at)
     WHERE deliveries.id = outcome.id AND deliveries.leased_by = :worker_id
-    RETURNING deliveries.id
+    RETURNING deliveries.id, deliveries.endpoint_id, deliveries.status, deliveries.ordering_key
     """
 ).bindparams(
     sa.bindparam("ids", type_=postgresql.ARRAY(sa.String())),

@@ -156,7 +156,15 @@ _CLAIMED = (
     .join(events, events.c.id == deliveries.c.event_id)
     .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True)))
 )
-_NEXT_DUE = sa.select(sa.func.min(_earliest(endpoints.c.id, lease_free(_NOW)))).where(
+# Parked rows of ordered endpoints (next_attempt_at NULL, rex.outbox.ordering) are left out:
+# they are not due until their group's head is done (and SQLite sorts NULL first).
+_NEXT_DUE = sa.select(
+    sa.func.min(
+        _earliest(
+            endpoints.c.id, sa.and_(deliveries.c.next_attempt_at.is_not(None), lease_free(_NOW))
+        )
+    )
+).where(
     endpoints.c.enabled.is_(True),
     endpoints.c.kind == sa.bindparam("kind"),
     _in_flight(endpoints.c.id, _NOW) < endpoints.c.max_concurrency,

@@ -100,6 +100,7 @@ class Endpoint:
     max_concurrency: int
     kind: EndpointKind
     created_at: datetime
+    ordering: str = "none"
 
     @classmethod
     def from_row(cls, row: Any) -> Endpoint:
@@ -115,6 +116,7 @@ class Endpoint:
             max_concurrency=row.max_concurrency,
             kind=EndpointKind(row.kind),
             created_at=row.created_at,
+            ordering=row.ordering,
         )
 
     def public(self, *, with_secret: bool = False) -> dict[str, Any]:
@@ -127,6 +129,7 @@ class Endpoint:
             "enabled": self.enabled,
             "disabled_reason": self.disabled_reason,
             "max_concurrency": self.max_concurrency,
+            "ordering": self.ordering,
             "created_at": rfc3339(self.created_at),
         }
         if with_secret:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -35,6 +35,20 @@ MaxConcurrency = Annotated[
     ),
 ]
 DEFAULT_MAX_CONCURRENCY = 10
+OrderingMode = Annotated[
+    Literal["none", "endpoint", "object"],
+    Field(
+        description=(
+            "`none`: deliveries go out as soon as they are due, up to `max_concurrency` at "
+            "once. `endpoint`: one at a time, in the order the events were recorded. "
+            "`object`: in order per object (the event's `object_id`: a contact's "
+            "`contact.created` before its `contact.updated`), different objects in parallel. "
+            "In both ordered modes a failing delivery holds back the ones behind it until it "
+            "is delivered or fails for good, so a slow or failing endpoint stalls its own "
+            "queue."
+        ),
+    ),
+]
 
 
 def _check_events(value: list[str] | str) -> list[str]:
@@ -74,6 +88,7 @@ class EndpointCreate(BaseModel):
     )
     description: Description | None = None
     max_concurrency: MaxConcurrency = DEFAULT_MAX_CONCURRENCY
+    ordering: OrderingMode = "none"
 
     _events = field_validator("events")(_check_events)
     _secret = field_validator("secret")(_check_secret)
@@ -90,6 +105,7 @@ class EndpointUpdate(BaseModel):
     description: Description | None = None
     enabled: bool | None = None
     max_concurrency: MaxConcurrency | None = None
+    ordering: OrderingMode | None = None
 
     @field_validator("events")
     @classmethod
@@ -108,6 +124,8 @@ class Endpoint(BaseModel):
                     "description": None,
                     "enabled": True,
                     "disabled_reason": None,
+                    "max_concurrency": 10,
+                    "ordering": "none",
                     "created_at": "2026-03-16T12:00:00Z",
                 }
             ]
@@ -123,6 +141,7 @@ class Endpoint(BaseModel):
         description="Why Rex disabled it (410 Gone, failing for too long); null when enabled."
     )
     max_concurrency: int
+    ordering: OrderingMode
     created_at: str
 
 

@@ -14,9 +14,9 @@ from rex.db.schema import deliveries, endpoints
 from rex.delivery import service as delivery_service
 from rex.errors import Conflict, Invalid, NotFound
 from rex.ids import new_id, rfc3339, utcnow
-from rex.outbox import operator
+from rex.outbox import operator, ordering
 from rex.outbox.catalogue import EventType
-from rex.outbox.events import record_event
+from rex.outbox.events import notify_queued, record_event
 from rex.outbox.records import Endpoint, EndpointKind
 from rex.webhooks.schemas import EndpointCreate, EndpointUpdate, Recovery, SecretRotation
 from rex.worker.ssrf import DestinationPolicy, validate_endpoint_url
@@ -86,6 +86,7 @@ async def create(
         "secret": body.secret or generate_secret(),
         "enabled": True,
         "max_concurrency": body.max_concurrency,
+        "ordering": body.ordering,
         "kind": EndpointKind.WEBHOOK.value,
         "created_at": now,
         "updated_at": now,
@@ -117,7 +118,7 @@ async def update(
 ) -> dict[str, Any]:
     row = await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
-    for field in ("url", "events", "enabled", "max_concurrency"):
+    for field in ("url", "events", "enabled", "max_concurrency", "ordering"):
         if field in changes and changes[field] is None:
             raise Invalid(field, f"{field} cannot be null.")
     if "url" in changes:
@@ -125,6 +126,10 @@ async def update(
     if changes.get("enabled") is True and not row.enabled:
         # Re-enabling starts a fresh health record.
         changes.update(disabled_reason=None, failing_since=None)
+    if changes.get("ordering", row.ordering) != row.ordering:
+        # Deliveries already queued go out unordered; the new ordering applies from now on.
+        await ordering.release(conn, endpoint_id, now=utcnow())
+        await notify_queued(conn)
     if changes:
         row = (
             await conn.execute(

@@ -67,7 +67,7 @@ def ordering_key(ordering: str | None, object_id: str | None) -> str | None:
 
 _TAKE_SEQUENCES = (
     sa.update(endpoints)
-    .where(endpoints.c.id == sa.bindparam("endpoint_id"))
+    .where(endpoints.c.id == sa.bindparam("sequence_endpoint"))
     .values(last_sequence=endpoints.c.last_sequence + sa.bindparam("count"))
     .returning(endpoints.c.last_sequence)
 )
@@ -77,7 +77,7 @@ async def take_sequences(conn: AsyncConnection, endpoint_id: str, count: int) ->
     """Reserve ``count`` places in an ordered endpoint's queue; returns the first. Locks the
     endpoint row until commit (see the module docstring)."""
     last = (
-        await conn.execute(_TAKE_SEQUENCES, {"endpoint_id": endpoint_id, "count": count})
+        await conn.execute(_TAKE_SEQUENCES, {"sequence_endpoint": endpoint_id, "count": count})
     ).scalar_one()
     return int(last) - count + 1
 
@@ -90,8 +90,8 @@ _LOCK_ENDPOINTS = (
 _LOCK_ENDPOINTS_POSTGRES = _LOCK_ENDPOINTS.with_for_update(key_share=True)
 
 _group_pending = sa.and_(
-    deliveries.c.endpoint_id == sa.bindparam("endpoint_id"),
-    deliveries.c.ordering_key == sa.bindparam("ordering_key"),
+    deliveries.c.endpoint_id == sa.bindparam("group_endpoint"),
+    deliveries.c.ordering_key == sa.bindparam("group_key"),
     deliveries.c.status == DeliveryStatus.PENDING.value,
 )
 _HEAD = sa.select(deliveries.c.id).where(_group_pending).order_by(deliveries.c.sequence).limit(1)
@@ -104,8 +104,8 @@ _ACTIVATE_HEAD = (
         deliveries.c.next_attempt_at.is_(None),
     )
     .values(
-        next_attempt_at=sa.bindparam("now", type_=UTCDateTime()),
-        updated_at=sa.bindparam("now", type_=UTCDateTime()),
+        next_attempt_at=sa.bindparam("activated_at", type_=UTCDateTime()),
+        updated_at=sa.bindparam("activated_at", type_=UTCDateTime()),
     )
 )
 
@@ -127,7 +127,7 @@ async def activate_heads(
     activated = 0
     for endpoint_id, key in sorted(set(groups)):
         result = await conn.execute(
-            _ACTIVATE_HEAD, {"endpoint_id": endpoint_id, "ordering_key": key, "now": now}
+            _ACTIVATE_HEAD, {"group_endpoint": endpoint_id, "group_key": key, "activated_at": now}
         )
         activated += result.rowcount
     return activated

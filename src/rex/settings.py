@@ -114,6 +114,15 @@ class Settings(BaseSettings):
             "`endpoint.disabled`. `0` never disables for that reason."
         ),
     )
+    endpoint_failing_after: float = Field(
+        3600.0,
+        description=(
+            "Seconds (default 3600: 1 hour) an endpoint may go without a successful delivery, "
+            "while its deliveries keep failing, before Rex emits `endpoint.failing` (once, "
+            "until it recovers) and alerts the workspace's `notify_emails` and "
+            "`notify_slack_url`. `0` never emits it."
+        ),
+    )
     retention_days: int = Field(
         30,
         description=(
@@ -321,6 +330,7 @@ class Settings(BaseSettings):
             poll_interval=self.delivery_poll_interval,
             concurrency=self.worker_concurrency,
             disable_after=self.endpoint_disable_after or None,
+            failing_after=self.endpoint_failing_after or None,
             retention_days=self.retention_days,
             retention_interval=self.retention_interval,
         )

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.db.schema import attempts
 from rex.db.types import UTCDateTime
 from rex.ids import new_id
-from rex.outbox import ordering
+from rex.outbox import alerts, ordering
 from rex.outbox.envelope import dumps
 from rex.outbox.health import record_endpoint_health
 from rex.outbox.records import AttemptOutcome, DeliveryStatus, HeldDelivery, RecordedAttempts
@@ -30,14 +30,17 @@ async def record_attempts(
     worker_id: str,
     results: Sequence[tuple[HeldDelivery, AttemptOutcome]],
     disable_after: float | None = None,
+    failing_after: float | None = None,
 ) -> RecordedAttempts:
     """Store attempts, move their deliveries on and keep their endpoints' health.
 
     An endpoint is disabled when an outcome says so (``disable_endpoint``: 410 Gone), or,
     with ``disable_after`` (seconds), when it has been failing without a single success for
     at least that long; each one disabled is announced (``endpoint.disabled``) in the same
-    transaction. Used by the delivery workers and for the attempts ``rex listen`` reports
-    (``worker_id`` is then the stream's lease token).
+    transaction. With ``failing_after``, ``endpoint.failing`` is announced (once) for an
+    endpoint failing that long; a delivery failing for good is announced with
+    ``delivery.failed`` (``rex.outbox.alerts``). Used by the delivery workers and for the
+    attempts ``rex listen`` reports (``worker_id`` is then the stream's lease token).
     """
     if not results:
         return RecordedAttempts(held=0, disabled_endpoints=[])
@@ -97,7 +100,13 @@ async def record_attempts(
     ]
     if finished_groups:
         await ordering.advance(conn, finished_groups, now=max(o.at for _, o in results))
-    disabled = await record_endpoint_health(conn, results, disable_after)
+    disabled = await record_endpoint_health(conn, results, disable_after, failing_after)
+    failed_for_good = {row.id for row in rows if row.status == DeliveryStatus.FAILED.value}
+    if failed_for_good:
+        await alerts.announce_failed_deliveries(
+            conn,
+            {d.id: outcome for d, outcome in results if d.id in failed_for_good},
+        )
     return RecordedAttempts(held=len(rows), disabled_endpoints=disabled)
 
 

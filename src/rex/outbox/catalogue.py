@@ -19,9 +19,22 @@ class EventType(StrEnum):
     TASK_DELETED = "task.deleted"
     WEBHOOK_TEST = "webhook.test"
     ENDPOINT_DISABLED = "endpoint.disabled"
+    # Operational events (rex.outbox.alerts): also sent to the workspace's alert destinations.
+    ENDPOINT_FAILING = "endpoint.failing"
+    ENDPOINT_RECOVERED = "endpoint.recovered"
+    DELIVERY_FAILED = "delivery.failed"
 
 
 EVENT_TYPES: frozenset[str] = frozenset(e.value for e in EventType)
+OPERATIONAL_EVENTS: frozenset[str] = frozenset(
+    {
+        EventType.ENDPOINT_FAILING,
+        EventType.ENDPOINT_DISABLED,
+        EventType.ENDPOINT_RECOVERED,
+        EventType.DELIVERY_FAILED,
+    }
+)
+"""About Rex's own delivery: never announced in turn when their deliveries fail."""
 WILDCARD = "*"
 
 

@@ -29,6 +29,19 @@ class EndpointKind(StrEnum):
     LISTEN = "listen"
 
 
+class SystemRole(StrEnum):
+    """Rex's own endpoints (``endpoints.system_role``), hidden from ``/webhooks``: they are
+    sent by the workers like any webhook (retried, recorded), but managed through the
+    setting that made them."""
+
+    FORM_NOTIFY = "form_notify"
+    """A form's new-lead emails (``mailto:``; ``forms.notify_emails``)."""
+    ALERT_EMAIL = "alert_email"
+    """The workspace's operational alerts by email (``workspaces.notify_emails``)."""
+    ALERT_SLACK = "alert_slack"
+    """The workspace's operational alerts to Slack (``workspaces.notify_slack_url``)."""
+
+
 class HeldDelivery(Protocol):
     """A delivery an attempt was made for: all ``record_attempts`` needs to know of it."""
 

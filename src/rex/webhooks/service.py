@@ -25,6 +25,13 @@ ROTATION_OVERLAP = timedelta(hours=24)
 """How long the previous secret keeps signing after a rotation."""
 
 
+# The endpoints /webhooks shows: a user's own. Not `rex listen` sessions, nor Rex's hidden
+# system endpoints (forms' new-lead emails, the workspace's alerts: SystemRole).
+_USER_ENDPOINT = sa.and_(
+    endpoints.c.kind == EndpointKind.WEBHOOK.value, endpoints.c.system_role.is_(None)
+)
+
+
 def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
     return Endpoint.from_row(row).public(with_secret=with_secret)
 
@@ -41,7 +48,7 @@ async def fetch_row(
     query = sa.select(endpoints).where(
         endpoints.c.workspace_id == workspace_id,
         endpoints.c.id == endpoint_id,
-        endpoints.c.kind == EndpointKind.WEBHOOK.value,
+        _USER_ENDPOINT,
     )
     if for_update:
         query = query.with_for_update()
@@ -65,10 +72,7 @@ async def create(
             await conn.execute(
                 sa.select(sa.func.count())
                 .select_from(endpoints)
-                .where(
-                    endpoints.c.workspace_id == workspace_id,
-                    endpoints.c.kind == EndpointKind.WEBHOOK.value,
-                )
+                .where(endpoints.c.workspace_id == workspace_id, _USER_ENDPOINT)
             )
         ).scalar_one()
         if count >= max_endpoints:
@@ -102,9 +106,7 @@ async def get(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> dic
 async def list_page(
     conn: AsyncConnection, workspace_id: str, *, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    query = sa.select(endpoints).where(
-        endpoints.c.workspace_id == workspace_id, endpoints.c.kind == EndpointKind.WEBHOOK.value
-    )
+    query = sa.select(endpoints).where(endpoints.c.workspace_id == workspace_id, _USER_ENDPOINT)
     rows, next_cursor = await fetch_page(conn, query, endpoints.c.id, limit=limit, cursor=cursor)
     return [serialize(row) for row in rows], next_cursor
 

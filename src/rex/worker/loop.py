@@ -133,6 +133,7 @@ class DeliveryWorker:
                     worker_id=self.worker_id,
                     results=finished,
                     disable_after=self.config.disable_after,
+                    failing_after=self.config.failing_after,
                 )
                 disabled = recorded.disabled_endpoints
             if free <= 0:

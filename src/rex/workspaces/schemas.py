@@ -130,8 +130,10 @@ class WorkspaceUpdate(BaseModel):
 
     @field_validator("notify_emails")
     @classmethod
-    def _emails(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else list(dict.fromkeys(value))
+    def _emails(cls, value: list[str] | None) -> list[str]:
+        if value is None:  # only when sent: an absent field is not validated
+            raise ValueError("notify_emails cannot be null (send [] to clear it)")
+        return list(dict.fromkeys(value))
 
     @field_validator("notify_slack_url")
     @classmethod
@@ -158,8 +160,8 @@ class WorkspaceUpdate(BaseModel):
 
     @model_validator(mode="after")
     def _not_null(self) -> WorkspaceUpdate:
-        for name in ("name", "allowed_origins", "notify_emails"):
+        for name in ("name", "allowed_origins"):
             if name in self.model_fields_set and getattr(self, name) is None:
-                hint = " (send [] to clear it)" if name != "name" else ""
+                hint = " (send [] to clear it)" if name == "allowed_origins" else ""
                 raise ValueError(f"{name} cannot be null{hint}")
         return self

@@ -229,3 +229,73 @@ class EndpointDisabledPayload(_Payload):
 
     event: Literal[EventType.ENDPOINT_DISABLED]
     data: dict[str, Any] = Field(description="The endpoint, and why it was disabled.")
+
+
+_ENDPOINT: dict[str, Any] = {
+    "id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+    "url": "https://your-server.com/webhooks/rex",
+    "events": ["contact.created"],
+    "description": None,
+    "enabled": True,
+    "disabled_reason": None,
+    "max_concurrency": 10,
+    "ordering": "none",
+    "created_at": "2026-03-16T12:00:00Z",
+    "failing_since": "2026-03-17T08:30:00Z",
+    "last_success_at": "2026-03-17T08:29:12Z",
+}
+_ENDPOINT_DATA = (
+    "The endpoint this is about, as `GET /webhooks/{id}` shows it, with `failing_since` (the "
+    "first failure since its last success; null once it succeeds) and `last_success_at`. "
+    "Never sent to that endpoint itself."
+)
+
+
+class EndpointFailingPayload(_Payload):
+    model_config = _examples({**_EVT, "event": "endpoint.failing", "data": _ENDPOINT})
+
+    event: Literal[EventType.ENDPOINT_FAILING]
+    data: dict[str, Any] = Field(description=_ENDPOINT_DATA)
+
+
+class EndpointRecoveredPayload(_Payload):
+    model_config = _examples(
+        {
+            **_EVT,
+            "event": "endpoint.recovered",
+            "data": {**_ENDPOINT, "failing_since": None, "last_success_at": _EVT["timestamp"]},
+        }
+    )
+
+    event: Literal[EventType.ENDPOINT_RECOVERED]
+    data: dict[str, Any] = Field(description=_ENDPOINT_DATA)
+
+
+class DeliveryFailedPayload(_Payload):
+    model_config = _examples(
+        {
+            **_EVT,
+            "event": "delivery.failed",
+            "data": {
+                "id": "dlv_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                "endpoint_id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                "event_id": "evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1J",
+                "event": "contact.created",
+                "status": "failed",
+                "attempt_count": 8,
+                "last_attempt": {
+                    "at": "2026-03-17T09:30:00Z",
+                    "status_code": 500,
+                    "error": None,
+                },
+                "endpoint": _ENDPOINT,
+            },
+        }
+    )
+
+    event: Literal[EventType.DELIVERY_FAILED]
+    data: dict[str, Any] = Field(
+        description="The delivery that failed for good (its schedule exhausted, or a final "
+        "answer), its last attempt, and its endpoint. Retry it with "
+        "`POST /deliveries/{id}/retry`."
+    )

@@ -12,7 +12,10 @@ from rex.events.schemas import (
     ContactEventPayload,
     DealEventPayload,
     DealStageChangedPayload,
+    DeliveryFailedPayload,
     EndpointDisabledPayload,
+    EndpointFailingPayload,
+    EndpointRecoveredPayload,
     TaskEventPayload,
     WebhookTestPayload,
 )
@@ -53,7 +56,25 @@ _PAYLOADS: dict[EventType, tuple[type[BaseModel], str]] = {
     ),
     EventType.ENDPOINT_DISABLED: (
         EndpointDisabledPayload,
-        "An endpoint was disabled after failing for too long (for operators).",
+        "An endpoint was disabled after failing for too long, or answering 410 Gone (for "
+        "operators). Also sent to the workspace's `notify_emails` and `notify_slack_url`.",
+    ),
+    EventType.ENDPOINT_FAILING: (
+        EndpointFailingPayload,
+        "An endpoint has had no successful delivery for `REX_ENDPOINT_FAILING_AFTER` (1 hour) "
+        "while its deliveries fail. Sent once until it recovers; also to the workspace's "
+        "`notify_emails` and `notify_slack_url`.",
+    ),
+    EventType.ENDPOINT_RECOVERED: (
+        EndpointRecoveredPayload,
+        "The first successful delivery to an endpoint announced as failing or disabled. Also "
+        "sent to the workspace's `notify_emails` and `notify_slack_url`.",
+    ),
+    EventType.DELIVERY_FAILED: (
+        DeliveryFailedPayload,
+        "A delivery failed for good: its retry schedule is exhausted, or the answer was "
+        "final. Sent for every such delivery; the workspace's `notify_emails` and "
+        "`notify_slack_url` get the first one since the endpoint last succeeded.",
     ),
 }
 

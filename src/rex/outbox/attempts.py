@@ -44,6 +44,11 @@ async def record_attempts(
     """
     if not results:
         return RecordedAttempts(held=0, disabled_endpoints=[])
+    # Ordered endpoints are locked before their deliveries, as everyone else locks them
+    # (queueing, PATCH, DELETE): one lock order, so no deadlock (rex.outbox.ordering).
+    ordered = {d.endpoint_id for d, _ in results if getattr(d, "ordering_key", None)}
+    if ordered:
+        await ordering.lock_endpoints(conn, ordered)
     await conn.execute(
         _INSERT_ATTEMPT,
         [

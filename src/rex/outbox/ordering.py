@@ -25,7 +25,11 @@ each statement after the lock sees what the other transaction committed (READ CO
   second sees the other's work, so the new delivery is parked behind a head still pending,
   or becomes the head itself if the old one is done; never parked behind nothing;
 - the claim skips an endpoint row locked this way (``SKIP LOCKED``) and takes it at its
-  next cycle. On SQLite every write transaction holds the database lock anyway.
+  next cycle. On SQLite every write transaction holds the database lock anyway;
+- lock order: whoever writes an ordered endpoint's deliveries locks the endpoint row first
+  (``record_attempts`` too, before storing outcomes), so no two transactions wait on each
+  other in a cycle; and activating a head never waits on a row in flight (it only touches a
+  parked row, which no worker holds).
 
 Manual retries (``requeue``) put a delivery at the *back* of its group's queue with a new
 sequence: a delivery that failed for good has already let the ones behind it go, so
@@ -186,13 +190,18 @@ async def requeue_ordered(
 
 async def release(conn: AsyncConnection, endpoint_id: str, *, now: datetime) -> int:
     """The endpoint's ordering changed: its queued deliveries go out unordered (the new
-    ordering applies to deliveries queued from now on)."""
+    ordering applies to deliveries queued from now on). One in flight keeps its group until
+    it is recorded (its row is the worker's to write); it is its group's head already."""
     result = await conn.execute(
         sa.update(deliveries)
         .where(
             deliveries.c.endpoint_id == endpoint_id,
             deliveries.c.status == DeliveryStatus.PENDING.value,
             deliveries.c.ordering_key.is_not(None),
+            sa.or_(
+                deliveries.c.leased_by.is_(None),
+                deliveries.c.lease_expires_at <= sa.literal(now, UTCDateTime()),
+            ),
         )
         .values(
             ordering_key=None,

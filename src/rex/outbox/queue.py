@@ -146,6 +146,7 @@ _CLAIMED = (
         deliveries.c.event_id,
         deliveries.c.event_type,
         deliveries.c.attempt_count,
+        deliveries.c.ordering_key,
         endpoints.c.url,
         endpoints.c.secret,
         endpoints.c.previous_secret,
@@ -284,6 +285,7 @@ async def claim_due_deliveries(
                 url=row.url,
                 secrets=tuple(secrets),
                 payload=row.payload.encode("utf-8"),
+                ordering_key=row.ordering_key,
             )
         )
     position = {delivery_id: i for i, delivery_id in enumerate(chosen)}

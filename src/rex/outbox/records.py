@@ -65,6 +65,8 @@ class ClaimedDelivery:
     url: str
     secrets: tuple[str, ...]  # newest first: one v1= each
     payload: bytes
+    ordering_key: str | None = None
+    """Its group on an ordered endpoint (``rex.outbox.ordering``); None when not ordered."""
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,13 @@ def test_alert_settings_are_validated(rex: RexServer) -> None:
         cleared = client.patch("/workspace", json={"notify_emails": [], "notify_slack_url": None})
         assert cleared.json()["data"]["notify_slack_url"] is None
         assert sql(rex.database_url, "SELECT count(*) AS n FROM endpoints")[0].n == 0
+        # A form's new-lead emails are Rex's own endpoint too: not listed, not reachable.
+        client.post(
+            "/forms", json={"name": "F", "notify_emails": ["sales@example.com"]}
+        ).raise_for_status()
+        [hidden] = sql(rex.database_url, "SELECT id FROM endpoints")
+        assert client.get("/webhooks").json()["data"] == []
+        assert client.get(f"/webhooks/{hidden.id}").status_code == 404
 
 
 def test_slack_url_follows_the_destination_rules(tmp_path: Any) -> None:

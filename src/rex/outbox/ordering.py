@@ -213,3 +213,25 @@ async def release(conn: AsyncConnection, endpoint_id: str, *, now: datetime) -> 
         )
     )
     return result.rowcount
+
+
+async def reactivate(conn: AsyncConnection, endpoint_id: str, *, now: datetime) -> int:
+    """Make sure every ordered group of the endpoint has its head due (an endpoint
+    re-enabled after retention pruned the oldest deliveries it held while disabled). The
+    caller holds the endpoint's lock."""
+    keys = (
+        (
+            await conn.execute(
+                sa.select(deliveries.c.ordering_key)
+                .where(
+                    deliveries.c.endpoint_id == endpoint_id,
+                    deliveries.c.status == DeliveryStatus.PENDING.value,
+                    deliveries.c.ordering_key.is_not(None),
+                )
+                .distinct()
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return await activate_heads(conn, ((endpoint_id, key) for key in keys if key), now=now)

@@ -128,6 +128,8 @@ async def update(
     if changes.get("enabled") is True and not row.enabled:
         # Re-enabling starts a fresh health record.
         changes.update(disabled_reason=None, failing_since=None)
+        if await ordering.reactivate(conn, endpoint_id, now=utcnow()):
+            await notify_queued(conn)
     if changes.get("ordering", row.ordering) != row.ordering:
         # Deliveries already queued go out unordered; the new ordering applies from now on.
         await ordering.release(conn, endpoint_id, now=utcnow())

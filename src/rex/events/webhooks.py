@@ -57,6 +57,11 @@ _PAYLOADS: dict[EventType, tuple[type[BaseModel], str]] = {
     ),
 }
 
+BUILTIN_DESCRIPTIONS: dict[str, str] = {
+    str(event_type): description for event_type, (_, description) in _PAYLOADS.items()
+}
+"""What each built-in event type means (``GET /event-types`` shows it)."""
+
 _SIGNATURE_HELP = (
     '`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + raw body)>`; one `v1=` per '
     "active secret during a rotation, newest first. Verify with `rex.verify_signature`."

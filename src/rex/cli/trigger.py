@@ -233,7 +233,7 @@ def trigger(
         print_json(run.steps)
         return
     for step in run.steps:
-        data = step["data"]
-        label = data.get("email") or data.get("name") or data.get("title") or data.get("event")
-        say(f"  {step['request']}  ->  {data.get('id', '')}  {label or ''}".rstrip())
+        made = step["data"]
+        label = made.get("email") or made.get("name") or made.get("title") or made.get("event")
+        say(f"  {step['request']}  ->  {made.get('id', '')}  {label or ''}".rstrip())
     say(f"Triggered {event}: watch your listener (or `rex events list --type {event}`).")

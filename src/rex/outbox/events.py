@@ -120,7 +120,9 @@ _PRESET_IDS = 8
 # when the event's value at its path (missing reads as null) is not its value, or not in its
 # list. jsonb compares as JSON does (1 = 1.0, true is not 1), as the Python side does.
 _FILTER_HOLDS_POSTGRES = """(filter IS NULL OR NOT EXISTS (
-            SELECT 1 FROM jsonb_each(filter) AS c(path, wanted)
+            SELECT 1 FROM jsonb_each(
+                CASE WHEN jsonb_typeof(filter) = 'object' THEN filter ELSE '{}'::jsonb END
+            ) AS c(path, wanted)
             CROSS JOIN LATERAL (SELECT coalesce(
                 CAST(:payload AS jsonb) #> string_to_array(c.path, '.'), 'null'::jsonb
             ) AS actual) AS v

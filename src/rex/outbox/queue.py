@@ -82,14 +82,17 @@ def _earliest(
 # An endpoint's ``rate_limit`` (deliveries per second) holds across every worker: its state
 # is one column of the endpoint row, ``rate_limited_until``, and only the holder of the
 # endpoint's claim lock (FOR NO KEY UPDATE on PostgreSQL, the write lock on SQLite) reads
-# and moves it. A claim hands out send slots one interval (1 / rate_limit) apart, starting
-# no earlier than the previous claim's last slot + one interval, and at most RATE_HORIZON
-# ahead of now; each claimed delivery carries its slot (``send_at``) and the sender waits
-# for it. ``rate_limited_until`` is the next slot minus RATE_HORIZON: the time from which a
-# claim may take a slot again. So slots never come closer than one interval, whichever
-# worker takes them, and any second holds at most ``rate_limit`` of them. Deliveries left
-# over stay pending and are claimed when the endpoint has slots again.
-RATE_HORIZON = timedelta(seconds=1)
+# and moves it. A claim hands out send slots one interval (1 / rate_limit) apart, the first
+# no earlier than the previous claim's last slot + one interval, none further than
+# RATE_HORIZON ahead of now; each claimed delivery carries its slot (``send_at``) and the
+# sender waits for it. ``rate_limited_until`` is the next free slot minus RATE_HORIZON: the
+# time from which a claim may take a slot again (``next_due_at`` wakes workers then). So
+# slots never come closer than one interval, whichever worker takes them, and any second
+# holds at most ``rate_limit`` of them. Deliveries left over stay pending, due, and are
+# claimed when the endpoint has slots again. The horizon is short so that a sender stalled
+# past its slots (a paused process) has few of them in hand: they would go out late
+# together, up to rate_limit x RATE_HORIZON at once; a longer one would save claims.
+RATE_HORIZON = timedelta(milliseconds=200)
 
 
 def _rate_slot_free(now: Now) -> sa.ColumnElement[bool]:

@@ -59,7 +59,7 @@ class ClaimedDelivery:
     # The endpoint's own headers (credentials: never logged), sent before Rex's.
     headers: tuple[tuple[str, str], ...] = ()
     # Under the endpoint's rate limit: the time this delivery's slot starts; the sender
-    # waits until then (it is never more than a second away, see rex.outbox.queue).
+    # waits until then (a fraction of a second away at most, see rex.outbox.queue).
     send_at: datetime | None = None
 
 

@@ -46,7 +46,8 @@ def _delivery_options(body: EndpointCreate) -> dict[str, Any]:
     return {
         "headers": encode_custom_headers({k: v for k, v in (body.headers or {}).items() if v}),
         "rate_limit": body.rate_limit,
-        "filter": body.filter,
+        # SQL NULL, not JSON null: "no filter" is what the claim and the outbox look for.
+        "filter": sa.null() if body.filter is None else body.filter,
     }
 
 
@@ -67,6 +68,8 @@ def _changed_delivery_options(row: Any, changes: dict[str, Any]) -> None:
         changes["headers"] = encode_custom_headers(merged)
     if "rate_limit" in changes:
         changes["rate_limited_until"] = None
+    if "filter" in changes and changes["filter"] is None:
+        changes["filter"] = sa.null()
 
 
 async def fetch_row(

@@ -83,6 +83,7 @@ class ConnectProxy:
         return reader, writer
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_writer: asyncio.StreamWriter | None = None
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             request_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -124,8 +125,10 @@ class ConnectProxy:
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             pass
         finally:
-            with contextlib.suppress(OSError):
-                writer.close()
+            for opened in (writer, up_writer):
+                if opened is not None:
+                    with contextlib.suppress(OSError):
+                        opened.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

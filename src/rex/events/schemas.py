@@ -322,3 +322,16 @@ class EndpointDisabledPayload(_Payload):
 
     event: Literal[EventType.ENDPOINT_DISABLED]
     data: dict[str, Any] = Field(description="The endpoint, and why it was disabled.")
+
+
+class CustomEventPayload(_Payload):
+    model_config = _examples(
+        {**_EVT, "event": "invoice.paid", "data": {"invoice_id": "in_1042", "amount": 4900}}
+    )
+
+    event: str = Field(
+        examples=["invoice.paid"], description="One of your own types (`GET /event-types`)."
+    )
+    data: dict[str, Any] = Field(
+        description="The data published with `POST /events`, valid under the type's schema."
+    )

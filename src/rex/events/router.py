@@ -42,6 +42,8 @@ async def list_events(
 ) -> dict[str, Any]:
     """Events, newest first, as their webhook payloads."""
     async with db.read() as conn:
+        if type is not None:
+            await types.check_known(conn, auth.workspace.id, type)
         data, next_cursor = await service.list_page(
             conn,
             auth.workspace.id,

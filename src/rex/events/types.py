@@ -229,6 +229,29 @@ async def archive(
     return _serialize(row)
 
 
+async def check_known(conn: AsyncConnection, workspace_id: str, name: str) -> None:
+    """``name`` is a built-in type or one the workspace declared (archived ones included:
+    their events stay listed); else ``Invalid`` on ``type``."""
+    if name in EVENT_TYPES:
+        return
+    found = (
+        is_custom_event_name(name)
+        and (
+            await conn.execute(
+                sa.select(event_types.c.id).where(
+                    event_types.c.workspace_id == workspace_id, event_types.c.name == name
+                )
+            )
+        ).first()
+        is not None
+    )
+    if not found:
+        raise Invalid(
+            "type",
+            f"unknown event type {name!r}; GET /event-types lists the built-in ones and yours",
+        )
+
+
 async def check_subscribable(
     conn: AsyncConnection, workspace_id: str, names: Iterable[str]
 ) -> None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 import rex as rexlib
+from tests.cli import assert_one_line_error, client_env, run_json, run_rex
 from tests.receiver import Receiver
 from tests.support import (
     RexServer,
@@ -338,3 +339,36 @@ def test_rate_limit_holds_across_two_workers(postgres_url: str, tmp_path: Path) 
                 stop_process(process)
     _assert_rate([r.received_at for r in got], started, 5)
     assert len({r.headers["X-Rex-Event-Id"] for r in got}) == events
+
+
+def test_rex_trigger_publishes_your_own_event_type(rex: RexServer, receiver: Receiver) -> None:
+    schema = {
+        "type": "object",
+        "required": ["meeting_id"],
+        "properties": {"meeting_id": {"type": "string"}},
+        "examples": [{"meeting_id": "mtg_sample"}],
+    }
+    with rex.client() as client:
+        client.post(
+            "/event-types", json={"name": "meeting.booked", "schema": schema}
+        ).raise_for_status()
+        subscribe(client, receiver.url(), events=["meeting.booked"])
+    env = client_env(rex.url, rex.key)
+    # No --data: the first of the schema's examples.
+    steps = run_json("trigger", "meeting.booked", env=env)
+    assert [s["request"] for s in steps] == ["POST /events"]
+    given = run_rex(
+        "trigger", "meeting.booked", "--data", '{"meeting_id": "mtg_1"}', "--object-id", "mtg_1",
+        env=env,
+    )  # fmt: skip
+    assert given.returncode == 0, given.stderr
+    assert_one_line_error(
+        run_rex("trigger", "meeting.booked", "--data", '{"meeting_id": 7}', env=env),
+        "data.meeting_id",
+    )
+    assert_one_line_error(run_rex("trigger", "meeting.cancelled", env=env), "meeting.cancelled")
+    got = receiver.wait_for(2)
+    assert [r.json()["data"] for r in got] == [
+        {"meeting_id": "mtg_sample"},
+        {"meeting_id": "mtg_1"},
+    ]

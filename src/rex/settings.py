@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import urllib.parse
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -64,6 +65,16 @@ class Settings(BaseSettings):
         description=(
             "Comma-separated CIDRs (`10.1.0.0/16,fd00:1::/64`) that webhooks may reach even "
             "though they are private, when `REX_ALLOW_PRIVATE_DESTINATIONS` is off."
+        ),
+    )
+    proxy_url: str | None = Field(
+        None,
+        description=(
+            "An HTTP CONNECT egress proxy every delivery goes through "
+            "(`http://[user:password@]host:port`; Stripe's smokescreen, Squid...): `CONNECT` "
+            "for https endpoints, absolute-form requests for http ones. Rex still resolves "
+            "each endpoint's name and refuses non-public destinations before sending; the "
+            "proxy itself may be on a private or loopback address. Unset: direct connections."
         ),
     )
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
@@ -275,6 +286,19 @@ class Settings(BaseSettings):
     @classmethod
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _check_proxy_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urllib.parse.urlsplit(value.strip())
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(
+                "REX_PROXY_URL must look like http://host:port (an HTTP CONNECT proxy), "
+                f"got {value!r}"
+            )
+        return value.strip()
 
     @field_validator("trusted_proxies")
     @classmethod

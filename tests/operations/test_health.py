@@ -15,6 +15,8 @@ from tests.operations.conftest import Proc, first_key, rex_env, serve
 from tests.receiver import Receiver
 from tests.support import sql, wait_until
 
+HEAD = head_revision()  # the newest migration this Rex ships
+
 
 def status(database_url: str) -> dict:  # type: ignore[type-arg]
     result = subprocess.run(
@@ -40,10 +42,9 @@ def test_readiness_follows_schema_and_heartbeat_and_status_reports_them(
     sql(database_url, "UPDATE alembic_version SET version_num = '0005'")
     behind = httpx.get(f"{rex.url}/readyz")
     assert behind.status_code == 503
-    head = head_revision()
-    assert behind.json()["checks"]["migrations"] == f"schema at 0005, this Rex needs {head}"
+    assert behind.json()["checks"]["migrations"] == f"schema at 0005, this Rex needs {HEAD}"
     assert httpx.get(f"{rex.url}/healthz").status_code == 200
-    sql(database_url, f"UPDATE alembic_version SET version_num = '{head}'")
+    sql(database_url, "UPDATE alembic_version SET version_num = :head", head=HEAD)
     assert httpx.get(f"{rex.url}/readyz").status_code == 200
 
     # The embedded worker's heartbeat, as `rex status` sees it.
@@ -51,7 +52,7 @@ def test_readiness_follows_schema_and_heartbeat_and_status_reports_them(
     [worker] = report["workers"]
     assert worker["kind"] == "embedded" and worker["state"] == "running"
     assert worker["last_heartbeat_age_seconds"] < 30
-    assert report["schema"] == {"current": head, "expected": head}
+    assert report["schema"] == {"current": HEAD, "expected": HEAD}
 
     # A heartbeat gone stale (a stuck worker) makes the process not ready.
     sql(

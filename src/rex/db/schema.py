@@ -242,8 +242,34 @@ endpoints = sa.Table(
     # went out since the endpoint last recovered.
     sa.Column("alert_state", sa.String(16)),
     sa.Column("failure_alerted", sa.Boolean(), nullable=False, default=False),
+    # Extra headers sent with every delivery ({"Authorization": "Bearer ..."}): a JSON object,
+    # encrypted at rest like the secret (they are credentials), never shown back in full.
+    sa.Column("headers", EncryptedSecret()),
+    # Deliveries per second across every worker (NULL: no limit), and its shared state: no
+    # claim takes another slot before this time (rex.outbox.queue, the rate limit).
+    sa.Column("rate_limit", sa.Integer()),
+    sa.Column("rate_limited_until", UTCDateTime()),
+    # {"data.source": "organic", "data.stage": ["won", "lost"]}: all must hold for an event
+    # to be queued for this endpoint (rex.outbox.filters). NULL: every subscribed event.
+    sa.Column("filter", JSONType),
     *_timestamps(),
     sa.Index(None, "workspace_id", "id"),
+)
+
+# A workspace's own event types (POST /events publishes them); the built-in ones are in
+# rex.outbox.catalogue. Deleting one archives it: its events and subscriptions stay.
+event_types = sa.Table(
+    "event_types",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("description", sa.Text()),
+    # A JSON Schema the published events' `data` must satisfy (NULL: any object).
+    sa.Column("schema", JSONType),
+    sa.Column("archived_at", UTCDateTime()),
+    *_timestamps(),
+    sa.UniqueConstraint("workspace_id", "name"),
 )
 
 # A `rex listen` session: an endpoint of kind "listen" whose deliveries are not sent by the

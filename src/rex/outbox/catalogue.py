@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 
@@ -36,6 +37,20 @@ OPERATIONAL_EVENTS: frozenset[str] = frozenset(
 )
 """About Rex's own delivery: never announced in turn when their deliveries fail."""
 WILDCARD = "*"
+
+# A workspace's own event types (POST /event-types): lower-case, dotted, at most 64
+# characters, and none of the built-in names above.
+CUSTOM_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+CUSTOM_EVENT_NAME_MAX = 64
+
+
+def is_custom_event_name(name: str) -> bool:
+    """Is ``name`` shaped like a workspace's own event type (and not a built-in one)?"""
+    return (
+        len(name) <= CUSTOM_EVENT_NAME_MAX
+        and CUSTOM_EVENT_NAME.fullmatch(name) is not None
+        and name not in EVENT_TYPES
+    )
 
 
 def matches(subscribed: list[str], event_type: str) -> bool:

@@ -20,6 +20,7 @@ from rex.db.types import UTCDateTime
 from rex.ids import new_id
 from rex.outbox.catalogue import EventType, matches
 from rex.outbox.envelope import dumps, envelope
+from rex.outbox.filters import passes
 from rex.outbox.ordering import activate_heads, ordering_key, take_sequences
 from rex.outbox.records import NOTIFY_CHANNEL, DeliveryStatus
 
@@ -27,9 +28,9 @@ from rex.outbox.records import NOTIFY_CHANNEL, DeliveryStatus
 # compiled once per dialect and cached).
 _INSERT_EVENT = sa.insert(events)
 _INSERT_DELIVERY = sa.insert(deliveries)
-_ENABLED_ENDPOINTS = sa.select(endpoints.c.id, endpoints.c.events, endpoints.c.ordering).where(
-    endpoints.c.workspace_id == sa.bindparam("workspace_id"), endpoints.c.enabled.is_(True)
-)
+_ENABLED_ENDPOINTS = sa.select(
+    endpoints.c.id, endpoints.c.events, endpoints.c.filter, endpoints.c.ordering
+).where(endpoints.c.workspace_id == sa.bindparam("workspace_id"), endpoints.c.enabled.is_(True))
 _ENABLED_ENDPOINT = _ENABLED_ENDPOINTS.where(endpoints.c.id == sa.bindparam("endpoint_id"))
 
 
@@ -46,12 +47,13 @@ async def record_event(
     only_endpoint_id: str | None = None,
     exclude_endpoint_id: str | None = None,
 ) -> str:
-    """Write an event and one pending delivery per matching enabled endpoint.
+    """Write an event and one pending delivery per matching enabled endpoint: subscribed to
+    its type, and whose ``filter`` (``rex.outbox.filters``) the event meets.
 
     Runs inside the caller's transaction, next to the data change that caused the event, so
     both commit or neither does. ``only_endpoint_id`` targets one endpoint regardless of its
-    filter (``webhook.test``); ``exclude_endpoint_id`` leaves one out (an operational event
-    never goes to the endpoint it is about). Returns the event id.
+    subscriptions and filter (``webhook.test``); ``exclude_endpoint_id`` leaves one out (an
+    operational event never goes to the endpoint it is about). Returns the event id.
     """
     event_id = new_id("evt")
     body = envelope(
@@ -91,7 +93,10 @@ async def record_event(
     targets = [
         (row.id, ordering_key(row.ordering, object_id))
         for row in rows
-        if (only_endpoint_id is not None or matches(row.events, event_type))
+        if (
+            only_endpoint_id is not None
+            or (matches(row.events, event_type) and passes(row.filter, body))
+        )
         and row.id != exclude_endpoint_id
     ]
     if targets:
@@ -133,6 +138,20 @@ async def record_event(
 # statements cost four). Delivery ids are made here, in Python (ULIDs), and handed in as an
 # array; a workspace with more matching endpoints than ids takes the general path instead.
 _PRESET_IDS = 8
+# An endpoint's filter (rex.outbox.filters), in SQL: no condition fails. A condition fails
+# when the event's value at its path (missing reads as null) is not its value, or not in its
+# list. jsonb compares as JSON does (1 = 1.0, true is not 1), as the Python side does.
+_FILTER_HOLDS_POSTGRES = """(filter IS NULL OR NOT EXISTS (
+            SELECT 1 FROM jsonb_each(
+                CASE WHEN jsonb_typeof(filter) = 'object' THEN filter ELSE '{}'::jsonb END
+            ) AS c(path, wanted)
+            CROSS JOIN LATERAL (SELECT coalesce(
+                CAST(:payload AS jsonb) #> string_to_array(c.path, '.'), 'null'::jsonb
+            ) AS actual) AS v
+            WHERE NOT CASE WHEN jsonb_typeof(c.wanted) = 'array'
+                THEN c.wanted @> jsonb_build_array(v.actual)
+                ELSE c.wanted = v.actual END
+          ))"""
 _RECORD_EVENT_POSTGRES = sa.text(
     f"""
     WITH event AS (
@@ -143,6 +162,7 @@ _RECORD_EVENT_POSTGRES = sa.text(
         FROM endpoints
         WHERE workspace_id = :workspace_id AND enabled
           AND (events ? :type OR events ? '*')
+          AND {_FILTER_HOLDS_POSTGRES}
     ), fast AS (
         -- Ordered endpoints take the general path (their queue places, rex.outbox.ordering).
         SELECT (SELECT count(*) FROM targets) <= {_PRESET_IDS}

@@ -4,12 +4,16 @@ delivery, attempt, listen session), each built from its row here and nowhere els
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from rex.ids import rfc3339
+
+MASK = "••••••"
 
 NOTIFY_CHANNEL = "rex_deliveries"
 """The PostgreSQL channel notified when deliveries are queued (a wake-up hint)."""
@@ -67,6 +71,11 @@ class ClaimedDelivery:
     payload: bytes
     ordering_key: str | None = None
     """Its group on an ordered endpoint (``rex.outbox.ordering``); None when not ordered."""
+    # The endpoint's own headers (credentials: never logged), sent before Rex's.
+    headers: tuple[tuple[str, str], ...] = ()
+    # Under the endpoint's rate limit: the time this delivery's slot starts; the sender
+    # waits until then (a fraction of a second away at most, see rex.outbox.queue).
+    send_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,9 @@ class Endpoint:
     kind: EndpointKind
     created_at: datetime
     ordering: str = "none"
+    headers: tuple[tuple[str, str], ...] = ()
+    rate_limit: int | None = None
+    filter: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Endpoint:
@@ -132,6 +144,9 @@ class Endpoint:
             kind=EndpointKind(row.kind),
             created_at=row.created_at,
             ordering=row.ordering,
+            headers=tuple(decode_custom_headers(row.headers).items()),
+            rate_limit=row.rate_limit,
+            filter=row.filter,
         )
 
     def public(self, *, with_secret: bool = False) -> dict[str, Any]:
@@ -145,6 +160,9 @@ class Endpoint:
             "disabled_reason": self.disabled_reason,
             "max_concurrency": self.max_concurrency,
             "ordering": self.ordering,
+            "headers": masked(dict(self.headers)),
+            "rate_limit": self.rate_limit,
+            "filter": self.filter,
             "created_at": rfc3339(self.created_at),
         }
         if with_secret:
@@ -255,3 +273,26 @@ class ListenSession:
             last_seen_at=row.last_seen_at,
             created_at=row.created_at,
         )
+
+
+# -- an endpoint's own headers, as stored and as shown -----------------------------------
+
+
+def masked(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers as the API shows them: the names, and of each value only its last four
+    characters when it is long enough (16 or more) for those not to give it away."""
+    return {
+        name: MASK + value[-4:] if len(value) >= 16 else MASK for name, value in headers.items()
+    }
+
+
+def encode_custom_headers(headers: Mapping[str, str]) -> str | None:
+    """The stored form (JSON text, which the column encrypts); None when there are none."""
+    return json.dumps(dict(headers), ensure_ascii=False) if headers else None
+
+
+def decode_custom_headers(stored: str | None) -> dict[str, str]:
+    if not stored:
+        return {}
+    decoded: dict[str, str] = json.loads(stored)
+    return decoded

@@ -19,7 +19,7 @@ import typer
 from rex.cli._errors import CliError
 from rex.cli.api import RexApi, connect
 from rex.cli.output import JsonOption, print_json, say
-from rex.outbox.catalogue import EventType, is_custom_event_name
+from rex.outbox.catalogue import OPERATIONAL_EVENTS, EventType, is_custom_event_name
 
 SAMPLE_SOURCE = "rex trigger"
 
@@ -215,10 +215,10 @@ def trigger(
         say(f"Triggered {event}: watch your listener (or `rex events list --type {event}`).")
         return
     if event not in FIXTURES:
-        if event == EventType.ENDPOINT_DISABLED:
+        if event in OPERATIONAL_EVENTS:
             raise CliError(
-                "endpoint.disabled is emitted when Rex disables a failing endpoint; it "
-                "cannot be triggered"
+                f"{event} is an operational event: Rex emits it itself when an endpoint's "
+                "health changes or a delivery fails for good; it cannot be triggered"
             )
         raise CliError(f"unknown event {event!r}; choose one of: {', '.join(sorted(FIXTURES))}")
     if endpoint is not None and event != EventType.WEBHOOK_TEST:

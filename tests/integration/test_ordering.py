@@ -92,6 +92,39 @@ def test_endpoint_ordering_holds_back_until_the_first_succeeds(
     assert arrived == [ids[0]] * 3 + ids[1:]
 
 
+def test_a_rate_limited_head_keeps_its_followers_behind(
+    database_url: str, receiver: Receiver
+) -> None:
+    """Ordering and rate_limit together: the limit paces the head, and none of the deliveries
+    parked behind it goes out first (each in order, one slot apart at most 5 a second)."""
+    receiver.respond_with(500, 500)
+    with serve_rex(make_settings(database_url, **PATIENT)) as rex:
+        with rex.client() as client:
+            client.post(
+                "/webhooks",
+                json={
+                    "url": receiver.url(),
+                    "events": ["contact.created"],
+                    "ordering": "endpoint",
+                    "rate_limit": 5,
+                },
+            ).raise_for_status()
+        ids = create_contacts(rex, 5, "paced")
+        receiver.wait_for(len(ids) + 2, timeout=30)
+        wait_until(
+            lambda: (
+                sql(
+                    rex.database_url,
+                    "SELECT count(*) AS n FROM deliveries WHERE status = 'delivered'",
+                )[0].n
+                == len(ids)
+            ),
+            timeout=30,
+        )
+    arrived = [contact_id(r) for r in receiver.requests]
+    assert arrived == [ids[0]] * 3 + ids[1:]
+
+
 def test_object_ordering_keeps_objects_independent(database_url: str, receiver: Receiver) -> None:
     b_done = threading.Event()
     state: dict[str, str] = {}

@@ -41,6 +41,7 @@ import json
 import math
 import random
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -151,8 +152,15 @@ class Receiver:
     thread-safe.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", default: Behaviour = 200) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        default: Behaviour = 200,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
+        self.ssl_context = ssl_context  # serve https with it
         self.port = 0
         self.errors: list[BaseException] = []  # exceptions raised by callable behaviours
         self._default: Behaviour = default
@@ -230,7 +238,8 @@ class Receiver:
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     def url(self, path: str = "/hook") -> str:
         if not path.startswith("/"):
@@ -353,7 +362,7 @@ class Receiver:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         try:
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
             self._ready.set()
             await self._stopping.wait()
         finally:

@@ -28,6 +28,7 @@ from rex.db.engine import Database
 from rex.deals.router import router as deals_router
 from rex.delivery.router import router as deliveries_router
 from rex.events.router import router as events_router
+from rex.events.router import types_router as event_types_router
 from rex.events.webhooks import register_webhooks
 from rex.forms.router import router as forms_router
 from rex.listen.router import router as listen_router
@@ -106,7 +107,7 @@ def create_app(
         expiry_task = asyncio.create_task(expire_sessions(db, settings.listen, stop))
         # mailto: endpoints (forms' new-lead emails) go through the mailer.
         sender = RoutingTransport(
-            transport or AiohttpTransport(runtime.destination_policy),
+            transport or AiohttpTransport(runtime.destination_policy, proxy=settings.proxy_url),
             MailTransport(Mailer(settings.smtp_url, settings.mail_from)),
         )
         if embedded_worker:
@@ -165,6 +166,7 @@ def create_app(
             pipelines_router,
             tasks_router,
             events_router,
+            event_types_router,
             webhooks_router,
             workspace_router,
             listen_router,

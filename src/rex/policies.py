@@ -68,6 +68,9 @@ class DeliveryConfig:
     """Finished events older than this are pruned (<= 0: kept forever)."""
     retention_interval: float = 3600.0
     """Seconds between two retention runs (the first runs when the worker starts)."""
+    failing_after: float | None = None
+    """Seconds without a success after which a failing endpoint is announced with
+    ``endpoint.failing`` (None: never)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,12 +166,13 @@ async def encrypt_stored_secrets(conn: AsyncConnection, *, rotate: bool = False)
     key); returns how many values were rewritten. Raises ``SecretKeyError`` when a stored
     secret does not decrypt with the key."""
     box = _box_of(conn.dialect)
-    raw = sa.table("endpoints", sa.column("id"), sa.column("secret"), sa.column("previous_secret"))
-    rows = (await conn.execute(sa.select(raw.c.id, raw.c.secret, raw.c.previous_secret))).all()
+    columns = ("secret", "previous_secret", "headers")
+    raw = sa.table("endpoints", sa.column("id"), *(sa.column(c) for c in columns))
+    rows = (await conn.execute(sa.select(raw.c.id, *(raw.c[c] for c in columns)))).all()
     changed = 0
     for row in rows:
         values: dict[str, str] = {}
-        for column in ("secret", "previous_secret"):
+        for column in columns:
             stored = getattr(row, column)
             if stored is None:
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import urllib.parse
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -78,6 +79,16 @@ class Settings(BaseSettings):
             "though they are private, when `REX_ALLOW_PRIVATE_DESTINATIONS` is off."
         ),
     )
+    proxy_url: str | None = Field(
+        None,
+        description=(
+            "An HTTP CONNECT egress proxy every delivery goes through "
+            "(`http://[user:password@]host:port`; Stripe's smokescreen, Squid...): `CONNECT` "
+            "for https endpoints, absolute-form requests for http ones. Rex still resolves "
+            "each endpoint's name and refuses non-public destinations before sending; the "
+            "proxy itself may be on a private or loopback address. Unset: direct connections."
+        ),
+    )
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         DEFAULT_RETRY_SCHEDULE,
         description=(
@@ -124,6 +135,15 @@ class Settings(BaseSettings):
             "Seconds (default 432000: 5 days) an endpoint may go without a successful delivery, "
             "while its deliveries keep failing, before Rex disables it and emits "
             "`endpoint.disabled`. `0` never disables for that reason."
+        ),
+    )
+    endpoint_failing_after: float = Field(
+        3600.0,
+        description=(
+            "Seconds (default 3600: 1 hour) an endpoint may go without a successful delivery, "
+            "while its deliveries keep failing, before Rex emits `endpoint.failing` (once, "
+            "until it recovers) and alerts the workspace's `notify_emails` and "
+            "`notify_slack_url`. `0` never emits it."
         ),
     )
     retention_days: int = Field(
@@ -346,6 +366,19 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
 
+    @field_validator("proxy_url")
+    @classmethod
+    def _check_proxy_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urllib.parse.urlsplit(value.strip())
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(
+                "REX_PROXY_URL must look like http://host:port (an HTTP CONNECT proxy), "
+                f"got {value!r}"
+            )
+        return value.strip()
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: list[str]) -> list[str]:
@@ -405,6 +438,7 @@ class Settings(BaseSettings):
             poll_interval=self.delivery_poll_interval,
             concurrency=self.worker_concurrency,
             disable_after=self.endpoint_disable_after or None,
+            failing_after=self.endpoint_failing_after or None,
             retention_days=self.retention_days,
             retention_interval=self.retention_interval,
         )

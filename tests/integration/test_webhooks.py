@@ -41,6 +41,7 @@ def test_endpoint_crud_and_secret_shown_only_on_create(rex: RexServer, receiver:
         assert created["secret"].startswith("whsec_")
         assert set(created) == {
             "id", "url", "events", "description", "enabled", "disabled_reason", "max_concurrency",
+            "ordering", "headers", "rate_limit", "filter",
             "created_at",
             "secret",
         }  # fmt: skip

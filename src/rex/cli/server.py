@@ -198,7 +198,7 @@ def worker(
         db = Database(settings.database_url, timeout=settings.database_timeout)
         await db.migrate()
         transport = RoutingTransport(
-            AiohttpTransport(destination_policy(settings)),
+            AiohttpTransport(destination_policy(settings), proxy=settings.proxy_url),
             MailTransport(Mailer(settings.smtp_url, settings.mail_from)),
         )
         stop = asyncio.Event()

@@ -8,6 +8,7 @@ send, so the real event, with its real payload, reaches every subscribed endpoin
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import typer
 from rex.cli._errors import CliError
 from rex.cli.api import RexApi, connect
 from rex.cli.output import JsonOption, print_json, say
-from rex.outbox.catalogue import EventType
+from rex.outbox.catalogue import OPERATIONAL_EVENTS, EventType, is_custom_event_name
 
 SAMPLE_SOURCE = "rex trigger"
 
@@ -143,12 +144,38 @@ FIXTURES: dict[str, Callable[[Run], Any]] = {
 }
 
 
+def publish_custom(run: Run, event: str, data: str | None, object_id: str | None) -> None:
+    """Publish an event of the workspace's own type: ``data`` as given, else the first of
+    its schema's ``examples``, else an empty object (the server checks it either way)."""
+    payload: Any
+    if data is not None:
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            raise CliError(f"--data is not JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise CliError('--data must be a JSON object, like \'{"invoice_id": "in_1"}\'')
+    else:
+        found: dict[str, Any] = run.api.request("GET", f"/event-types/{event}")["data"]
+        schema = found.get("schema") or {}
+        examples = schema.get("examples") if isinstance(schema, dict) else None
+        payload = examples[0] if isinstance(examples, list) and examples else {}
+    body: dict[str, Any] = {"type": event, "data": payload}
+    if object_id is not None:
+        body["object_id"] = object_id
+    run.call("POST", "/events", body)
+
+
 def trigger(
     event: Annotated[
         str,
         typer.Argument(
             metavar="EVENT",
-            help="The event to cause: " + ", ".join(sorted(FIXTURES)) + ".",
+            help=(
+                "The event to cause: "
+                + ", ".join(sorted(FIXTURES))
+                + ", or one of your own types (GET /event-types)."
+            ),
             show_default=False,
         ),
     ],
@@ -156,14 +183,42 @@ def trigger(
         str | None,
         typer.Option(help="webhook.test only: test this endpoint or listen session alone."),
     ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Your own event types only: the event's data, a JSON object (default: the "
+                "first of its schema's examples, else {})."
+            )
+        ),
+    ] = None,
+    object_id: Annotated[
+        str | None, typer.Option(help="Your own event types only: what the event is about.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cause EVENT for real with sample objects, so it reaches every subscriber."""
+    """Cause EVENT for real with sample objects, so it reaches every subscriber; an event
+    type of your own is published (POST /events)."""
+    custom = event not in FIXTURES and is_custom_event_name(event)
+    if (data is not None or object_id is not None) and not custom:
+        raise CliError("--data and --object-id only apply to your own event types")
+    if custom:
+        if endpoint is not None:
+            raise CliError("--endpoint only applies to webhook.test")
+        with connect() as api:
+            run = Run(api)
+            publish_custom(run, event, data, object_id)
+        if as_json:
+            print_json(run.steps)
+            return
+        say(f"  POST /events  ->  {run.steps[0]['data'].get('id', '')}  {event}")
+        say(f"Triggered {event}: watch your listener (or `rex events list --type {event}`).")
+        return
     if event not in FIXTURES:
-        if event == EventType.ENDPOINT_DISABLED:
+        if event in OPERATIONAL_EVENTS:
             raise CliError(
-                "endpoint.disabled is emitted when Rex disables a failing endpoint; it "
-                "cannot be triggered"
+                f"{event} is an operational event: Rex emits it itself when an endpoint's "
+                "health changes or a delivery fails for good; it cannot be triggered"
             )
         raise CliError(f"unknown event {event!r}; choose one of: {', '.join(sorted(FIXTURES))}")
     if endpoint is not None and event != EventType.WEBHOOK_TEST:
@@ -178,7 +233,7 @@ def trigger(
         print_json(run.steps)
         return
     for step in run.steps:
-        data = step["data"]
-        label = data.get("email") or data.get("name") or data.get("title") or data.get("event")
-        say(f"  {step['request']}  ->  {data.get('id', '')}  {label or ''}".rstrip())
+        made = step["data"]
+        label = made.get("email") or made.get("name") or made.get("title") or made.get("event")
+        say(f"  {step['request']}  ->  {made.get('id', '')}  {label or ''}".rstrip())
     say(f"Triggered {event}: watch your listener (or `rex events list --type {event}`).")

@@ -47,6 +47,10 @@ workspaces = sa.Table(
     sa.Column("allowed_origins", JSONType, nullable=False, default=list),
     sa.Column("redirect_url", sa.Text()),
     sa.Column("capture_rate_limit", sa.String(32)),
+    # Operational alerts (endpoint.failing, .disabled, .recovered, delivery.failed) also go
+    # to these, through the workspace's hidden alert endpoints (rex.outbox.alerts).
+    sa.Column("notify_emails", JSONType, nullable=False, default=list),
+    sa.Column("notify_slack_url", sa.Text()),
     *_timestamps(),
 )
 
@@ -242,8 +246,46 @@ endpoints = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False, default="webhook"),
     sa.Column("last_success_at", UTCDateTime()),
     sa.Column("failing_since", UTCDateTime()),
+    # "none", "endpoint" or "object" (rex.outbox.ordering); last_sequence numbers the
+    # deliveries queued for an ordered endpoint, in commit order (the row is locked to take one).
+    sa.Column("ordering", sa.String(16), nullable=False, default="none"),
+    sa.Column("last_sequence", sa.BigInteger(), nullable=False, default=0),
+    # Set on Rex's own endpoints, hidden from /webhooks: "form_notify" (a form's new-lead
+    # emails), "alert_email" and "alert_slack" (the workspace's operational alerts).
+    sa.Column("system_role", sa.String(16)),
+    # The health state last announced (NULL, "failing", "disabled"), so that each change is
+    # announced once whatever the number of workers; failure_alerted: a delivery.failed alert
+    # went out since the endpoint last recovered.
+    sa.Column("alert_state", sa.String(16)),
+    sa.Column("failure_alerted", sa.Boolean(), nullable=False, default=False),
+    # Extra headers sent with every delivery ({"Authorization": "Bearer ..."}): a JSON object,
+    # encrypted at rest like the secret (they are credentials), never shown back in full.
+    sa.Column("headers", EncryptedSecret()),
+    # Deliveries per second across every worker (NULL: no limit), and its shared state: no
+    # claim takes another slot before this time (rex.outbox.queue, the rate limit).
+    sa.Column("rate_limit", sa.Integer()),
+    sa.Column("rate_limited_until", UTCDateTime()),
+    # {"data.source": "organic", "data.stage": ["won", "lost"]}: all must hold for an event
+    # to be queued for this endpoint (rex.outbox.filters). NULL: every subscribed event.
+    sa.Column("filter", JSONType),
     *_timestamps(),
     sa.Index(None, "workspace_id", "id"),
+)
+
+# A workspace's own event types (POST /events publishes them); the built-in ones are in
+# rex.outbox.catalogue. Deleting one archives it: its events and subscriptions stay.
+event_types = sa.Table(
+    "event_types",
+    metadata,
+    _id(),
+    _workspace(),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("description", sa.Text()),
+    # A JSON Schema the published events' `data` must satisfy (NULL: any object).
+    sa.Column("schema", JSONType),
+    sa.Column("archived_at", UTCDateTime()),
+    *_timestamps(),
+    sa.UniqueConstraint("workspace_id", "name"),
 )
 
 # A `rex listen` session: an endpoint of kind "listen" whose deliveries are not sent by the
@@ -298,6 +340,10 @@ deliveries = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime()),
     sa.Column("leased_by", sa.String(64)),
     sa.Column("last_attempt_at", UTCDateTime()),
+    # Ordered endpoints only (NULL otherwise): the group it is ordered in (the endpoint, or
+    # its event's object) and its place in the endpoint's queue. See rex.outbox.ordering.
+    sa.Column("sequence", sa.BigInteger()),
+    sa.Column("ordering_key", sa.String(255)),
     *_timestamps(),
     sa.Index(None, "endpoint_id", "id"),
     sa.Index(None, "event_id"),
@@ -325,6 +371,15 @@ deliveries = sa.Table(
         "lease_expires_at",
         postgresql_where=sa.text("leased_by IS NOT NULL"),
         sqlite_where=sa.text("leased_by IS NOT NULL"),
+    ),
+    # An ordered group's pending rows in queue order: its head, and what waits behind it.
+    sa.Index(
+        "ix_deliveries_ordering",
+        "endpoint_id",
+        "ordering_key",
+        "sequence",
+        postgresql_where=sa.text("status = 'pending' AND ordering_key IS NOT NULL"),
+        sqlite_where=sa.text("status = 'pending' AND ordering_key IS NOT NULL"),
     ),
 )
 

@@ -39,9 +39,14 @@ class Event(BaseModel):
         examples=["evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"],
         description="The deduplication key: retries of one event reuse it.",
     )
-    event: EventType
+    event: str = Field(
+        examples=["deal.updated"],
+        description="The event type: a built-in one, or one of your own (`GET /event-types`).",
+    )
     timestamp: str = Field(examples=["2026-03-16T12:00:01Z"])
-    data: dict[str, Any] = Field(description="The object as the API returns it.")
+    data: dict[str, Any] = Field(
+        description="The object as the API returns it (your own events: the data published)."
+    )
     previous_attributes: dict[str, Any] | None = Field(
         None, description="`*.updated` only: old values of exactly the fields that changed."
     )
@@ -49,6 +54,94 @@ class Event(BaseModel):
         None, alias="from", description="`deal.stage_changed` only: the stage left."
     )
     to: str | None = Field(None, description="`deal.stage_changed` only: the stage entered.")
+
+
+class EventTypeCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "invoice.paid",
+                    "description": "An invoice was paid in the billing system.",
+                    "schema": {
+                        "type": "object",
+                        "required": ["invoice_id", "amount"],
+                        "properties": {
+                            "invoice_id": {"type": "string"},
+                            "amount": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                }
+            ]
+        },
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        description=(
+            "Lower-case words joined by dots (`invoice.paid`, `trial.started`), at most 64 "
+            "characters, not a built-in type's name."
+        ),
+    )
+    description: str | None = Field(None, max_length=1000)
+    schema_: dict[str, Any] | None = Field(
+        None,
+        alias="schema",
+        description=(
+            "A JSON Schema (draft 2020-12 unless its `$schema` says otherwise) that the `data` "
+            "of every published event must satisfy; only references inside it (`#/...`)."
+        ),
+    )
+
+
+class EventTypeRecord(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str | None = Field(
+        examples=["et_01HQ3Z8W6X9Y2V4T5R7P8N0M1K"], description="null for built-in types."
+    )
+    name: str = Field(examples=["invoice.paid"])
+    description: str | None
+    schema_: dict[str, Any] | None = Field(alias="schema")
+    builtin: bool = Field(description="true for the types Rex emits itself.")
+    archived: bool = Field(description="Archived (deleted) types can no longer be published.")
+    created_at: str | None
+    updated_at: str | None
+
+
+class EventTypeEnvelope(BaseModel):
+    data: EventTypeRecord
+
+
+class EventTypeList(BaseModel):
+    data: list[EventTypeRecord]
+    next_cursor: str | None = Field(description="Always null: every type is on one page.")
+
+
+class EventPublish(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "invoice.paid",
+                    "data": {"invoice_id": "in_1042", "amount": 4900},
+                    "object_id": "in_1042",
+                }
+            ]
+        },
+    )
+
+    type: str = Field(min_length=1, max_length=200, description="One of your own event types.")
+    data: dict[str, Any] = Field(description="The event's data, checked against its schema.")
+    object_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=40,
+        description="What the event is about, for `GET /events?object_id=`.",
+    )
 
 
 class EventWithDeliveries(Event):
@@ -229,3 +322,89 @@ class EndpointDisabledPayload(_Payload):
 
     event: Literal[EventType.ENDPOINT_DISABLED]
     data: dict[str, Any] = Field(description="The endpoint, and why it was disabled.")
+
+
+_ENDPOINT: dict[str, Any] = {
+    "id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+    "url": "https://your-server.com/webhooks/rex",
+    "events": ["contact.created"],
+    "description": None,
+    "enabled": True,
+    "disabled_reason": None,
+    "max_concurrency": 10,
+    "ordering": "none",
+    "headers": {},
+    "rate_limit": None,
+    "filter": None,
+    "created_at": "2026-03-16T12:00:00Z",
+    "failing_since": "2026-03-17T08:30:00Z",
+    "last_success_at": "2026-03-17T08:29:12Z",
+}
+_ENDPOINT_DATA = (
+    "The endpoint this is about, as `GET /webhooks/{id}` shows it, with `failing_since` (the "
+    "first failure since its last success; null once it succeeds) and `last_success_at`. "
+    "Never sent to that endpoint itself."
+)
+
+
+class EndpointFailingPayload(_Payload):
+    model_config = _examples({**_EVT, "event": "endpoint.failing", "data": _ENDPOINT})
+
+    event: Literal[EventType.ENDPOINT_FAILING]
+    data: dict[str, Any] = Field(description=_ENDPOINT_DATA)
+
+
+class EndpointRecoveredPayload(_Payload):
+    model_config = _examples(
+        {
+            **_EVT,
+            "event": "endpoint.recovered",
+            "data": {**_ENDPOINT, "failing_since": None, "last_success_at": _EVT["timestamp"]},
+        }
+    )
+
+    event: Literal[EventType.ENDPOINT_RECOVERED]
+    data: dict[str, Any] = Field(description=_ENDPOINT_DATA)
+
+
+class DeliveryFailedPayload(_Payload):
+    model_config = _examples(
+        {
+            **_EVT,
+            "event": "delivery.failed",
+            "data": {
+                "id": "dlv_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                "endpoint_id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
+                "event_id": "evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1J",
+                "event": "contact.created",
+                "status": "failed",
+                "attempt_count": 8,
+                "last_attempt": {
+                    "at": "2026-03-17T09:30:00Z",
+                    "status_code": 500,
+                    "error": None,
+                },
+                "endpoint": _ENDPOINT,
+            },
+        }
+    )
+
+    event: Literal[EventType.DELIVERY_FAILED]
+    data: dict[str, Any] = Field(
+        description="The delivery that failed for good (its schedule exhausted, or a final "
+        "answer), its last attempt, and its endpoint. Retry it with "
+        "`POST /deliveries/{id}/retry`."
+    )
+
+
+class CustomEventPayload(_Payload):
+    model_config = _examples(
+        {**_EVT, "event": "invoice.paid", "data": {"invoice_id": "in_1042", "amount": 4900}}
+    )
+
+    event: str = Field(
+        examples=["invoice.paid"], description="One of your own types (`GET /event-types`)."
+    )
+    data: dict[str, Any] = Field(
+        description="The data published with `POST /events`, valid under the type's schema."
+    )

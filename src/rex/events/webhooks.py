@@ -10,9 +10,13 @@ from pydantic import BaseModel
 
 from rex.events.schemas import (
     ContactEventPayload,
+    CustomEventPayload,
     DealEventPayload,
     DealStageChangedPayload,
+    DeliveryFailedPayload,
     EndpointDisabledPayload,
+    EndpointFailingPayload,
+    EndpointRecoveredPayload,
     TaskEventPayload,
     WebhookTestPayload,
 )
@@ -53,9 +57,32 @@ _PAYLOADS: dict[EventType, tuple[type[BaseModel], str]] = {
     ),
     EventType.ENDPOINT_DISABLED: (
         EndpointDisabledPayload,
-        "An endpoint was disabled after failing for too long (for operators).",
+        "An endpoint was disabled after failing for too long, or answering 410 Gone (for "
+        "operators). Also sent to the workspace's `notify_emails` and `notify_slack_url`.",
+    ),
+    EventType.ENDPOINT_FAILING: (
+        EndpointFailingPayload,
+        "An endpoint has had no successful delivery for `REX_ENDPOINT_FAILING_AFTER` (1 hour) "
+        "while its deliveries fail. Sent once until it recovers; also to the workspace's "
+        "`notify_emails` and `notify_slack_url`.",
+    ),
+    EventType.ENDPOINT_RECOVERED: (
+        EndpointRecoveredPayload,
+        "The first successful delivery to an endpoint announced as failing or disabled. Also "
+        "sent to the workspace's `notify_emails` and `notify_slack_url`.",
+    ),
+    EventType.DELIVERY_FAILED: (
+        DeliveryFailedPayload,
+        "A delivery failed for good: its retry schedule is exhausted, or the answer was "
+        "final. Sent for every such delivery; the workspace's `notify_emails` and "
+        "`notify_slack_url` get the first one since the endpoint last succeeded.",
     ),
 }
+
+BUILTIN_DESCRIPTIONS: dict[str, str] = {
+    str(event_type): description for event_type, (_, description) in _PAYLOADS.items()
+}
+"""What each built-in event type means (``GET /event-types`` shows it)."""
 
 _SIGNATURE_HELP = (
     '`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + raw body)>`; one `v1=` per '
@@ -72,9 +99,28 @@ def register_webhooks(app: FastAPI) -> None:
     """Add one ``webhooks`` entry per event type (the catalogue) to ``app``'s OpenAPI."""
     for event_type, (model, description) in _PAYLOADS.items():
         _register(app, event_type, model, description)
+    _register(
+        app,
+        CUSTOM_EVENT_ENTRY,
+        CustomEventPayload,
+        "An event of one of your own types (`POST /event-types`), published with "
+        "`POST /events`: the same envelope, signatures and retries as Rex's own events.",
+        operation_id="webhook_custom_event",
+    )
 
 
-def _register(app: FastAPI, event_type: str, model: type[BaseModel], description: str) -> None:
+CUSTOM_EVENT_ENTRY = "your.own.event"
+"""The ``webhooks`` entry standing for every custom event type (each workspace has its own)."""
+
+
+def _register(
+    app: FastAPI,
+    event_type: str,
+    model: type[BaseModel],
+    description: str,
+    *,
+    operation_id: str | None = None,
+) -> None:
     async def receive(
         body: model,  # type: ignore[valid-type]
         x_rex_signature: Annotated[str, Header(description=_SIGNATURE_HELP)],
@@ -91,6 +137,6 @@ def _register(app: FastAPI, event_type: str, model: type[BaseModel], description
     app.webhooks.post(
         event_type,
         summary=event_type,
-        operation_id=f"webhook_{event_type.replace('.', '_')}",
+        operation_id=operation_id or f"webhook_{event_type.replace('.', '_')}",
         tags=["webhook events"],
     )(receive)

@@ -19,7 +19,7 @@ from rex.errors import NotFound
 from rex.forms.schemas import FormCreate, FormUpdate
 from rex.ids import new_id, rfc3339, utcnow
 from rex.mail.transport import mailto_url
-from rex.outbox.records import EndpointKind
+from rex.outbox.records import EndpointKind, SystemRole
 
 
 def serialize(row: Any) -> dict[str, Any]:
@@ -74,6 +74,7 @@ async def _notify_endpoint(
             enabled=True,
             max_concurrency=2,
             kind=EndpointKind.SYSTEM.value,  # never shown through /webhooks
+            system_role=SystemRole.FORM_NOTIFY.value,
             created_at=now,
             updated_at=now,
         )

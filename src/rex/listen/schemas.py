@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from rex.outbox.catalogue import EVENT_TYPES, WILDCARD
+from rex.outbox.catalogue import EVENT_TYPES, WILDCARD, is_custom_event_name
 
 ForwardTo = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
 
@@ -22,7 +22,10 @@ def _check_events(value: list[str] | str) -> list[str]:
     names = [value] if isinstance(value, str) else value
     if not names:
         raise ValueError('give at least one event name, or "*" for all')
-    unknown = sorted(set(names) - EVENT_TYPES - {WILDCARD})
+    # The workspace's own types are checked against its catalogue by the service.
+    unknown = sorted(
+        n for n in set(names) - EVENT_TYPES - {WILDCARD} if not is_custom_event_name(n)
+    )
     if unknown:
         raise ValueError(
             f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPES))}"

@@ -18,6 +18,7 @@ from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, endpoints, listen_sessions
 from rex.delivery.service import get_delivery
 from rex.errors import Conflict, NotFound
+from rex.events.types import check_subscribable
 from rex.ids import new_id, rfc3339
 from rex.listen.schemas import AttemptReport, Session, SessionOpen, SessionOpened
 from rex.outbox.attempts import record_attempts
@@ -125,6 +126,7 @@ async def open_session(
     (api_key_id, forward_to) constraint fails one of them; the router retries it, and the
     retry resumes the winner's session.
     """
+    await check_subscribable(conn, workspace_id, body.events)
     # FOR UPDATE: serialises with expiry (which skips locked sessions) and other opens.
     existing = (
         await conn.execute(

@@ -11,6 +11,9 @@ from urllib.parse import quote, unquote
 import orjson
 
 from rex.mail.mailer import Mailer, MailError, Message
+from rex.outbox.alerts import SLACK_PREFIX, render_alert
+from rex.outbox.catalogue import OPERATIONAL_EVENTS
+from rex.worker.slack import SlackTransport
 from rex.worker.transport import DeliveryFailed, Transport, TransportResponse
 
 MAILTO = "mailto:"
@@ -76,7 +79,12 @@ class MailTransport:
             event = orjson.loads(body)
         except ValueError:
             raise DeliveryFailed("the event is not JSON") from None
-        subject, text, reply_to = render_notification(event)
+        if isinstance(event, dict) and event.get("event") in OPERATIONAL_EVENTS:
+            # The workspace's alert emails (notify_emails): rex.outbox.alerts.
+            subject, text = render_alert(event)
+            reply_to = None
+        else:
+            subject, text, reply_to = render_notification(event)
         try:
             await self.mailer.send(
                 Message(to=recipients, subject=subject, text=text, reply_to=reply_to),
@@ -92,17 +100,21 @@ class MailTransport:
 
 
 class RoutingTransport:
-    """``mailto:`` URLs to the mail transport, everything else to the HTTP one."""
+    """``mailto:`` URLs to the mail transport, ``slack+https:`` ones (the workspace's Slack
+    alerts) to the Slack one over HTTP, everything else to the HTTP one."""
 
     def __init__(self, http: Transport, mail: MailTransport) -> None:
         self.http = http
         self.mail = mail
+        self.slack = SlackTransport(http)
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
     ) -> TransportResponse:
         if url.startswith(MAILTO):
             return await self.mail.post(url, body, headers, timeout)
+        if url.startswith(SLACK_PREFIX):
+            return await self.slack.post(url, body, headers, timeout)
         return await self.http.post(url, body, headers, timeout)
 
     async def close(self) -> None:

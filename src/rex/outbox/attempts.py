@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.db.schema import attempts
 from rex.db.types import UTCDateTime
 from rex.ids import new_id
+from rex.outbox import alerts, ordering
 from rex.outbox.envelope import dumps
 from rex.outbox.health import record_endpoint_health
-from rex.outbox.records import AttemptOutcome, HeldDelivery, RecordedAttempts
+from rex.outbox.records import AttemptOutcome, DeliveryStatus, HeldDelivery, RecordedAttempts
 
 _INSERT_ATTEMPT = sa.insert(attempts)
 
@@ -29,17 +30,25 @@ async def record_attempts(
     worker_id: str,
     results: Sequence[tuple[HeldDelivery, AttemptOutcome]],
     disable_after: float | None = None,
+    failing_after: float | None = None,
 ) -> RecordedAttempts:
     """Store attempts, move their deliveries on and keep their endpoints' health.
 
     An endpoint is disabled when an outcome says so (``disable_endpoint``: 410 Gone), or,
     with ``disable_after`` (seconds), when it has been failing without a single success for
     at least that long; each one disabled is announced (``endpoint.disabled``) in the same
-    transaction. Used by the delivery workers and for the attempts ``rex listen`` reports
-    (``worker_id`` is then the stream's lease token).
+    transaction. With ``failing_after``, ``endpoint.failing`` is announced (once) for an
+    endpoint failing that long; a delivery failing for good is announced with
+    ``delivery.failed`` (``rex.outbox.alerts``). Used by the delivery workers and for the
+    attempts ``rex listen`` reports (``worker_id`` is then the stream's lease token).
     """
     if not results:
         return RecordedAttempts(held=0, disabled_endpoints=[])
+    # Ordered endpoints are locked before their deliveries, as everyone else locks them
+    # (queueing, PATCH, DELETE): one lock order, so no deadlock (rex.outbox.ordering).
+    ordered = {d.endpoint_id for d, _ in results if getattr(d, "ordering_key", None)}
+    if ordered:
+        await ordering.lock_endpoints(conn, ordered)
     await conn.execute(
         _INSERT_ATTEMPT,
         [
@@ -87,9 +96,23 @@ async def record_attempts(
                 ),
             },
         )
-    held = len(moved.all())
-    disabled = await record_endpoint_health(conn, results, disable_after)
-    return RecordedAttempts(held=held, disabled_endpoints=disabled)
+    rows = moved.all()
+    # Ordered endpoints: a head delivered or failed for good lets the next of its group go.
+    finished_groups = [
+        (row.endpoint_id, row.ordering_key)
+        for row in rows
+        if row.ordering_key is not None and row.status != DeliveryStatus.PENDING.value
+    ]
+    if finished_groups:
+        await ordering.advance(conn, finished_groups, now=max(o.at for _, o in results))
+    disabled = await record_endpoint_health(conn, results, disable_after, failing_after)
+    failed_for_good = {row.id for row in rows if row.status == DeliveryStatus.FAILED.value}
+    if failed_for_good:
+        await alerts.announce_failed_deliveries(
+            conn,
+            {d.id: outcome for d, outcome in results if d.id in failed_for_good},
+        )
+    return RecordedAttempts(held=len(rows), disabled_endpoints=disabled)
 
 
 # The outcomes of a batch of attempts, applied to deliveries still leased by the worker.
@@ -116,7 +139,7 @@ _RECORD_OUTCOMES_SQLITE = sa.text(
     UPDATE deliveries SET {_RECORD_OUTCOMES_SET}
     FROM outcome
     WHERE deliveries.id = outcome.id AND deliveries.leased_by = :worker_id
-    RETURNING deliveries.id
+    RETURNING deliveries.id, deliveries.endpoint_id, deliveries.status, deliveries.ordering_key
     """
 )
 # PostgreSQL: the outcomes as parallel arrays.
@@ -126,7 +149,7 @@ _RECORD_OUTCOMES_POSTGRES = sa.text(
     FROM unnest(:ids, :statuses, :next_attempts, :ats)
         AS outcome(id, status, next_attempt_at, at)
     WHERE deliveries.id = outcome.id AND deliveries.leased_by = :worker_id
-    RETURNING deliveries.id
+    RETURNING deliveries.id, deliveries.endpoint_id, deliveries.status, deliveries.ordering_key
     """
 ).bindparams(
     sa.bindparam("ids", type_=postgresql.ARRAY(sa.String())),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 
@@ -19,6 +20,10 @@ class EventType(StrEnum):
     TASK_DELETED = "task.deleted"
     WEBHOOK_TEST = "webhook.test"
     ENDPOINT_DISABLED = "endpoint.disabled"
+    # Operational events (rex.outbox.alerts): also sent to the workspace's alert destinations.
+    ENDPOINT_FAILING = "endpoint.failing"
+    ENDPOINT_RECOVERED = "endpoint.recovered"
+    DELIVERY_FAILED = "delivery.failed"
 
 
 EVENT_TYPES: frozenset[str] = frozenset(e.value for e in EventType)
@@ -28,7 +33,30 @@ SUBMISSION_ACCEPTED = "submission.accepted"
 (hidden) endpoint only. Not an ``EventType``: never subscribable, never listed by ``/events``
 (a public ``submission.*`` event would be a contract of its own; ``DESIGN.md`` has none)."""
 INTERNAL_EVENT_TYPES: frozenset[str] = frozenset({SUBMISSION_ACCEPTED})
+OPERATIONAL_EVENTS: frozenset[str] = frozenset(
+    {
+        EventType.ENDPOINT_FAILING,
+        EventType.ENDPOINT_DISABLED,
+        EventType.ENDPOINT_RECOVERED,
+        EventType.DELIVERY_FAILED,
+    }
+)
+"""About Rex's own delivery: never announced in turn when their deliveries fail."""
 WILDCARD = "*"
+
+# A workspace's own event types (POST /event-types): lower-case, dotted, at most 64
+# characters, and none of the built-in names above.
+CUSTOM_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+CUSTOM_EVENT_NAME_MAX = 64
+
+
+def is_custom_event_name(name: str) -> bool:
+    """Is ``name`` shaped like a workspace's own event type (and not a built-in one)?"""
+    return (
+        len(name) <= CUSTOM_EVENT_NAME_MAX
+        and CUSTOM_EVENT_NAME.fullmatch(name) is not None
+        and name not in EVENT_TYPES
+    )
 
 
 def matches(subscribed: list[str], event_type: str) -> bool:

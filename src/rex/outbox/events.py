@@ -21,6 +21,8 @@ from rex.db.types import UTCDateTime
 from rex.ids import new_id
 from rex.outbox.catalogue import EventType, matches
 from rex.outbox.envelope import dumps, envelope
+from rex.outbox.filters import passes
+from rex.outbox.ordering import activate_heads, ordering_key, take_sequences
 from rex.outbox.records import NOTIFY_CHANNEL, DeliveryStatus
 from rex.outbox.traces import remember as remember_trace
 
@@ -28,9 +30,9 @@ from rex.outbox.traces import remember as remember_trace
 # compiled once per dialect and cached).
 _INSERT_EVENT = sa.insert(events)
 _INSERT_DELIVERY = sa.insert(deliveries)
-_ENABLED_ENDPOINTS = sa.select(endpoints.c.id, endpoints.c.events).where(
-    endpoints.c.workspace_id == sa.bindparam("workspace_id"), endpoints.c.enabled.is_(True)
-)
+_ENABLED_ENDPOINTS = sa.select(
+    endpoints.c.id, endpoints.c.events, endpoints.c.filter, endpoints.c.ordering
+).where(endpoints.c.workspace_id == sa.bindparam("workspace_id"), endpoints.c.enabled.is_(True))
 _ENABLED_ENDPOINT = _ENABLED_ENDPOINTS.where(endpoints.c.id == sa.bindparam("endpoint_id"))
 
 
@@ -45,12 +47,15 @@ async def record_event(
     previous_attributes: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     only_endpoint_id: str | None = None,
+    exclude_endpoint_id: str | None = None,
 ) -> str:
-    """Write an event and one pending delivery per matching enabled endpoint.
+    """Write an event and one pending delivery per matching enabled endpoint: subscribed to
+    its type, and whose ``filter`` (``rex.outbox.filters``) the event meets.
 
     Runs inside the caller's transaction, next to the data change that caused the event, so
     both commit or neither does. ``only_endpoint_id`` targets one endpoint regardless of its
-    filter (``webhook.test``). Returns the event id.
+    subscriptions and filter (``webhook.test``); ``exclude_endpoint_id`` leaves one out (an
+    operational event never goes to the endpoint it is about). Returns the event id.
     """
     event_id = new_id("evt")
     body = envelope(
@@ -69,7 +74,11 @@ async def record_event(
         "payload": dumps(body),
         "created_at": now,
     }
-    if conn.dialect.name == "postgresql" and only_endpoint_id is None:
+    if (
+        conn.dialect.name == "postgresql"
+        and only_endpoint_id is None
+        and exclude_endpoint_id is None
+    ):
         queued = await _record_event_postgres(conn, event_row)
         if queued is not None:
             if queued:
@@ -88,9 +97,22 @@ async def record_event(
             _ENABLED_ENDPOINT, {"workspace_id": workspace_id, "endpoint_id": only_endpoint_id}
         )
     targets = [
-        row.id for row in rows if only_endpoint_id is not None or matches(row.events, event_type)
+        (row.id, ordering_key(row.ordering, object_id))
+        for row in rows
+        if (
+            only_endpoint_id is not None
+            or (matches(row.events, event_type) and passes(row.filter, body))
+        )
+        and row.id != exclude_endpoint_id
     ]
     if targets:
+        # An ordered endpoint's delivery waits parked (next_attempt_at NULL) with its place
+        # in the endpoint's queue, until it is its group's head (rex.outbox.ordering).
+        sequences = {
+            endpoint_id: await take_sequences(conn, endpoint_id, 1)
+            for endpoint_id, key in sorted(targets)
+            if key is not None
+        }
         await conn.execute(
             _INSERT_DELIVERY,
             [
@@ -102,13 +124,18 @@ async def record_event(
                     "event_type": event_type,
                     "status": DeliveryStatus.PENDING.value,
                     "attempt_count": 0,
-                    "next_attempt_at": now,
+                    "next_attempt_at": now if key is None else None,
+                    "sequence": sequences.get(endpoint_id),
+                    "ordering_key": key,
                     "created_at": now,
                     "updated_at": now,
                 }
-                for endpoint_id in targets
+                for endpoint_id, key in targets
             ],
         )
+        if sequences:
+            ordered = [(endpoint_id, key) for endpoint_id, key in targets if key is not None]
+            await activate_heads(conn, ordered, now=now)
         await notify_queued(conn)
     return event_id
 
@@ -117,26 +144,46 @@ async def record_event(
 # statements cost four). Delivery ids are made here, in Python (ULIDs), and handed in as an
 # array; a workspace with more matching endpoints than ids takes the general path instead.
 _PRESET_IDS = 8
+# An endpoint's filter (rex.outbox.filters), in SQL: no condition fails. A condition fails
+# when the event's value at its path (missing reads as null) is not its value, or not in its
+# list. jsonb compares as JSON does (1 = 1.0, true is not 1), as the Python side does.
+_FILTER_HOLDS_POSTGRES = """(filter IS NULL OR NOT EXISTS (
+            SELECT 1 FROM jsonb_each(
+                CASE WHEN jsonb_typeof(filter) = 'object' THEN filter ELSE '{}'::jsonb END
+            ) AS c(path, wanted)
+            CROSS JOIN LATERAL (SELECT coalesce(
+                CAST(:payload AS jsonb) #> string_to_array(c.path, '.'), 'null'::jsonb
+            ) AS actual) AS v
+            WHERE NOT CASE WHEN jsonb_typeof(c.wanted) = 'array'
+                THEN c.wanted @> jsonb_build_array(v.actual)
+                ELSE c.wanted = v.actual END
+          ))"""
 _RECORD_EVENT_POSTGRES = sa.text(
     f"""
     WITH event AS (
         INSERT INTO events (id, workspace_id, type, object_id, payload, created_at)
         VALUES (:id, :workspace_id, :type, :object_id, :payload, :created_at)
     ), targets AS (
-        SELECT id, row_number() OVER (ORDER BY id) AS n
+        SELECT id, ordering, row_number() OVER (ORDER BY id) AS n
         FROM endpoints
         WHERE workspace_id = :workspace_id AND enabled
           AND (events ? :type OR events ? '*')
+          AND {_FILTER_HOLDS_POSTGRES}
+    ), fast AS (
+        -- Ordered endpoints take the general path (their queue places, rex.outbox.ordering).
+        SELECT (SELECT count(*) FROM targets) <= {_PRESET_IDS}
+               AND NOT EXISTS (SELECT 1 FROM targets WHERE ordering <> 'none') AS ok
     ), queued AS (
         INSERT INTO deliveries (id, workspace_id, endpoint_id, event_id, event_type, status,
                                 attempt_count, next_attempt_at, created_at, updated_at)
         SELECT (:delivery_ids)[n], :workspace_id, id, :id, :type, 'pending',
                0, :created_at, :created_at, :created_at
         FROM targets
-        WHERE (SELECT count(*) FROM targets) <= {_PRESET_IDS}
+        WHERE (SELECT ok FROM fast)
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM targets) AS targets,
+    SELECT (SELECT ok FROM fast) AS fast,
+           (SELECT count(*) FROM targets) AS targets,
            (SELECT count(*) FROM queued) AS queued,
            (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued LIMIT 1) IS NULL AS notified
     """
@@ -149,13 +196,14 @@ _RECORD_EVENT_POSTGRES = sa.text(
 async def _record_event_postgres(conn: AsyncConnection, event_row: dict[str, Any]) -> int | None:
     """Insert the event and queue its deliveries (one per enabled endpoint whose filter
     matches) in one statement; returns how many were queued, or None if the workspace has
-    more matching endpoints than preset ids (the event is inserted; the caller queues)."""
+    more matching endpoints than preset ids, or an ordered one (the event is inserted; the
+    caller queues)."""
     if event_row["type"] == EventType.WEBHOOK_TEST:  # never matched by a filter
         await conn.execute(_INSERT_EVENT, event_row)
         return 0
     ids = [new_id("dlv") for _ in range(_PRESET_IDS)]
     row = (await conn.execute(_RECORD_EVENT_POSTGRES, {**event_row, "delivery_ids": ids})).one()
-    if row.targets > _PRESET_IDS:
+    if not row.fast:
         return None
     return int(row.queued)
 

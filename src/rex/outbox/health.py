@@ -1,5 +1,6 @@
 """Endpoint health: the last success, since when an endpoint has been failing, disabling
-it (410 Gone, or failing for too long) and announcing that with ``endpoint.disabled``.
+it (410 Gone, or failing for too long), and announcing each change once: ``endpoint.failing``,
+``endpoint.disabled``, ``endpoint.recovered`` (see ``rex.outbox.alerts``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.db.schema import endpoints
 from rex.db.types import UTCDateTime
 from rex.ids import rfc3339
+from rex.outbox import alerts
 from rex.outbox.catalogue import EventType
-from rex.outbox.events import record_event
-from rex.outbox.records import PUBLIC_ENDPOINT_KINDS, AttemptOutcome, Endpoint, HeldDelivery
+from rex.outbox.records import PUBLIC_ENDPOINT_KINDS, AttemptOutcome, HeldDelivery
 
 # last_success_at only needs to be roughly right (it is compared with days); refreshing it
 # at most this often keeps a busy endpoint's row from being rewritten on every success.
@@ -31,9 +32,37 @@ _RECORD_SUCCESS = (
             endpoints.c.failing_since.is_not(None),
             endpoints.c.last_success_at.is_(None),
             endpoints.c.last_success_at < sa.bindparam("refresh_before", type_=UTCDateTime()),
+            endpoints.c.alert_state.is_not(None),
+            endpoints.c.failure_alerted.is_(True),
         ),
     )
-    .values(last_success_at=sa.bindparam("at", type_=UTCDateTime()), failing_since=None)
+    .values(
+        last_success_at=sa.bindparam("at", type_=UTCDateTime()),
+        failing_since=None,
+        failure_alerted=False,
+    )
+)
+# The first success after endpoint.failing (or .disabled, then re-enabled) was announced.
+_RECOVERED = (
+    sa.update(endpoints)
+    .where(
+        endpoints.c.id == sa.bindparam("endpoint_id"),
+        endpoints.c.alert_state.is_not(None),
+        alerts.WATCHED,
+    )
+    .values(alert_state=None)
+)
+# Failing for failing_after without a success, and not announced yet.
+_FAILING = (
+    sa.update(endpoints)
+    .where(
+        endpoints.c.id == sa.bindparam("endpoint_id"),
+        endpoints.c.enabled.is_(True),
+        endpoints.c.alert_state.is_(None),
+        endpoints.c.failing_since <= sa.bindparam("threshold", type_=UTCDateTime()),
+        alerts.WATCHED,
+    )
+    .values(alert_state="failing")
 )
 _RECORD_FAILURE = (
     sa.update(endpoints)
@@ -49,10 +78,14 @@ async def record_endpoint_health(
     conn: AsyncConnection,
     results: Iterable[tuple[HeldDelivery, AttemptOutcome]],
     disable_after: float | None,
+    failing_after: float | None = None,
 ) -> list[str]:
     """Keep the health of the endpoints of a batch of attempts; disable those the batch
     says to (410 Gone, or no success for ``disable_after`` seconds) and announce each with
-    an ``endpoint.disabled`` event, dated by its latest attempt. Returns the disabled ids."""
+    an ``endpoint.disabled`` event, dated by its latest attempt. Returns the disabled ids.
+
+    Also announces, once per change: ``endpoint.failing`` (no success for
+    ``failing_after`` seconds) and ``endpoint.recovered`` (a success after either)."""
     succeeded: dict[str, datetime] = {}
     failed: dict[str, datetime] = {}
     gone: dict[str, str] = {}
@@ -66,10 +99,15 @@ async def record_endpoint_health(
         if outcome.disable_endpoint:
             gone[delivery.endpoint_id] = outcome.disable_endpoint
     for endpoint_id, at in succeeded.items():
-        await conn.execute(
+        refreshed = await conn.execute(
             _RECORD_SUCCESS,
             {"endpoint_id": endpoint_id, "at": at, "refresh_before": at - _SUCCESS_REFRESH},
         )
+        # Only when the health row changed (rarely: once a minute, or after failures).
+        if refreshed.rowcount:
+            recovered = await conn.execute(_RECOVERED, {"endpoint_id": endpoint_id})
+            if recovered.rowcount:
+                await _announce(conn, endpoint_id, EventType.ENDPOINT_RECOVERED, now=at)
     disabled: list[str] = []
     for endpoint_id, at in failed.items():
         if endpoint_id in gone:
@@ -79,6 +117,13 @@ async def record_endpoint_health(
         if endpoint_id in succeeded:
             continue
         await conn.execute(_RECORD_FAILURE, {"endpoint_id": endpoint_id, "at": at})
+        if failing_after is not None:
+            threshold = at - timedelta(seconds=failing_after)
+            failing = await conn.execute(
+                _FAILING, {"endpoint_id": endpoint_id, "threshold": threshold}
+            )
+            if failing.rowcount:
+                await _announce(conn, endpoint_id, EventType.ENDPOINT_FAILING, now=at)
         if disable_after is None:
             continue
         failing_since = (await conn.execute(_FAILING_SINCE, {"endpoint_id": endpoint_id})).scalar()
@@ -107,7 +152,7 @@ async def disable_endpoint(
     result = await conn.execute(
         sa.update(endpoints)
         .where(endpoints.c.id == endpoint_id, endpoints.c.enabled.is_(True))
-        .values(enabled=False, disabled_reason=reason, updated_at=now)
+        .values(enabled=False, disabled_reason=reason, alert_state="disabled", updated_at=now)
     )
     return result.rowcount > 0
 
@@ -116,17 +161,22 @@ async def announce_disabled(
     conn: AsyncConnection, endpoint_id: str, *, now: datetime
 ) -> str | None:
     """Tell the workspace's other endpoints subscribed to ``endpoint.disabled`` that Rex
-    disabled this one (it is disabled already, so it is not among them). Returns the event
-    id; None for Rex's own endpoints (``system``), which no public event names."""
+    disabled this one, and its alert destinations. Returns the event id; None for Rex's own
+    endpoints (kind ``system``) and ``rex listen`` sessions, which no public event names."""
+    return await _announce(conn, endpoint_id, EventType.ENDPOINT_DISABLED, now=now)
+
+
+async def _announce(
+    conn: AsyncConnection, endpoint_id: str, event_type: str, *, now: datetime
+) -> str | None:
     row = (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).one()
-    endpoint = Endpoint.from_row(row)
-    if endpoint.kind not in PUBLIC_ENDPOINT_KINDS:
-        return None  # Rex's own endpoint: no public event names it
-    return await record_event(
+    if row.kind not in {kind.value for kind in PUBLIC_ENDPOINT_KINDS} or row.system_role:
+        return None  # Rex's own endpoint, or a listen session: no public event names it
+    return await alerts.announce(
         conn,
-        workspace_id=endpoint.workspace_id,
-        event_type=EventType.ENDPOINT_DISABLED,
-        data=endpoint.public(),
+        row=row,
+        event_type=event_type,
+        data=alerts.endpoint_data(row),
         object_id=endpoint_id,
         now=now,
     )

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.db.schema import attempts, deliveries, endpoints, events, submissions
+from rex.outbox import ordering
 from rex.outbox.events import notify_queued
 from rex.outbox.queue import lease_free
 from rex.outbox.records import DeliveryStatus
@@ -22,9 +23,14 @@ async def requeue_delivery(
     """Make a delivery due now, whatever its status (an operator's retry or resend); it
     keeps its event id and its attempt count. False when an attempt is in flight.
 
+    On an ordered endpoint a finished delivery goes to the back of its group's queue
+    instead (``rex.outbox.ordering``), and one still waiting its turn keeps it.
+
     Concurrency: the lease condition is re-checked by PostgreSQL if a worker claims the row
     at the same moment, so an attempt in flight is never doubled by a retry.
     """
+    if await _ordered_endpoint_of(conn, workspace_id, delivery_id):
+        return await _requeue_ordered_delivery(conn, workspace_id, delivery_id, now)
     result = await conn.execute(
         sa.update(deliveries)
         .where(
@@ -39,24 +45,95 @@ async def requeue_delivery(
     return result.rowcount > 0
 
 
+async def _ordered_endpoint_of(
+    conn: AsyncConnection, workspace_id: str, delivery_id: str
+) -> str | None:
+    return (
+        await conn.execute(
+            sa.select(endpoints.c.id)
+            .join(deliveries, deliveries.c.endpoint_id == endpoints.c.id)
+            .where(
+                deliveries.c.workspace_id == workspace_id,
+                deliveries.c.id == delivery_id,
+                endpoints.c.ordering != ordering.Ordering.NONE.value,
+            )
+        )
+    ).scalar()
+
+
+async def _requeue_ordered_delivery(
+    conn: AsyncConnection, workspace_id: str, delivery_id: str, now: datetime
+) -> bool:
+    row = (
+        await conn.execute(
+            sa.select(
+                deliveries.c.endpoint_id,
+                deliveries.c.status,
+                deliveries.c.next_attempt_at,
+                deliveries.c.ordering_key,
+                lease_free(now).label("free"),
+            ).where(deliveries.c.workspace_id == workspace_id, deliveries.c.id == delivery_id)
+        )
+    ).one()
+    if not row.free:
+        return False
+    if row.status == DeliveryStatus.PENDING.value:
+        if row.ordering_key is not None and row.next_attempt_at is None:
+            return True  # waiting its turn: it goes when the deliveries ahead of it are done
+        # Pending and due (an ordered group's head, or not ordered): due now.
+        await conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id == delivery_id, lease_free(now))
+            .values(next_attempt_at=now, updated_at=now)
+        )
+    else:
+        await ordering.requeue_ordered(conn, row.endpoint_id, [delivery_id], now=now)
+    await notify_queued(conn)
+    return True
+
+
 async def requeue_failed_since(
     conn: AsyncConnection, *, endpoint_id: str, since: datetime, now: datetime
 ) -> int:
     """Make every failed delivery of ``endpoint_id`` created at or after ``since`` due now
     (recovery after an outage); returns how many. Failed rows are never leased, so no
-    attempt is in flight for any of them."""
-    result = await conn.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.endpoint_id == endpoint_id,
-            deliveries.c.status == DeliveryStatus.FAILED.value,
-            deliveries.c.created_at >= since,
-        )
-        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now, updated_at=now)
+    attempt is in flight for any of them. On an ordered endpoint they join the back of
+    their groups' queues, in their original order."""
+    failed = sa.and_(
+        deliveries.c.endpoint_id == endpoint_id,
+        deliveries.c.status == DeliveryStatus.FAILED.value,
+        deliveries.c.created_at >= since,
     )
-    if result.rowcount:
+    ordered = (
+        await conn.execute(sa.select(endpoints.c.ordering).where(endpoints.c.id == endpoint_id))
+    ).scalar() not in (None, ordering.Ordering.NONE.value)
+    if ordered:
+        ids = (
+            (
+                await conn.execute(
+                    sa.select(deliveries.c.id)
+                    .where(failed)
+                    .order_by(
+                        sa.func.coalesce(deliveries.c.sequence, 0),
+                        deliveries.c.created_at,
+                        deliveries.c.id,
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        requeued = await ordering.requeue_ordered(conn, endpoint_id, ids, now=now)
+    else:
+        result = await conn.execute(
+            sa.update(deliveries)
+            .where(failed)
+            .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now, updated_at=now)
+        )
+        requeued = result.rowcount
+    if requeued:
         await notify_queued(conn)
-    return result.rowcount
+    return requeued
 
 
 # Held (per transaction) by whoever prunes, so that several workers do not prune at once.

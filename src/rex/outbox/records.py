@@ -4,12 +4,16 @@ delivery, attempt, listen session), each built from its row here and nowhere els
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from rex.ids import rfc3339
+
+MASK = "••••••"
 
 NOTIFY_CHANNEL = "rex_deliveries"
 """The PostgreSQL channel notified when deliveries are queued (a wake-up hint)."""
@@ -54,6 +58,19 @@ def claimed_kinds(kind: EndpointKind) -> dict[str, str]:
     return {"kind": kind.value, "also_kind": _CLAIMED_WITH[kind].value}
 
 
+class SystemRole(StrEnum):
+    """Rex's own endpoints (``endpoints.system_role``), hidden from ``/webhooks``: they are
+    sent by the workers like any webhook (retried, recorded), but managed through the
+    setting that made them."""
+
+    FORM_NOTIFY = "form_notify"
+    """A form's new-lead emails (``mailto:``; ``forms.notify_emails``)."""
+    ALERT_EMAIL = "alert_email"
+    """The workspace's operational alerts by email (``workspaces.notify_emails``)."""
+    ALERT_SLACK = "alert_slack"
+    """The workspace's operational alerts to Slack (``workspaces.notify_slack_url``)."""
+
+
 class HeldDelivery(Protocol):
     """A delivery an attempt was made for: all ``record_attempts`` needs to know of it."""
 
@@ -77,6 +94,13 @@ class ClaimedDelivery:
     url: str
     secrets: tuple[str, ...]  # newest first: one v1= each
     payload: bytes
+    ordering_key: str | None = None
+    """Its group on an ordered endpoint (``rex.outbox.ordering``); None when not ordered."""
+    # The endpoint's own headers (credentials: never logged), sent before Rex's.
+    headers: tuple[tuple[str, str], ...] = ()
+    # Under the endpoint's rate limit: the time this delivery's slot starts; the sender
+    # waits until then (a fraction of a second away at most, see rex.outbox.queue).
+    send_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,10 @@ class Endpoint:
     max_concurrency: int
     kind: EndpointKind
     created_at: datetime
+    ordering: str = "none"
+    headers: tuple[tuple[str, str], ...] = ()
+    rate_limit: int | None = None
+    filter: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Endpoint:
@@ -140,6 +168,10 @@ class Endpoint:
             max_concurrency=row.max_concurrency,
             kind=EndpointKind(row.kind),
             created_at=row.created_at,
+            ordering=row.ordering,
+            headers=tuple(decode_custom_headers(row.headers).items()),
+            rate_limit=row.rate_limit,
+            filter=row.filter,
         )
 
     def public(self, *, with_secret: bool = False) -> dict[str, Any]:
@@ -152,6 +184,10 @@ class Endpoint:
             "enabled": self.enabled,
             "disabled_reason": self.disabled_reason,
             "max_concurrency": self.max_concurrency,
+            "ordering": self.ordering,
+            "headers": masked(dict(self.headers)),
+            "rate_limit": self.rate_limit,
+            "filter": self.filter,
             "created_at": rfc3339(self.created_at),
         }
         if with_secret:
@@ -262,3 +298,26 @@ class ListenSession:
             last_seen_at=row.last_seen_at,
             created_at=row.created_at,
         )
+
+
+# -- an endpoint's own headers, as stored and as shown -----------------------------------
+
+
+def masked(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers as the API shows them: the names, and of each value only its last four
+    characters when it is long enough (16 or more) for those not to give it away."""
+    return {
+        name: MASK + value[-4:] if len(value) >= 16 else MASK for name, value in headers.items()
+    }
+
+
+def encode_custom_headers(headers: Mapping[str, str]) -> str | None:
+    """The stored form (JSON text, which the column encrypts); None when there are none."""
+    return json.dumps(dict(headers), ensure_ascii=False) if headers else None
+
+
+def decode_custom_headers(stored: str | None) -> dict[str, str]:
+    if not stored:
+        return {}
+    decoded: dict[str, str] = json.loads(stored)
+    return decoded

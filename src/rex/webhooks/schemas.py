@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from rex.outbox.catalogue import EVENT_TYPES, WILDCARD
+from rex.outbox.catalogue import EVENT_TYPES, WILDCARD, is_custom_event_name
+from rex.outbox.filters import check_filter
+from rex.worker.headers import check_custom_headers
 
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
 MIN_SECRET_LENGTH = 32
@@ -35,18 +37,76 @@ MaxConcurrency = Annotated[
     ),
 ]
 DEFAULT_MAX_CONCURRENCY = 10
+OrderingMode = Annotated[
+    Literal["none", "endpoint", "object"],
+    Field(
+        description=(
+            "`none`: deliveries go out as soon as they are due, up to `max_concurrency` at "
+            "once. `endpoint`: one at a time, in the order the events were recorded. "
+            "`object`: in order per object (the event's `object_id`: a contact's "
+            "`contact.created` before its `contact.updated`), different objects in parallel. "
+            "In both ordered modes a failing delivery holds back the ones behind it until it "
+            "is delivered or fails for good, so a slow or failing endpoint stalls its own "
+            "queue."
+        ),
+    ),
+]
 
 
 def _check_events(value: list[str] | str) -> list[str]:
     names = [value] if isinstance(value, str) else value
     if not names:
         raise ValueError('give at least one event name, or "*" for all')
-    unknown = sorted(set(names) - EVENT_TYPES - {WILDCARD})
+    # A workspace's own types (lower-case dotted names) are checked against its catalogue
+    # by the service, which has the database.
+    unknown = sorted(
+        n for n in set(names) - EVENT_TYPES - {WILDCARD} if not is_custom_event_name(n)
+    )
     if unknown:
         raise ValueError(
             f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPES))}"
+            " and your own (GET /event-types)"
         )
     return sorted(set(names))
+
+
+# The delivery options of issue 16 (headers, rate limit, filter), shared by create and update.
+HEADERS_DESCRIPTION = (
+    "Extra headers sent with every delivery, for receivers behind their own auth "
+    '(`{"Authorization": "Bearer ..."}`). Rex\'s own (`Content-Type`, `Content-Length`, '
+    "`Host`, `User-Agent`, `X-Rex-*`, `webhook-*`) and connection headers are refused. Values "
+    "are stored encrypted, never logged, and shown masked (`••••••` and, for values of 16 "
+    "characters or more, their last four). In a PATCH, the given names are set and a null "
+    "value removes one; `headers: null` removes them all."
+)
+RATE_LIMIT_DESCRIPTION = (
+    "Most deliveries per second to this endpoint, across every worker and process "
+    "(null: no limit). Deliveries over it wait their turn, they are never dropped. "
+    "`max_concurrency` separately caps how many are in flight at once."
+)
+FILTER_DESCRIPTION = (
+    "Equality conditions on dotted paths of the event "
+    '(`{"data.source": "organic", "data.stage": ["won", "lost"]}`): a list means any of '
+    "its values, and every condition must hold for the event to be delivered. A missing path "
+    "reads as null. Evaluated when the event is recorded: an event that fails it queues no "
+    "delivery. `POST /webhooks/{id}/test` ignores it."
+)
+RateLimit = Annotated[int, Field(ge=1, le=10_000)]
+
+
+def _check_headers(value: Any) -> Any:
+    return check_custom_headers(value)
+
+
+def _check_create_headers(value: Any) -> Any:
+    checked = check_custom_headers(value)
+    if checked and any(v is None for v in checked.values()):
+        raise ValueError("a header value cannot be null when creating an endpoint")
+    return checked
+
+
+def _check_filter(value: Any) -> Any:
+    return check_filter(value)
 
 
 class EndpointCreate(BaseModel):
@@ -74,9 +134,15 @@ class EndpointCreate(BaseModel):
     )
     description: Description | None = None
     max_concurrency: MaxConcurrency = DEFAULT_MAX_CONCURRENCY
+    ordering: OrderingMode = "none"
+    headers: dict[str, str] | None = Field(None, description=HEADERS_DESCRIPTION)
+    rate_limit: RateLimit | None = Field(None, description=RATE_LIMIT_DESCRIPTION)
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION)
 
     _events = field_validator("events")(_check_events)
     _secret = field_validator("secret")(_check_secret)
+    _headers = field_validator("headers", mode="before")(_check_create_headers)
+    _filter = field_validator("filter", mode="before")(_check_filter)
 
 
 class EndpointUpdate(BaseModel):
@@ -90,6 +156,15 @@ class EndpointUpdate(BaseModel):
     description: Description | None = None
     enabled: bool | None = None
     max_concurrency: MaxConcurrency | None = None
+    ordering: OrderingMode | None = None
+    headers: dict[str, str | None] | None = Field(None, description=HEADERS_DESCRIPTION)
+    rate_limit: RateLimit | None = Field(None, description=RATE_LIMIT_DESCRIPTION)
+    filter: dict[str, Any] | None = Field(
+        None, description=FILTER_DESCRIPTION + " `filter: null` removes it."
+    )
+
+    _headers = field_validator("headers", mode="before")(_check_headers)
+    _filter = field_validator("filter", mode="before")(_check_filter)
 
     @field_validator("events")
     @classmethod
@@ -108,6 +183,8 @@ class Endpoint(BaseModel):
                     "description": None,
                     "enabled": True,
                     "disabled_reason": None,
+                    "max_concurrency": 10,
+                    "ordering": "none",
                     "created_at": "2026-03-16T12:00:00Z",
                 }
             ]
@@ -123,6 +200,16 @@ class Endpoint(BaseModel):
         description="Why Rex disabled it (410 Gone, failing for too long); null when enabled."
     )
     max_concurrency: int
+    ordering: OrderingMode
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="The extra headers, values masked.",
+        examples=[{"Authorization": "••••••ab12"}],
+    )
+    rate_limit: int | None = Field(None, description="Deliveries per second; null: no limit.")
+    filter: dict[str, Any] | None = Field(
+        None, description="Conditions an event must meet to be delivered; null: none."
+    )
     created_at: str
 
 

@@ -13,11 +13,18 @@ from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, endpoints
 from rex.delivery import service as delivery_service
 from rex.errors import Conflict, Invalid, NotFound
+from rex.events.types import check_subscribable
 from rex.ids import new_id, rfc3339, utcnow
-from rex.outbox import operator
+from rex.outbox import operator, ordering
 from rex.outbox.catalogue import EventType
-from rex.outbox.events import record_event
-from rex.outbox.records import PUBLIC_ENDPOINT_KINDS, Endpoint, EndpointKind
+from rex.outbox.events import notify_queued, record_event
+from rex.outbox.records import (
+    PUBLIC_ENDPOINT_KINDS,
+    Endpoint,
+    EndpointKind,
+    decode_custom_headers,
+    encode_custom_headers,
+)
 from rex.webhooks.schemas import EndpointCreate, EndpointUpdate, Recovery, SecretRotation
 from rex.worker.ssrf import DestinationPolicy, validate_endpoint_url
 
@@ -25,9 +32,13 @@ ROTATION_OVERLAP = timedelta(hours=24)
 """How long the previous secret keeps signing after a rotation."""
 
 
-# The endpoints /webhooks shows: by kind, so Rex's own (a form's new-lead emails, alerts)
+# The endpoints /webhooks shows: a user's own. Not `rex listen` sessions, nor Rex's own
+# (kind `system`, with a SystemRole: a form's new-lead emails, the workspace's alerts), which
 # stay out of its lists, reads, edits, deliveries and the per-workspace count.
-_PUBLIC = endpoints.c.kind.in_([kind.value for kind in PUBLIC_ENDPOINT_KINDS])
+_PUBLIC = sa.and_(
+    endpoints.c.kind.in_([kind.value for kind in PUBLIC_ENDPOINT_KINDS]),
+    endpoints.c.system_role.is_(None),
+)
 
 
 def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
@@ -38,6 +49,37 @@ def _check_url(url: str, policy: DestinationPolicy) -> None:
     problem = validate_endpoint_url(url, policy)
     if problem:
         raise Invalid("url", problem)
+
+
+def _delivery_options(body: EndpointCreate) -> dict[str, Any]:
+    """The stored values of an endpoint's headers, rate limit and filter (issue 16)."""
+    return {
+        "headers": encode_custom_headers({k: v for k, v in (body.headers or {}).items() if v}),
+        "rate_limit": body.rate_limit,
+        # SQL NULL, not JSON null: "no filter" is what the claim and the outbox look for.
+        "filter": sa.null() if body.filter is None else body.filter,
+    }
+
+
+def _changed_delivery_options(row: Any, changes: dict[str, Any]) -> None:
+    """A PATCH's headers merge into the stored ones (a null value removes that header,
+    ``headers: null`` all of them); a changed rate limit starts with a fresh allowance."""
+    if "headers" in changes:
+        given = changes["headers"]
+        if given is None:
+            merged: dict[str, str] = {}
+        else:
+            merged = decode_custom_headers(row.headers)
+            for name, value in given.items():
+                for existing in [n for n in merged if n.lower() == name.lower()]:
+                    del merged[existing]
+                if value is not None:
+                    merged[name] = value
+        changes["headers"] = encode_custom_headers(merged)
+    if "rate_limit" in changes:
+        changes["rate_limited_until"] = None
+    if "filter" in changes and changes["filter"] is None:
+        changes["filter"] = sa.null()
 
 
 async def fetch_row(
@@ -65,6 +107,8 @@ async def create(
     max_endpoints: int | None = None,
 ) -> dict[str, Any]:
     _check_url(body.url, policy)
+    events = body.events if isinstance(body.events, list) else [body.events]
+    await check_subscribable(conn, workspace_id, events)
     if max_endpoints is not None:
         count = (
             await conn.execute(
@@ -91,7 +135,9 @@ async def create(
         "secret": body.secret or generate_secret(),
         "enabled": True,
         "max_concurrency": body.max_concurrency,
+        "ordering": body.ordering,
         "kind": EndpointKind.WEBHOOK.value,
+        **_delivery_options(body),
         "created_at": now,
         "updated_at": now,
     }
@@ -120,14 +166,23 @@ async def update(
 ) -> dict[str, Any]:
     row = await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
-    for field in ("url", "events", "enabled", "max_concurrency"):
+    for field in ("url", "events", "enabled", "max_concurrency", "ordering"):
         if field in changes and changes[field] is None:
             raise Invalid(field, f"{field} cannot be null.")
     if "url" in changes:
         _check_url(changes["url"], policy)
+    if changes.get("events"):
+        await check_subscribable(conn, workspace_id, changes["events"])
+    _changed_delivery_options(row, changes)
     if changes.get("enabled") is True and not row.enabled:
         # Re-enabling starts a fresh health record.
         changes.update(disabled_reason=None, failing_since=None)
+        if await ordering.reactivate(conn, endpoint_id, now=utcnow()):
+            await notify_queued(conn)
+    if changes.get("ordering", row.ordering) != row.ordering:
+        # Deliveries already queued go out unordered; the new ordering applies from now on.
+        await ordering.release(conn, endpoint_id, now=utcnow())
+        await notify_queued(conn)
     if changes:
         row = (
             await conn.execute(

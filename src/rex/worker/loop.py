@@ -153,6 +153,7 @@ class DeliveryWorker:
                     worker_id=self.worker_id,
                     results=finished,
                     disable_after=self.config.disable_after,
+                    failing_after=self.config.failing_after,
                 )
                 disabled = recorded.disabled_endpoints
             if free <= 0:
@@ -217,6 +218,11 @@ class DeliveryWorker:
         self._kick.set()
 
     async def _deliver(self, delivery: ClaimedDelivery, traceparent: str | None = None) -> None:
+        if delivery.send_at is not None:
+            # The endpoint's rate limit gave this delivery a slot (at most 0.2 s away).
+            wait = (delivery.send_at - self.clock.now()).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
         if not tracing.ENABLED:
             await self._attempt(delivery, tracing.AttemptSpan(None))
             return

@@ -158,6 +158,20 @@ class _PolicyResolver(AbstractResolver):
         await self._resolver.close()
 
 
+def parse_proxy_url(value: str) -> tuple[URL, dict[str, str] | None]:
+    """``REX_PROXY_URL`` as aiohttp takes it: the URL without credentials, and the
+    ``Proxy-Authorization`` header its user and password make (None without)."""
+    url = URL(value.strip())
+    if url.scheme != "http" or not url.host:
+        raise ValueError(
+            f"the proxy URL must look like http://host:port (an HTTP CONNECT proxy), got {value!r}"
+        )
+    if url.user is None:
+        return url, None
+    auth = aiohttp.BasicAuth(url.user, url.password or "")
+    return url.with_user(None), {"Proxy-Authorization": auth.encode()}
+
+
 def _refusal_reason(policy: DestinationPolicy, address: str) -> str | None:
     try:
         return policy.refusal_reason(address)
@@ -216,14 +230,26 @@ class AiohttpTransport:
         *,
         limit: int = 256,
         resolver: AbstractResolver | None = None,
+        proxy: str | None = None,
     ) -> None:
         """``resolver`` replaces aiohttp's default (``getaddrinfo`` in a thread);
         its answers are checked against ``policy`` all the same, and it is
-        closed with the transport."""
+        closed with the transport.
+
+        ``proxy`` (``REX_PROXY_URL``, ``http://[user:password@]host:port``): every
+        request goes through that HTTP proxy (``CONNECT`` for https targets,
+        absolute-form requests for http ones). The target's name is resolved and
+        checked against ``policy`` before anything is sent; the proxy itself is
+        the operator's and may be on a private or loopback address."""
         self._policy = policy
         self._limit = limit
         self._resolver = resolver
         self._policy_resolver: _PolicyResolver | None = None
+        self._proxy: URL | None = None
+        self._proxy_headers: dict[str, str] | None = None
+        if proxy:
+            self._proxy, self._proxy_headers = parse_proxy_url(proxy)
+        self._proxy_resolver: AbstractResolver | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -258,11 +284,17 @@ class AiohttpTransport:
             self._policy_resolver = _PolicyResolver(
                 self._policy, self._resolver or DefaultResolver()
             )
-            connector = aiohttp.TCPConnector(
-                limit=self._limit,
-                resolver=self._policy_resolver,
-                socket_factory=self._open_socket,
-            )
+            if self._proxy is None:
+                connector = aiohttp.TCPConnector(
+                    limit=self._limit,
+                    resolver=self._policy_resolver,
+                    socket_factory=self._open_socket,
+                )
+            else:
+                # Only the proxy is ever dialled: targets were checked in post(),
+                # before the request, by the policy resolver.
+                self._proxy_resolver = DefaultResolver()
+                connector = aiohttp.TCPConnector(limit=self._limit, resolver=self._proxy_resolver)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 # post() enforces one deadline for the whole attempt (DNS,
@@ -303,6 +335,8 @@ class AiohttpTransport:
         problem = validate_endpoint_url(url, self._policy)
         if problem is not None:
             raise DeliveryFailed(problem)
+        if self._proxy is not None and literal_ip is None:
+            await self._check_target(host, URL(url).port or 0)
 
         request_headers = CIMultiDict(headers)
         request_headers.setdefault("Accept-Encoding", "identity")
@@ -311,7 +345,12 @@ class AiohttpTransport:
         try:
             async with asyncio.timeout_at(deadline):
                 response = await session.post(
-                    url, data=body, headers=request_headers, allow_redirects=False
+                    url,
+                    data=body,
+                    headers=request_headers,
+                    allow_redirects=False,
+                    proxy=self._proxy,
+                    proxy_headers=self._proxy_headers,
                 )
         except TimeoutError:
             raise DeliveryFailed(f"timed out after {timeout:g}s") from None
@@ -364,6 +403,21 @@ class AiohttpTransport:
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
 
+    async def _check_target(self, host: str, port: int) -> None:
+        """Through a proxy, aiohttp never resolves the target: resolve it here and refuse
+        it, before anything is sent, if any address is one the policy refuses (the proxy
+        resolves the name again; a filtering proxy such as smokescreen closes that gap)."""
+        assert self._policy_resolver is not None
+        try:
+            await self._policy_resolver.resolve(host, port, socket.AF_UNSPEC)
+        except DestinationRefused as exc:
+            log.info("destination_refused", host=host, detail=exc.reason)
+            raise DeliveryFailed(REFUSED, f"destination refused: {exc.reason}") from None
+        except OSError as exc:
+            detail = f"DNS lookup failed for {host}: {exc}"
+            log.info("destination_refused", host=host, detail=detail)
+            raise DeliveryFailed(REFUSED, detail) from None
+
     async def close(self) -> None:
         """Close the pooled connections; idempotent."""
         self._closed = True
@@ -374,3 +428,6 @@ class AiohttpTransport:
             # The connector does not close a resolver it was given.
             resolver, self._policy_resolver = self._policy_resolver, None
             await resolver.close()
+        if self._proxy_resolver is not None:
+            proxy_resolver, self._proxy_resolver = self._proxy_resolver, None
+            await proxy_resolver.close()

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Request
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
+from rex.errors import Invalid
 from rex.runtime import runtime_of
+from rex.worker.ssrf import validate_endpoint_url
 from rex.workspaces import service
 from rex.workspaces.schemas import WorkspaceEnvelope, WorkspaceUpdate
 
@@ -26,10 +28,19 @@ async def get_workspace(auth: AuthDep, db: DbDep) -> WorkspaceEnvelope:
 async def update_workspace(
     body: WorkspaceUpdate, auth: AuthDep, db: DbDep, request: Request
 ) -> WorkspaceEnvelope:
-    """Change the fields sent: `name`, `allowed_origins`, `redirect_url`, `capture_rate_limit`.
+    """Change the fields sent: `name`, `allowed_origins`, `redirect_url`, `capture_rate_limit`,
+    `notify_emails`, `notify_slack_url`.
 
-    Takes effect for the next capture (through another API process: within a second).
+    Takes effect for the next capture (through another API process: within a second), and
+    for the next operational alert.
     """
+    if body.notify_slack_url:
+        # The same destination rules as a webhook endpoint's URL (checked again at connect).
+        problem = validate_endpoint_url(
+            body.notify_slack_url, runtime_of(request.app).destination_policy
+        )
+        if problem:
+            raise Invalid("notify_slack_url", problem)
     async with db.transaction() as conn:
         workspace = await service.update_settings(conn, auth.workspace.id, body)
     runtime_of(request.app).workspace_cache.clear()

@@ -15,10 +15,12 @@ from pydantic import (
     model_validator,
 )
 
+from rex.contacts.schemas import Email
 from rex.settings import parse_rate_limit
 from rex.workspaces.origins import InvalidOrigin, normalize_origin
 
 MAX_ALLOWED_ORIGINS = 100
+MAX_NOTIFY_EMAILS = 10
 _Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _Url = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)]
 _RateText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)]
@@ -55,6 +57,17 @@ class WorkspaceOut(BaseModel):
         description="This workspace's capture limit (`N/second|minute|hour` or `off`); null: "
         "the server's REX_CAPTURE_WORKSPACE_RATE_LIMIT.",
     )
+    notify_emails: list[str] = Field(
+        examples=[["ops@acme.com"]],
+        description="Who gets operational alerts by email (`endpoint.failing`, "
+        "`endpoint.disabled`, `endpoint.recovered`, `delivery.failed`), sent through "
+        "REX_SMTP_URL from REX_MAIL_FROM: one email per endpoint and state change.",
+    )
+    notify_slack_url: str | None = Field(
+        examples=["https://hooks.slack.com/services/T000/B000/XXXX"],
+        description="A Slack incoming webhook that gets the same alerts as a text message "
+        '(`{"text": ...}`); the same destination rules as webhook endpoints apply.',
+    )
     created_at: str
 
 
@@ -73,7 +86,11 @@ class WorkspaceUpdate(BaseModel):
                     "allowed_origins": ["https://www.acme.com"],
                     "redirect_url": "https://www.acme.com/thanks",
                     "capture_rate_limit": "600/minute",
-                }
+                },
+                {
+                    "notify_emails": ["ops@acme.com"],
+                    "notify_slack_url": "https://hooks.slack.com/services/T000/B000/XXXX",
+                },
             ]
         },
     )
@@ -82,6 +99,8 @@ class WorkspaceUpdate(BaseModel):
     allowed_origins: list[_Origin] | None = None
     redirect_url: _Url | None = None
     capture_rate_limit: _RateText | None = None
+    notify_emails: Annotated[list[Email], Field(max_length=MAX_NOTIFY_EMAILS)] | None = None
+    notify_slack_url: _Url | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -107,6 +126,26 @@ class WorkspaceUpdate(BaseModel):
         parts = urlsplit(value)
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL like https://www.acme.com/thanks")
+        return value
+
+    @field_validator("notify_emails")
+    @classmethod
+    def _emails(cls, value: list[str] | None) -> list[str]:
+        if value is None:  # only when sent: an absent field is not validated
+            raise ValueError("notify_emails cannot be null (send [] to clear it)")
+        return list(dict.fromkeys(value))
+
+    @field_validator("notify_slack_url")
+    @classmethod
+    def _slack(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "must be an absolute http(s) URL like "
+                "https://hooks.slack.com/services/T000/B000/XXXX"
+            )
         return value
 
     @field_validator("capture_rate_limit")

@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.db.schema import api_keys, workspaces
 from rex.errors import Invalid
 from rex.ids import new_id, rfc3339, utcnow
+from rex.outbox import alerts
+from rex.outbox.records import SystemRole
 from rex.pipelines import service as pipelines
 from rex.workspaces.origins import safe_redirect
 from rex.workspaces.schemas import WorkspaceOut, WorkspaceUpdate
@@ -38,6 +40,8 @@ class Workspace:
     redirect_url: str | None
     capture_rate_limit: str | None
     created_at: datetime
+    notify_emails: list[str] = field(default_factory=list)
+    notify_slack_url: str | None = None
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> Workspace:
@@ -49,6 +53,8 @@ class Workspace:
             redirect_url=row.redirect_url,
             capture_rate_limit=row.capture_rate_limit,
             created_at=row.created_at,
+            notify_emails=list(row.notify_emails or []),
+            notify_slack_url=row.notify_slack_url,
         )
 
 
@@ -121,6 +127,8 @@ def serialize(workspace: Workspace) -> WorkspaceOut:
         allowed_origins=workspace.allowed_origins,
         redirect_url=workspace.redirect_url,
         capture_rate_limit=workspace.capture_rate_limit,
+        notify_emails=workspace.notify_emails,
+        notify_slack_url=workspace.notify_slack_url,
         created_at=rfc3339(workspace.created_at) or "",
     )
 
@@ -129,11 +137,14 @@ async def update_settings(
     conn: AsyncConnection, workspace_id: str, update: WorkspaceUpdate
 ) -> Workspace:
     """Apply the fields ``update`` sets (name, allowed_origins, redirect_url,
-    capture_rate_limit).
+    capture_rate_limit, notify_emails, notify_slack_url).
 
     A ``redirect_url`` must stay on an explicitly allowed origin, whichever of the two changes.
+    The alert destinations are the workspace's hidden alert endpoints (``rex.outbox.alerts``);
+    the router has checked ``notify_slack_url`` against the destination policy.
     """
     changes = update.model_dump(exclude_unset=True)  # the columns to write
+    slack_url = changes.get("notify_slack_url")
     row = (
         await conn.execute(
             sa.select(workspaces).where(workspaces.c.id == workspace_id).with_for_update()
@@ -154,6 +165,24 @@ async def update_settings(
             sa.update(workspaces)
             .where(workspaces.c.id == workspace_id)
             .values(**changes, updated_at=utcnow())
+        )
+    now = utcnow()
+    if "notify_emails" in changes:
+        emails = changes["notify_emails"]
+        await alerts.sync_alert_endpoint(
+            conn,
+            workspace_id=workspace_id,
+            role=SystemRole.ALERT_EMAIL,
+            url=alerts.mailto_url(emails) if emails else None,
+            now=now,
+        )
+    if "notify_slack_url" in changes:
+        await alerts.sync_alert_endpoint(
+            conn,
+            workspace_id=workspace_id,
+            role=SystemRole.ALERT_SLACK,
+            url=alerts.SLACK_PREFIX + slack_url if slack_url else None,
+            now=now,
         )
     updated = await get_by_id(conn, workspace_id)
     assert updated is not None

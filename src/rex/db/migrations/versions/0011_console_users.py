@@ -2,7 +2,7 @@
 throttle of failed sign-ins
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-06 18:40:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import rex.db.types
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

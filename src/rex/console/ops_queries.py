@@ -307,7 +307,9 @@ async def capture_to_delivery(
         sample=len(seconds),
         window_hours=hours,
     )
-    if cache is not None:
+    if cache is not None and latency.sample:
+        # An empty sample is cheap to read again, and is not kept: the first delivery of a
+        # new workspace shows at once instead of after RECENT_TTL.
         cache.put(key, latency, RECENT_TTL)
     return latency
 

@@ -28,6 +28,7 @@ class Samples:
     key: str
     form: str
     submission: str
+    event_type: str
 
     def all_ids(self) -> list[str]:
         return list(vars(self).values())
@@ -47,6 +48,7 @@ SAMPLE_IDS: dict[str, Callable[[Samples], str]] = {
     "key_id": lambda s: s.key,
     "form_id": lambda s: s.form,
     "submission_id": lambda s: s.submission,
+    "name_or_id": lambda s: s.event_type,
     # Query filters (see the list-filter test): an event's object, e.g. the contact.
     "object_id": lambda s: s.contact,
 }
@@ -68,6 +70,7 @@ def make_samples(client: httpx.Client, receiver: Receiver) -> Samples:
     form = data(client.post("/forms", json={"name": "A form"}))
     data(client.post(f"/capture/{form['id']}", json={"EMAIL": "form@example.com"}))
     submission = client.get("/submissions", params={"form_id": form["id"]}).json()["data"][0]
+    event_type = data(client.post("/event-types", json={"name": "acme.sample_made"}))
     return Samples(
         contact=contact["id"],
         deal=deal["id"],
@@ -82,4 +85,5 @@ def make_samples(client: httpx.Client, receiver: Receiver) -> Samples:
         key=data(client.get("/keys"))[0]["id"],
         form=form["id"],
         submission=submission["id"],
+        event_type=event_type["id"],
     )

@@ -32,6 +32,15 @@ def _upgrade(connection: sa.Connection, target: str) -> None:
     command.upgrade(config, target)
 
 
+_WORKSPACES_0001 = sa.table(
+    "workspaces",
+    *(
+        sa.column(name, workspaces.c[name].type)
+        for name in ("id", "slug", "name", "allowed_origins", "created_at", "updated_at")
+    ),
+)
+
+
 async def _old_install_with_two_workspaces(url: str) -> None:
     db = Database(url, pool_size=1)
     try:
@@ -39,8 +48,9 @@ async def _old_install_with_two_workspaces(url: str) -> None:
             await conn.run_sync(_upgrade, "0001")
             now = utcnow()
             for slug in ("default", "acme"):
+                # The columns of 0001 only: today's Table has more, with defaults of its own.
                 await conn.execute(
-                    sa.insert(workspaces).values(
+                    sa.insert(_WORKSPACES_0001).values(
                         id=new_id("ws"),
                         slug=slug,
                         name=slug,

@@ -29,6 +29,8 @@ def test_a_repeated_scalar_query_parameter_is_a_422_naming_it_on_every_route(
 ) -> None:
     targets = []
     for op in api_operations(create_app(make_settings(rex.database_url))):
+        if op.path.startswith("/console"):
+            continue  # the console's HTML pages, not the API (their forms post one value)
         for method in sorted(op.methods & {"GET", "DELETE", "POST", "PATCH", "PUT"}):
             url = re.sub(r"{\w+(?::\w+)?}", "x_01", op.path)  # refused before any lookup
             targets += [(method, op.path, url, name) for name in scalar_query_names(op.route)]

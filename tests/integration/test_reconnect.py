@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from rex.db import engine as engine_module
 from rex.db.engine import Database
+from rex.errors import Unavailable
 
 
 async def _backend_pid(db: Database) -> int:
@@ -56,9 +57,11 @@ async def test_a_connection_dropped_in_steady_use_fails_once_then_the_pool_recov
     try:
         first = await _backend_pid(db)
         await _drop_every_other_session(postgres_url)
-        with pytest.raises(sa.exc.DBAPIError) as caught:
+        with pytest.raises(Unavailable) as caught:
             await _backend_pid(db)  # used at once: not pinged, so this transaction fails
-        assert caught.value.connection_invalidated  # answered 503 by the API
+        # The domain's Unavailable (answered 503 by the API), raised from the driver's error.
+        cause = caught.value.__cause__
+        assert isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated
         second = await _backend_pid(db)
     finally:
         await db.close()

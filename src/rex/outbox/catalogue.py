@@ -42,6 +42,12 @@ OPERATIONAL_EVENTS: frozenset[str] = frozenset(
     }
 )
 """About Rex's own delivery: never announced in turn when their deliveries fail."""
+NAMED_ONLY: frozenset[str] = frozenset(
+    {EventType.ENDPOINT_FAILING, EventType.ENDPOINT_RECOVERED, EventType.DELIVERY_FAILED}
+)
+"""Sent only to endpoints that name them, never through ``"*"``: a catch-all subscriber
+is not flooded with its neighbours' failures (``endpoint.disabled`` stays under ``"*"``, as
+it always was)."""
 WILDCARD = "*"
 
 # A workspace's own event types (POST /event-types): lower-case, dotted, at most 64
@@ -66,4 +72,6 @@ def matches(subscribed: list[str], event_type: str) -> bool:
     """
     if event_type == EventType.WEBHOOK_TEST:
         return False
+    if event_type in NAMED_ONLY:
+        return event_type in subscribed
     return WILDCARD in subscribed or event_type in subscribed

@@ -16,7 +16,7 @@ from rex.db.types import UTCDateTime
 from rex.ids import rfc3339
 from rex.outbox import alerts
 from rex.outbox.catalogue import EventType
-from rex.outbox.records import PUBLIC_ENDPOINT_KINDS, AttemptOutcome, HeldDelivery
+from rex.outbox.records import AttemptOutcome, EndpointKind, HeldDelivery
 
 # last_success_at only needs to be roughly right (it is compared with days); refreshing it
 # at most this often keeps a busy endpoint's row from being rewritten on every success.
@@ -162,7 +162,7 @@ async def announce_disabled(
 ) -> str | None:
     """Tell the workspace's other endpoints subscribed to ``endpoint.disabled`` that Rex
     disabled this one, and its alert destinations. Returns the event id; None for Rex's own
-    endpoints (kind ``system``) and ``rex listen`` sessions, which no public event names."""
+    endpoints (kind ``system``), which no public event names."""
     return await _announce(conn, endpoint_id, EventType.ENDPOINT_DISABLED, now=now)
 
 
@@ -170,8 +170,8 @@ async def _announce(
     conn: AsyncConnection, endpoint_id: str, event_type: str, *, now: datetime
 ) -> str | None:
     row = (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).one()
-    if row.kind not in {kind.value for kind in PUBLIC_ENDPOINT_KINDS} or row.system_role:
-        return None  # Rex's own endpoint, or a listen session: no public event names it
+    if row.kind == EndpointKind.SYSTEM.value or row.system_role:
+        return None  # Rex's own endpoint (a form's mail, the alerts): no public event names it
     return await alerts.announce(
         conn,
         row=row,

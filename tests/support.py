@@ -340,9 +340,19 @@ async def _empty_all(database_url: str) -> None:
 
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        async with conn.transaction():
-            for table in reversed(metadata.sorted_tables):  # children before their parents
-                await conn.execute(f'DELETE FROM "{table.name}"')
+        # A server shared by a module may still be writing (a worker recording an attempt)
+        # while the rows are emptied: PostgreSQL can pick this transaction as a deadlock's
+        # victim. It is then rolled back whole; empty again (bounded).
+        for attempt in range(5):
+            try:
+                async with conn.transaction():
+                    for table in reversed(metadata.sorted_tables):  # children first
+                        await conn.execute(f'DELETE FROM "{table.name}"')
+                return
+            except asyncpg.exceptions.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.1)
     finally:
         await conn.close()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import free_port, wait_until
+from tests.support import free_port, stop_process, wait_until
 
 REX = str(Path(sys.executable).with_name("rex"))
 
@@ -207,6 +207,4 @@ def rex_serve(
         wait_until(healthy, timeout=30, interval=0.1)
         yield url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.wait(30)
+        stop_process(process)

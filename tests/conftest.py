@@ -6,7 +6,11 @@ and on a real PostgreSQL database created for the session from ``REX_TEST_POSTGR
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +58,40 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     its cost grows with the objects it scans (a probe saw 0.7-1.2 s on a loaded machine)."""
     gc.collect()
     gc.freeze()
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """This machine's processes whose parent is ``pid`` (Linux /proc), with their names."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.rpartition(")")
+        fields = rest.split()
+        if len(fields) > 1 and fields[1] == str(pid) and fields[0] != "Z":
+            found.append((int(entry.name), name.partition("(")[2]))
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """No process a test started outlives the run. A server whose test failed before stopping
+    it would otherwise keep running (and keep a loaded machine loaded) after its test; the
+    fixtures stop theirs in ``finally``, and this reports and ends any that still escaped.
+    Not in the xdist controller: its children are the workers, which end on their own."""
+    if getattr(session.config, "workerinput", None) is None and session.config.getoption(
+        "numprocesses", None
+    ):
+        return
+    if not Path("/proc").is_dir():
+        return
+    for pid, name in _children(os.getpid()):
+        print(f"\ntests: ending pid {pid} ({name}), left running by a test", file=sys.stderr)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

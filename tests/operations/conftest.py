@@ -52,7 +52,13 @@ def start(args: list[str], env: dict[str, str], log: Path, ready_url: str) -> Pr
         except httpx.TransportError:
             return False
 
-    wait_until(ready, timeout=40, interval=0.1)
+    try:
+        wait_until(ready, timeout=40, interval=0.1)
+    except BaseException:
+        # Not ready in time: never leave it running for the rest of the session.
+        process.kill()
+        process.wait(10)
+        raise
     return proc
 
 

@@ -36,6 +36,8 @@ _DECORATION = frozenset(
         "your", "my", "the", "input", "field", "contact", "customer", "client", "primary",
         "main", "work", "personal", "visitor", "sender", "invitee", "attendee", "respondent",
         "please", "enter", "here", "of",
+        # Elementor's default-data webhook names an unlabelled field "No Label <id>".
+        "no", "label",
     }
 )  # fmt: skip
 _FIRST = frozenset(
@@ -62,13 +64,31 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 _NUMERIC = re.compile(r"^[a-z]?\d+$")  # "2", "q4", "input_2"'s "2"
 _EMAIL_LIKE = re.compile(r"^[^@\s<>\"',;]{1,64}@[^@\s<>\"',;]+\.[^@\s<>\"',;]{2,}$")
 MAILCHIMP_HONEYPOT = re.compile(r"^b_[0-9a-f]+_[0-9a-f]+$")
-HONEYPOT_FIELDS = ("_gotcha", "bot-field")
+
+
+class _HoneypotNames(tuple[str, ...]):
+    """The known honeypot names (``in`` takes a case-folded name), and the general rule:
+    a name that says it is one (``_honeypot``, ``honey-pot``, ``my_gotcha``, ``hpot``)."""
+
+    __slots__ = ()
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if tuple.__contains__(self, name.casefold()):
+            return True
+        joined = "".join(_TOKEN.findall(name.lower()))
+        return "honeypot" in joined or "gotcha" in joined or joined in ("hpot", "botfield")
+
+
+HONEYPOT_FIELDS = _HoneypotNames(("_gotcha", "bot-field"))
 CAPTCHA_FIELDS = ("cf-turnstile-response", "h-captcha-response", "g-recaptcha-response")
 # Plumbing that form plugins post next to the visitor's answers: never data.
 PLUMBING = re.compile(
     r"^(form-name|gform_.*|is_submit_\d+|state_\d+|gform|wpforms\[id\]|wpforms_.*|"
     r"cf-turnstile-response|h-captcha-response|g-recaptcha-response|bot-field|"
-    r"b_[0-9a-f]+_[0-9a-f]+|subscribe|submit|formid|form_id|submission_id|website)$",
+    r"b_[0-9a-f]+_[0-9a-f]+|subscribe|submit|formid|form_id|submission_id|website|"
+    r".*honey_?pot.*)$",
     re.IGNORECASE,
 )
 
@@ -166,7 +186,7 @@ def embedded_json(text: str) -> Any:
 
 def name_parts(node: Mapping[str, Any]) -> tuple[str, str | None] | None:
     """``{"first": "Ada", "last": "Lovelace"}`` (any name rules) -> ``("Ada", "Lovelace")``."""
-    if len(node) > 6:
+    if len(node) > 12:  # a name object (Cognito's Name has First, Middle, Last, Prefix...)
         return None
     first = last = None
     for key, value in node.items():

@@ -100,7 +100,10 @@ def recognise(
     for role in (Role.EMAIL, Role.FIRST_NAME, Role.LAST_NAME, Role.PHONE, Role.COMPANY):
         if role.value in body:
             # The exact name wins, as sent: CaptureIn says what is wrong with it, if anything.
-            lead[role.value] = body[role.value]
+            sent = body[role.value]
+            if isinstance(sent, list) and len(sent) == 1 and isinstance(sent[0], str):
+                sent = sent[0]  # one value in a list (Unbounce's JSON, Google's namedValues)
+            lead[role.value] = sent
         elif role in found.values:
             lead[role.value] = found.values[role]
     full = found.values.get(Role.FULL_NAME)

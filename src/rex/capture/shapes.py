@@ -78,7 +78,14 @@ _SHAPES: tuple[tuple[str, _Signature], ...] = (
             and all(isinstance(q, Mapping) and "key" in q and "value" in q for q in b["data"])
         ),
     ),
-    ("fillout", lambda b, c, ua: isinstance(get(b, "submission", "questions"), list)),
+    (
+        "fillout",
+        lambda b, c, ua: (
+            isinstance(get(b, "submission", "questions"), list)
+            # A webhook made with the REST API posts the submission itself.
+            or (isinstance(b.get("questions"), list) and "submissionId" in b)
+        ),
+    ),
     ("formstack", lambda b, c, ua: "FormID" in b and "UniqueID" in b),
     ("cognito-forms", lambda b, c, ua: isinstance(b.get("Entry"), Mapping) and "Form" in b),
     (
@@ -156,7 +163,7 @@ _ROOTS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "jotform": _jotform_root,
     "facebook-lead-ads": lambda b: b.get("field_data"),
     "paperform": lambda b: b.get("data"),
-    "fillout": lambda b: get(b, "submission", "questions"),
+    "fillout": lambda b: get(b, "submission", "questions") or b.get("questions"),
     "intercom": lambda b: get(b, "data", "item"),
     "drift": lambda b: get(b, "data", "attributes"),
     "hubspot": lambda b: b.get("properties") if isinstance(b.get("properties"), Mapping) else None,

@@ -21,7 +21,6 @@ from rex.capture.names import (
     CONTACT_FIELDS,
     Role,
     embedded_json,
-    get,
     looks_like_email,
     name_parts,
     role_of,
@@ -151,6 +150,9 @@ def find(body: Mapping[str, Any] | list[Any], *, titles: Mapping[str, str] | Non
                             add(Role.FULL_NAME, text, 0, 0, child_path)
                         elif (named := role_of(key)) is not None:
                             add(named, text, 1 if depth == 0 else 5, depth, child_path)
+                        elif (title := titles.get(key)) and (by_title := role_of_label(title)):
+                            # A value keyed by a field id the definition titles (Wufoo).
+                            add(by_title, text, 3, depth, child_path)
                         if fallback_email is None and looks_like_email(text):
                             order += 1
                             fallback_email = _Candidate((9, depth, order), text, child_path)
@@ -208,13 +210,57 @@ def find(body: Mapping[str, Any] | list[Any], *, titles: Mapping[str, str] | Non
 _HELD_KEYS = ("value", "answer", "text", "raw_value", "values")
 
 
+_ID_KEYS = ("id", "ID", "Id", "field_id", "fieldId", "key")
+_TITLE_KEYS = ("title", "Title", "label", "Label", "name", "Name", "question")
+_SUB_KEYS = ("SubFields", "subfields", "sub_fields", "subFields", "inputs")
+MAX_TITLE_NODES = 2000
+
+
+def _title_of(node: Mapping[str, Any]) -> str | None:
+    return next((t for k in _TITLE_KEYS if isinstance(t := node.get(k), str) and t), None)
+
+
 def field_titles(body: Mapping[str, Any]) -> dict[str, str]:
-    fields = get(body, "form_response", "definition", "fields")
+    """Field ids and the titles a form's definition gives them, anywhere in ``body``.
+
+    A definition is an object with an id and a title (or label) and no answer of its own:
+    Typeform's ``definition.fields``, Wufoo's ``FieldStructure`` (a JSON string, its
+    ``SubFields`` titled "Name First", "Name Last"), Gravity Forms' ``inputs``... The walk
+    then reads a value keyed by such an id (Wufoo's ``Field3``) by its title.
+    """
     titles: dict[str, str] = {}
-    if isinstance(fields, list):
-        for item in fields:
-            if isinstance(item, Mapping) and isinstance(item.get("id"), str):
-                title = item.get("title")
-                if isinstance(title, str):
-                    titles[item["id"]] = title
+    queue: list[Any] = [body]
+    seen = 0
+    while queue and seen < MAX_TITLE_NODES:
+        node = queue.pop(0)
+        seen += 1
+        if isinstance(node, list):
+            queue.extend(item for item in node if isinstance(item, Mapping | list))
+            continue
+        if not isinstance(node, Mapping):
+            continue
+        ident = next((i for k in _ID_KEYS if isinstance(i := node.get(k), str | int)), None)
+        title = _title_of(node)
+        if ident is not None and title is not None and not any(k in node for k in _VALUE_KEYS):
+            titles.setdefault(str(ident), title)
+            for key in _SUB_KEYS:
+                subs = node.get(key)
+                for sub in subs if isinstance(subs, list) else ():
+                    if not isinstance(sub, Mapping):
+                        continue
+                    sub_id = next(
+                        (i for k in _ID_KEYS if isinstance(i := sub.get(k), str | int)), None
+                    )
+                    sub_title = _title_of(sub)
+                    if sub_id is not None and sub_title is not None:
+                        # The sub-field's own id wins over its parent's (Wufoo's Name field
+                        # is Field1, its first part is Field1 too).
+                        titles[str(sub_id)] = f"{title} {sub_title}"
+        for value in node.values():
+            if isinstance(value, Mapping | list):
+                queue.append(value)
+            elif node is body and isinstance(value, str) and len(value) > 1:
+                embedded = embedded_json(value)  # Wufoo's FieldStructure, a JSON string
+                if embedded is not None:
+                    queue.append(embedded)
     return titles

@@ -78,7 +78,9 @@ class _HoneypotNames(tuple[str, ...]):
         if tuple.__contains__(self, name.casefold()):
             return True
         joined = "".join(_TOKEN.findall(name.lower()))
-        return "honeypot" in joined or "gotcha" in joined or joined in ("hpot", "botfield")
+        return (
+            any(word in joined for word in ("honeypot", "gotcha", "botfield")) or joined == "hpot"
+        )
 
 
 HONEYPOT_FIELDS = _HoneypotNames(("_gotcha", "bot-field"))

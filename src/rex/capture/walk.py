@@ -49,13 +49,14 @@ class Found:
     consumed: set[str] = field(default_factory=set)  # top-level keys used up
 
 
+# Looked up case-insensitively: "label", "Label" and "LABEL" alike.
 _LABEL_KEYS = (
-    "label", "title", "question", "name", "key", "ref", "field_name", "fieldName", "custom_key",
-    "question_text", "questionText", "description",
+    "label", "title", "question", "name", "key", "ref", "field_name", "fieldname", "custom_key",
+    "question_text", "questiontext", "description",
 )  # fmt: skip
 # Where an object describing one field says what kind of input it is (Tally's INPUT_EMAIL,
 # Formstack's field_type, Fillout's EmailInput...).
-_TYPE_KEYS = ("type", "field_type", "fieldType", "inputType", "input_type", "kind")
+_TYPE_KEYS = ("type", "field_type", "fieldtype", "inputtype", "input_type", "kind")
 _VALUE_KEYS = (
     "value", "answer", "text", "email", "phone_number", "phone", "values", "response",
     "answers", "content",
@@ -64,6 +65,7 @@ _VALUE_KEYS = (
 
 def _labelled(node: Mapping[str, Any]) -> Iterator[tuple[Role, str, int]]:
     """(role, value, strength) for an object that describes one field."""
+    node = {k.lower(): v for k, v in node.items() if isinstance(k, str)}
     value = None
     for key in _VALUE_KEYS:
         if key in node:

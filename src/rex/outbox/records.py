@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Protocol, TypedDict
 
 from rex.ids import rfc3339
+from rex.json_types import JsonObject
 
 MASK = "••••••"
 
@@ -147,7 +148,7 @@ class EndpointData(TypedDict):
     ordering: str
     headers: dict[str, str]
     rate_limit: int | None
-    filter: dict[str, Any] | None  # JSON: the user's conditions, as given
+    filter: JsonObject | None  # JSON: the user's conditions, as given
     created_at: str
 
 
@@ -205,7 +206,7 @@ class Endpoint:
     ordering: str = "none"
     headers: tuple[tuple[str, str], ...] = ()
     rate_limit: int | None = None
-    filter: dict[str, Any] | None = None
+    filter: JsonObject | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Endpoint:

@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from rex.json_types import JsonObject
 from rex.outbox.catalogue import EVENT_TYPES, WILDCARD, is_custom_event_name
 from rex.outbox.filters import check_filter
+from rex.outbox.ordering import Ordering
 from rex.worker.headers import check_custom_headers
 
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
@@ -39,7 +40,7 @@ MaxConcurrency = Annotated[
 ]
 DEFAULT_MAX_CONCURRENCY = 10
 OrderingMode = Annotated[
-    Literal["none", "endpoint", "object"],
+    Literal[Ordering.NONE, Ordering.ENDPOINT, Ordering.OBJECT],
     Field(
         description=(
             "`none`: deliveries go out as soon as they are due, up to `max_concurrency` at "
@@ -135,7 +136,7 @@ class EndpointCreate(BaseModel):
     )
     description: Description | None = None
     max_concurrency: MaxConcurrency = DEFAULT_MAX_CONCURRENCY
-    ordering: OrderingMode = "none"
+    ordering: OrderingMode = Ordering.NONE
     headers: dict[str, str] | None = Field(None, description=HEADERS_DESCRIPTION)
     rate_limit: RateLimit | None = Field(None, description=RATE_LIMIT_DESCRIPTION)
     filter: JsonObject | None = Field(None, description=FILTER_DESCRIPTION)

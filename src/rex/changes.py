@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from rex.json_types import JsonObject
+
 # A partial record: field -> value, in the API's form (JSON values).
-Changes = dict[str, Any]
+Changes = JsonObject
 
 
 def changed_fields(
@@ -17,7 +19,7 @@ def changed_fields(
     return {key: before.get(key) for key in tracked if before.get(key) != after.get(key)}
 
 
-def merge_metadata(current: Mapping[str, Any], patch: Mapping[str, Any] | None) -> dict[str, Any]:
+def merge_metadata(current: Mapping[str, Any], patch: Mapping[str, Any] | None) -> JsonObject:
     """``current`` with ``patch`` applied: a key set to null is removed."""
     merged = dict(current)
     for key, value in (patch or {}).items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import overload
 
 from ulid import ULID
 
@@ -28,6 +29,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC) + database_offset()
 
 
+@overload
+def rfc3339(moment: datetime) -> str: ...
+@overload
+def rfc3339(moment: None) -> None: ...
+@overload
+def rfc3339(moment: datetime | None) -> str | None: ...
 def rfc3339(moment: datetime | None) -> str | None:
     """``2026-03-16T12:00:00.123Z`` (milliseconds only when non-zero)."""
     if moment is None:

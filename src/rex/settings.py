@@ -10,12 +10,13 @@ import functools
 import ipaddress
 import re
 import urllib.parse
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rex.policies import DeliveryConfig, ListenConfig, RetryPolicy
+from rex.tracing import TracingMode
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
@@ -258,7 +259,7 @@ class Settings(BaseSettings):
     log_json: bool = Field(
         False, description="Log one JSON object per line instead of human-readable lines."
     )
-    tracing: Literal["off", "otlp", "console"] = Field(
+    tracing: TracingMode = Field(
         "off",
         description=(
             "OpenTelemetry traces (needs `pip install 'rexgtm[otel]'`): `otlp` exports spans "

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
+from rex.json_types import JsonObject
+
 
 def _check_json_value(value: Any, path: str = "") -> None:
     if isinstance(value, str):
@@ -28,13 +30,13 @@ def _check_json_value(value: Any, path: str = "") -> None:
             _check_json_value(item, f"{path}[{index}]")
 
 
-def _storable(value: dict[str, Any]) -> dict[str, Any]:
+def _storable(value: JsonObject) -> JsonObject:
     _check_json_value(value)
     return value
 
 
 Metadata = Annotated[
-    dict[str, Any],
+    JsonObject,
     AfterValidator(_storable),
     Field(description="Free-form JSON object for your own keys.", examples=[{"plan": "team"}]),
 ]

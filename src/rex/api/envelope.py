@@ -7,11 +7,11 @@ which exceptions map to it is ``rex.api.errors``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from rex.json_types import JsonObject
 from rex.request_id import current_request_id
 
 _STATUS_TYPES = {
@@ -77,7 +77,7 @@ _ERROR_EXAMPLES: dict[int, tuple[str, str, str | None]] = {
     ),
 }
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, JsonObject] = {
     status: {
         "model": ErrorEnvelope,
         "description": description,

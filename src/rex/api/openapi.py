@@ -8,17 +8,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from rex.api.routes import api_operations
+from rex.json_types import JsonObject
 
 _REFERENCED: dict[str, type[BaseModel]] = {}
 
-IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+IDEMPOTENCY_PARAMETER: JsonObject = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
@@ -45,7 +44,7 @@ def component_ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def install_openapi(app: FastAPI, *, description: str) -> None:
-    def build() -> dict[str, Any]:
+    def build() -> JsonObject:
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(

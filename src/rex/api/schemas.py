@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypedDict, TypeVar
+
 from pydantic import BaseModel
+
+T = TypeVar("T")
 
 
 class DeletedObject(BaseModel):
@@ -12,3 +16,17 @@ class DeletedObject(BaseModel):
 
 class Deleted(BaseModel):
     data: DeletedObject
+
+
+class One(TypedDict, Generic[T]):
+    """``{"data": ...}``: the answer about one object, as a router returns it (its route's
+    ``response_model`` documents and checks the shape)."""
+
+    data: T
+
+
+class Page(TypedDict, Generic[T]):
+    """``{"data": [...], "next_cursor": ...}``: a page of a list."""
+
+    data: list[T]
+    next_cursor: str | None

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 import aiohttp
 import orjson
 
+from rex.json_types import JsonObject
 from rex.settings import Settings
 
 TOKEN_FIELDS = {
@@ -46,7 +46,7 @@ def verify_url(provider: str, settings: Settings) -> str:
     return settings.recaptcha_verify_url
 
 
-def token_from(provider: str, fields: dict[str, Any], controls: dict[str, str]) -> str | None:
+def token_from(provider: str, fields: JsonObject, controls: dict[str, str]) -> str | None:
     name = TOKEN_FIELDS[provider]
     value = fields.get(name, controls.get(name))
     if isinstance(value, list):
@@ -55,7 +55,7 @@ def token_from(provider: str, fields: dict[str, Any], controls: dict[str, str]) 
 
 
 async def verify(
-    config: dict[str, Any],
+    config: JsonObject,
     token: str | None,
     *,
     client_ip: str | None,

@@ -13,6 +13,7 @@ import orjson
 
 from rex.capture.schemas import ATTRIBUTION_KEYS
 from rex.errors import Invalid
+from rex.json_types import JsonObject
 
 MAX_METADATA_KEYS = 50  # keys and list items, at every level, in one capture
 MAX_METADATA_DEPTH = 3  # {"a": {"b": {"c": "x"}}} is 3 levels
@@ -38,7 +39,7 @@ def _fail(path: str, message: str) -> Invalid:
     return Invalid(path, f"{path}: {message}")
 
 
-def check_metadata(metadata: dict[str, Any], extras: dict[str, Any]) -> None:
+def check_metadata(metadata: JsonObject, extras: JsonObject) -> None:
     """Raise ``Invalid`` (naming the field) when ``metadata`` plus unknown fields is too big."""
     count = 0
 

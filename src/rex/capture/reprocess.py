@@ -27,7 +27,7 @@ async def _received(row: sa.Row[Any]) -> intake.Received | str:
         return exc.message
     if isinstance(row.fields, dict):
         return intake.Received.from_stored(kind, row.fields)
-    stored = submissions.serialize(row)["fields"]
+    stored = submissions.submission(row)["fields"]
     if isinstance(stored, dict):  # a JSON body, read back from the raw body
         return intake.Received.from_stored(kind, stored)
     if row.raw_body is None or row.raw_truncated:
@@ -40,12 +40,14 @@ async def _received(row: sa.Row[Any]) -> intake.Received | str:
     return intake.Received(kind, parsed.fields, parsed.controls, parsed.names)
 
 
-async def reprocess(conn: AsyncConnection, workspace_id: str, submission_id: str) -> dict[str, Any]:
+async def reprocess(
+    conn: AsyncConnection, workspace_id: str, submission_id: str
+) -> submissions.SubmissionData:
     """Apply the form's current rules to the submission again; returns it, updated. An
     accepted submission is left as it is."""
     row = await submissions.get_row(conn, workspace_id, submission_id, for_update=True)
     if row.status == SubmissionStatus.ACCEPTED:
-        return submissions.serialize(row)
+        return submissions.submission(row)
     form = await forms_service.find(conn, workspace_id, row.form_id) if row.form_id else None
     now = utcnow()
     received = await _received(row)
@@ -74,7 +76,7 @@ async def reprocess(conn: AsyncConnection, workspace_id: str, submission_id: str
             endpoint_id=form["notify_endpoint_id"],
             form=form,
             submission_id=row.id,
-            fields=submissions.serialize(row)["fields"],
+            fields=submissions.submission(row)["fields"],
             contact=contact.data(),
             now=now,
         )

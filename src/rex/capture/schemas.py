@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from rex.contacts.schemas import Email, Name, Touch
+from rex.json_types import JsonObject
 
 # The keys of a touch, its time aside (declared once, on ``Touch``).
 ATTRIBUTION_KEYS = tuple(name for name in Touch.model_fields if name != "at")
@@ -50,7 +51,7 @@ class CaptureIn(BaseModel):
     phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
     company: Name | None = None
     source: Name | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     consent: ConsentIn | None = None
     utm_source: Attribution | None = None
     utm_medium: Attribution | None = None
@@ -63,7 +64,7 @@ class CaptureIn(BaseModel):
     fbclid: Attribution | None = None
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+def _inline_refs(schema: JsonObject) -> JsonObject:
     """Replace ``#/$defs/...`` references by their definitions: a request body schema inside
     an OpenAPI document cannot point at its own ``$defs``."""
     definitions = schema.pop("$defs", {})
@@ -78,21 +79,21 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
             return [resolve(value) for value in node]
         return node
 
-    resolved: dict[str, Any] = resolve(schema)
+    resolved: JsonObject = resolve(schema)
     return resolved
 
 
-def capture_json_schema() -> dict[str, Any]:
+def capture_json_schema() -> JsonObject:
     """The JSON body's schema, self-contained for the OpenAPI document."""
     return _inline_refs(CaptureIn.model_json_schema())
 
 
-def _text(description: str | None = None, **extra: Any) -> dict[str, Any]:
+def _text(description: str | None = None, **extra: Any) -> JsonObject:
     return {"type": "string", **({"description": description} if description else {}), **extra}
 
 
 # The same lead as HTML form fields (application/x-www-form-urlencoded or multipart/form-data).
-CAPTURE_FORM_SCHEMA: dict[str, Any] = {
+CAPTURE_FORM_SCHEMA: JsonObject = {
     "type": "object",
     "description": (
         "A plain HTML form post. `metadata[KEY]=value` nests into metadata; any other field is "

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rex._version import __version__
 from rex.cli._errors import EXIT_AUTH, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from rex.json_types import JsonObject
 
 USER_AGENT = f"rex-cli/{__version__}"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -146,7 +147,7 @@ class RexApi:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
-    def pages(self, path: str, *, limit: int, **params: Any) -> Iterator[dict[str, Any]]:
+    def pages(self, path: str, *, limit: int, **params: Any) -> Iterator[JsonObject]:
         """Every item of a list, following ``next_cursor``, ``limit`` at most."""
         cursor = None
         remaining = limit

@@ -19,13 +19,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
 
 from rex.cli._errors import CliError
 from rex.cli.api import ClientConfig, describe_transport_error, error_message
+from rex.json_types import JsonObject
 
 EXCERPT_BYTES = 1024
 BACKOFF_START = 0.5
@@ -53,7 +54,7 @@ class StreamedDelivery:
     payload: bytes
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StreamedDelivery:
+    def from_json(cls, data: JsonObject) -> StreamedDelivery:
         return cls(
             id=str(data["id"]),
             event_id=str(data["event_id"]),
@@ -109,7 +110,7 @@ class Listener:
         self.events = events
         self.out = out
         self.err = err
-        self.session: dict[str, Any] = {}
+        self.session: JsonObject = {}
         self.secret: str | None = None
         self._announced = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -144,7 +145,7 @@ class Listener:
             await api.aclose()
             await local.aclose()
 
-    async def open_session(self, api: httpx.AsyncClient) -> dict[str, Any]:
+    async def open_session(self, api: httpx.AsyncClient) -> JsonObject:
         """``POST /listen/sessions``: create, or resume within the grace period."""
         body = {"forward_to": self.forward_to, "events": self.events}
         try:
@@ -155,7 +156,7 @@ class Listener:
             raise Transient(error_message(response))
         if response.is_error:
             raise CliError(error_message(response))
-        session: dict[str, Any] = response.json()["data"]
+        session: JsonObject = response.json()["data"]
         return session
 
     async def _open(self, api: httpx.AsyncClient) -> None:
@@ -273,7 +274,7 @@ class Listener:
         )
         self.out(_line(delivery, status_code, error, latency_ms, outcome))
 
-    async def _report(self, api: httpx.AsyncClient, report: dict[str, Any]) -> dict[str, Any]:
+    async def _report(self, api: httpx.AsyncClient, report: JsonObject) -> JsonObject:
         session_id = self.session["id"]
         try:
             response = await api.post(f"/listen/sessions/{session_id}/results", json=report)
@@ -282,7 +283,7 @@ class Listener:
             return {"report_error": type(exc).__name__}
         if response.is_error:
             return {"report_error": error_message(response)}
-        data: dict[str, Any] = response.json()["data"]
+        data: JsonObject = response.json()["data"]
         return data
 
 
@@ -291,7 +292,7 @@ def _line(
     status_code: int | None,
     error: str | None,
     latency_ms: int,
-    outcome: dict[str, Any],
+    outcome: JsonObject,
 ) -> str:
     """``12:00:01  contact.created       evt_...  --> 200  (12 ms)`` and what happens next."""
     clock = datetime.now().strftime("%Y-%m-%d %H:%M:%S")

@@ -7,6 +7,7 @@ JSON array for lists), and fails with one line on stderr.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +25,7 @@ from rex.cli.output import (
     time_field,
     when,
 )
+from rex.json_types import JsonObject
 
 webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook endpoints (subscriptions).")
 deliveries_app = typer.Typer(no_args_is_help=True, help="Deliveries of events to endpoints.")
@@ -56,7 +58,7 @@ ENDPOINT_COLUMNS: list[Column] = [
 ]
 
 
-def _endpoint_record(endpoint: dict[str, Any]) -> list[tuple[str, Any]]:
+def _endpoint_record(endpoint: Mapping[str, Any]) -> list[tuple[str, Any]]:
     pairs = [
         ("id", endpoint.get("id")),
         ("url", endpoint.get("url")),
@@ -99,7 +101,7 @@ def webhooks_create(
     as_json: JsonOption = False,
 ) -> None:
     """Subscribe URL to events. The secret is printed only now."""
-    body: dict[str, Any] = {"url": url, "events": _csv(events)}
+    body: JsonObject = {"url": url, "events": _csv(events)}
     if secret is not None:
         body["secret"] = secret
     if description is not None:
@@ -162,7 +164,7 @@ ATTEMPT_COLUMNS: list[Column] = [
 
 def _endpoint_deliveries(
     api: RexApi, endpoint_id: str, *, failed: bool, limit: int
-) -> list[dict[str, Any]]:
+) -> list[JsonObject]:
     status = "failed" if failed else None
     items = api.pages(f"/webhooks/{endpoint_id}/deliveries", limit=limit, status=status)
     return [d for d in items if not failed or d.get("status") == "failed"]
@@ -229,7 +231,7 @@ def deliveries_retry(delivery_id: IdArgument, as_json: JsonOption = False) -> No
 # -- events ----------------------------------------------------------------------------
 
 
-def _event_type(event: dict[str, Any]) -> Any:
+def _event_type(event: Mapping[str, Any]) -> Any:
     return event.get("event") or event.get("type")
 
 

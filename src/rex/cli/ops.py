@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from rex.cli.api import connect
 from rex.cli.output import JsonOption, print_json, print_record, print_table, say, time_field
 from rex.db.engine import Database
 from rex.ids import rfc3339, utcnow
+from rex.json_types import JsonObject
 from rex.ops.admin import NoDatabase, describe_database, require_database, sqlite_path
 from rex.settings import Settings
 
@@ -116,7 +118,7 @@ def keys_list(
     settings = admin_settings()
     require(settings)
 
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> list[keys.KeyData]:
         db = Database(settings.database_url, pool_size=1, timeout=settings.database_timeout)
         try:
             async with db.read() as conn:
@@ -147,7 +149,7 @@ def keys_revoke(
     settings = admin_settings()
     require(settings)
 
-    async def run() -> dict[str, Any] | None:
+    async def run() -> keys.KeyData | None:
         db = Database(settings.database_url, pool_size=1, timeout=settings.database_timeout)
         try:
             async with db.transaction() as conn:
@@ -165,7 +167,7 @@ def keys_revoke(
 # -- status --------------------------------------------------------------------------------
 
 
-async def _status(settings: Settings) -> dict[str, Any]:
+async def _status(settings: Settings) -> JsonObject:
     from rex.ops.health import current_revision, head_revision, list_workers
     from rex.ops.metrics import read_backlog
 
@@ -357,7 +359,7 @@ def webhooks_rotate_secret(
 workspace_app = typer.Typer(no_args_is_help=True, help="This API key's workspace settings.")
 
 
-def _workspace_record(workspace: dict[str, Any]) -> list[tuple[str, Any]]:
+def _workspace_record(workspace: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return [(k, json.dumps(v) if isinstance(v, list) else v) for k, v in workspace.items()]
 
 
@@ -385,7 +387,7 @@ def workspace_set(
     as_json: JsonOption = False,
 ) -> None:
     """Change the workspace's capture settings (only the options given)."""
-    body: dict[str, Any] = {}
+    body: JsonObject = {}
     if allowed_origins is not None:
         body["allowed_origins"] = [o.strip() for o in allowed_origins.split(",") if o.strip()]
     if redirect_url is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -38,7 +38,7 @@ def text(value: Any) -> str:
     return str(value)
 
 
-Column = tuple[str, Callable[[dict[str, Any]], Any]]
+Column = tuple[str, Callable[[Mapping[str, Any]], Any]]
 WHOLE = {"ID", "EMAIL", "URL", "ENDPOINT", "OBJECT", "CREATED", "AT", "NEXT ATTEMPT"}
 
 
@@ -49,16 +49,16 @@ def when(value: Any) -> Any:
     return value
 
 
-def time_field(name: str) -> Callable[[dict[str, Any]], Any]:
+def time_field(name: str) -> Callable[[Mapping[str, Any]], Any]:
     return lambda item: when(item.get(name))
 
 
-def field(name: str) -> Callable[[dict[str, Any]], Any]:
+def field(name: str) -> Callable[[Mapping[str, Any]], Any]:
     return lambda item: item.get(name)
 
 
 def print_table(
-    items: Sequence[dict[str, Any]],
+    items: Sequence[Mapping[str, Any]],
     columns: Sequence[Column],
     *,
     empty: str,

@@ -19,6 +19,7 @@ import typer
 from rex.cli._errors import CliError
 from rex.cli.api import RexApi, connect
 from rex.cli.output import JsonOption, print_json, say
+from rex.json_types import JsonObject
 from rex.outbox.catalogue import OPERATIONAL_EVENTS, EventType, is_custom_event_name
 
 SAMPLE_SOURCE = "rex trigger"
@@ -29,10 +30,10 @@ class Run:
     """What a trigger did: each step's request and the object it returned."""
 
     api: RexApi
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[JsonObject] = field(default_factory=list)
 
-    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        data: dict[str, Any] = self.api.request(method, path, json=body)["data"]
+    def call(self, method: str, path: str, body: Any = None) -> JsonObject:
+        data: JsonObject = self.api.request(method, path, json=body)["data"]
         self.steps.append({"request": f"{method} {path}", "data": data})
         return data
 
@@ -41,7 +42,7 @@ def _sample_email() -> str:
     return f"sample+{secrets.token_hex(6)}@example.com"
 
 
-def _contact(run: Run) -> dict[str, Any]:
+def _contact(run: Run) -> JsonObject:
     return run.call(
         "POST",
         "/contacts",
@@ -56,12 +57,12 @@ def _contact(run: Run) -> dict[str, Any]:
     )
 
 
-def _deal(run: Run) -> dict[str, Any]:
+def _deal(run: Run) -> JsonObject:
     # The default pipeline and its first stage apply (DESIGN.md: deals).
     return run.call("POST", "/deals", {"name": "Sample deal", "amount": 120_000, "currency": "USD"})
 
 
-def _task(run: Run) -> dict[str, Any]:
+def _task(run: Run) -> JsonObject:
     return run.call("POST", "/tasks", {"title": "Sample task", "body": "Made by rex trigger."})
 
 
@@ -156,11 +157,11 @@ def publish_custom(run: Run, event: str, data: str | None, object_id: str | None
         if not isinstance(payload, dict):
             raise CliError('--data must be a JSON object, like \'{"invoice_id": "in_1"}\'')
     else:
-        found: dict[str, Any] = run.api.request("GET", f"/event-types/{event}")["data"]
+        found: JsonObject = run.api.request("GET", f"/event-types/{event}")["data"]
         schema = found.get("schema") or {}
         examples = schema.get("examples") if isinstance(schema, dict) else None
         payload = examples[0] if isinstance(examples, list) and examples else {}
-    body: dict[str, Any] = {"type": event, "data": payload}
+    body: JsonObject = {"type": event, "data": payload}
     if object_id is not None:
         body["object_id"] = object_id
     run.call("POST", "/events", body)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,6 +19,7 @@ from rex.cli.output import JsonOption, print_json, print_table, time_field
 from rex.db.engine import Database
 from rex.errors import Conflict, Invalid
 from rex.ids import rfc3339
+from rex.json_types import JsonObject
 from rex.users import service as users
 from rex.users.passwords import WeakPassword, check_strength, one_time_password
 from rex.users.service import Role
@@ -141,7 +142,7 @@ def users_list(
     settings = admin_settings()
     require(settings)
 
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> list[JsonObject]:
         db = Database(settings.database_url, pool_size=1)
         try:
             await db.migrate()

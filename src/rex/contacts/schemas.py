@@ -9,12 +9,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from rex.contacts.email import normalize_email
 from rex.db.records import row_values
+from rex.json_types import JsonObject
 from rex.states import DEFAULT_CONTACT_STAGE
 
 Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalize_email)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Stage = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Metadata = dict[str, Any]
+Metadata = JsonObject
 
 
 class Touch(BaseModel):
@@ -139,7 +140,7 @@ class Contact(BaseModel):
             {**row_values(row, cls.model_fields), "metadata": row.metadata or {}}
         )
 
-    def data(self) -> dict[str, Any]:
+    def data(self) -> JsonObject:
         """The contact's one shape: API answers and event ``data`` alike (every key, nulls
         included)."""
         return self.model_dump(mode="json")

@@ -279,7 +279,7 @@ def _postgres_engine(
       keepalives and ``TCP_USER_TIMEOUT`` on its socket (``tune_socket``) make the kernel
       give up on it, and the idle ping (``_ping_when_idle``) replaces it before use.
     """
-    connect_args: dict[str, Any] = {"timeout": timeout}
+    connect_args: dict[str, object] = {"timeout": timeout}
     if statements:
         connect_args["command_timeout"] = timeout
     engine = create_async_engine(

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from rex.ids import rfc3339
 
 
-def row_values(row: sa.Row[Any], names: Iterable[str]) -> dict[str, Any]:
+def row_values(row: sa.Row[Any], names: Iterable[str]) -> dict[str, object]:
     """The columns ``names`` of ``row``: times as RFC 3339, dates as ``YYYY-MM-DD``."""
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     for name in names:
         value = getattr(row, name)
         if isinstance(value, datetime):

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from rex.db.records import row_values
+from rex.json_types import JsonObject
 from rex.pipelines.schemas import StageName
 from rex.states import DealStatusName
 from rex.validation import IsoDate, Metadata
@@ -22,7 +23,7 @@ Amount = Annotated[
 ]
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 
-_DEAL_EXAMPLE: dict[str, Any] = {
+_DEAL_EXAMPLE: JsonObject = {
     "id": "deal_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
     "name": "Acme - 50 seats",
     "amount": 1200000,
@@ -98,7 +99,7 @@ class Deal(BaseModel):
     status: DealStatusName = Field(description="Derived from the stage.")
     expected_close_date: str | None = Field(description="YYYY-MM-DD", examples=["2026-06-30"])
     contact_id: str | None
-    metadata: dict[str, Any]
+    metadata: JsonObject
     created_at: str
     updated_at: str
 
@@ -109,7 +110,7 @@ class Deal(BaseModel):
             {**row_values(row, cls.model_fields), "metadata": row.metadata or {}}
         )
 
-    def data(self) -> dict[str, Any]:
+    def data(self) -> JsonObject:
         """The deal's one shape: API answers and event ``data`` alike."""
         return self.model_dump(mode="json")
 

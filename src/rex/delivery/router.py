@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
+from rex.api.schemas import One, Page
 from rex.delivery import service
 from rex.delivery.schemas import (
     DeliveryDetailEnvelope,
@@ -16,6 +17,7 @@ from rex.delivery.schemas import (
     DeliveryList,
     DeliveryStatusName,
 )
+from rex.outbox.records import DeliveryData, DeliveryWithAttemptsData
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"], responses=ERROR_RESPONSES)
 
@@ -32,10 +34,10 @@ async def list_deliveries(
     endpoint_id: IdQuery = None,
     event_id: IdQuery = None,
     status: StatusQuery = None,
-) -> dict[str, Any]:
+) -> Page[DeliveryData]:
     """Deliveries, newest first; filter by endpoint, event or status."""
     async with db.read() as conn:
-        data, next_cursor = await service.list_page(
+        data, next_cursor = await service.page(
             conn,
             auth.workspace.id,
             endpoint_id=endpoint_id,
@@ -48,19 +50,17 @@ async def list_deliveries(
 
 
 @router.get("/{delivery_id}", response_model=DeliveryDetailEnvelope)
-async def get_delivery(delivery_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def get_delivery(delivery_id: str, auth: AuthDep, db: DbDep) -> One[DeliveryWithAttemptsData]:
     """A delivery with every attempt: time, status code or error, latency, response excerpt."""
     async with db.read() as conn:
-        delivery = await service.get_delivery(
-            conn, auth.workspace.id, delivery_id, with_attempts=True
-        )
+        delivery = await service.get_with_attempts(conn, auth.workspace.id, delivery_id)
     return {"data": delivery}
 
 
 @router.post(
     "/{delivery_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=DeliveryEnvelope
 )
-async def retry_delivery(delivery_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def retry_delivery(delivery_id: str, auth: AuthDep, db: DbDep) -> One[DeliveryData]:
     """Send this delivery again now, as a new attempt of the same event id (a failed,
     pending or delivered one alike). 409 while an attempt is in flight or the endpoint is
     disabled."""

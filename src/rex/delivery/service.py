@@ -1,4 +1,5 @@
-"""Deliveries and their attempts, as the API shows them."""
+"""Deliveries and their attempts, as the API shows them (``DeliveryData``, ``AttemptData``:
+the shapes of ``rex.outbox.records``, built from rows there)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from rex.db.schema import attempts, deliveries, endpoints
 from rex.errors import Conflict, NotFound
 from rex.ids import utcnow
 from rex.outbox import operator
-from rex.outbox.records import HIDDEN_ENDPOINT_KINDS, Attempt, Delivery
+from rex.outbox.records import (
+    HIDDEN_ENDPOINT_KINDS,
+    Attempt,
+    AttemptData,
+    Delivery,
+    DeliveryData,
+    DeliveryWithAttemptsData,
+)
 
 # Deliveries to Rex's own endpoints (a form's new-lead emails, alerts) are not shown.
 _SHOWN = deliveries.c.endpoint_id.not_in(
@@ -20,17 +28,15 @@ _SHOWN = deliveries.c.endpoint_id.not_in(
 )
 
 
-def serialize(row: Any) -> dict[str, Any]:
+def serialize(row: Any) -> DeliveryData:
     return Delivery.from_row(row).public()
 
 
-def serialize_attempt(row: Any) -> dict[str, Any]:
+def serialize_attempt(row: Any) -> AttemptData:
     return Attempt.from_row(row).public()
 
 
-async def get_delivery(
-    conn: AsyncConnection, workspace_id: str, delivery_id: str, *, with_attempts: bool = False
-) -> dict[str, Any]:
+async def _row(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> Any:
     row = (
         await conn.execute(
             sa.select(deliveries).where(
@@ -40,16 +46,32 @@ async def get_delivery(
     ).first()
     if row is None:
         raise NotFound("delivery", delivery_id)
-    delivery = serialize(row)
-    if with_attempts:
-        rows = await conn.execute(
-            sa.select(attempts).where(attempts.c.delivery_id == delivery_id).order_by(attempts.c.at)
-        )
-        delivery["attempts"] = [serialize_attempt(a) for a in rows]
-    return delivery
+    return row
 
 
-async def list_page(
+async def get(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> DeliveryData:
+    return serialize(await _row(conn, workspace_id, delivery_id))
+
+
+async def get_with_attempts(
+    conn: AsyncConnection, workspace_id: str, delivery_id: str
+) -> DeliveryWithAttemptsData:
+    """A delivery with every attempt, oldest first."""
+    delivery = await get(conn, workspace_id, delivery_id)
+    rows = await conn.execute(
+        sa.select(attempts).where(attempts.c.delivery_id == delivery_id).order_by(attempts.c.at)
+    )
+    return {**delivery, "attempts": [serialize_attempt(a) for a in rows]}
+
+
+async def get_delivery(
+    conn: AsyncConnection, workspace_id: str, delivery_id: str
+) -> dict[str, Any]:
+    """``get``, as the console's pages hold it (``rex.console`` types it as a plain dict)."""
+    return dict(await get(conn, workspace_id, delivery_id))
+
+
+async def page(
     conn: AsyncConnection,
     workspace_id: str,
     *,
@@ -59,7 +81,7 @@ async def list_page(
     event_type: str | None = None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[DeliveryData], str | None]:
     """Deliveries of the workspace, newest first, optionally of one endpoint, event, status
     or event type."""
     query = sa.select(deliveries).where(deliveries.c.workspace_id == workspace_id, _SHOWN)
@@ -75,9 +97,34 @@ async def list_page(
     return [serialize(row) for row in rows], next_cursor
 
 
-async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> dict[str, Any]:
+async def list_page(
+    conn: AsyncConnection,
+    workspace_id: str,
+    *,
+    endpoint_id: str | None = None,
+    event_id: str | None = None,
+    status: str | None = None,
+    event_type: str | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """``page``, as the console's pages hold it (``rex.console`` types rows as plain dicts)."""
+    rows, next_cursor = await page(
+        conn,
+        workspace_id,
+        endpoint_id=endpoint_id,
+        event_id=event_id,
+        status=status,
+        event_type=event_type,
+        limit=limit,
+        cursor=cursor,
+    )
+    return [dict(row) for row in rows], next_cursor
+
+
+async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> DeliveryData:
     """Make a delivery due now (a new attempt of the same event id), whatever its status."""
-    delivery = await get_delivery(conn, workspace_id, delivery_id)
+    delivery = await get(conn, workspace_id, delivery_id)
     enabled = (
         await conn.execute(
             sa.select(endpoints.c.enabled).where(endpoints.c.id == delivery["endpoint_id"])
@@ -96,4 +143,4 @@ async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> d
             "An attempt of this delivery is in flight; its outcome will be recorded within "
             "the delivery timeout. Retry after that if it failed.",
         )
-    return await get_delivery(conn, workspace_id, delivery_id)
+    return await get(conn, workspace_id, delivery_id)

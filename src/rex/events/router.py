@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
+from rex.api.schemas import One, Page
 from rex.events import service, types
 from rex.events.schemas import (
     EventEnvelope,
@@ -18,6 +19,8 @@ from rex.events.schemas import (
     EventTypeEnvelope,
     EventTypeList,
 )
+from rex.events.types import EventTypeData
+from rex.json_types import JsonObject
 from rex.runtime import runtime_of
 from rex.validation import UtcTime
 
@@ -39,7 +42,7 @@ async def list_events(
     ] = None,
     since: Annotated[UtcTime | None, Query(description="Emitted at or after this time.")] = None,
     until: Annotated[UtcTime | None, Query(description="Emitted before this time.")] = None,
-) -> dict[str, Any]:
+) -> Page[JsonObject]:
     """Events, newest first, as their webhook payloads."""
     async with db.read() as conn:
         if type is not None:
@@ -58,7 +61,7 @@ async def list_events(
 
 
 @router.get("/{event_id}", response_model=EventEnvelope, response_model_exclude_unset=True)
-async def get_event(event_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def get_event(event_id: str, auth: AuthDep, db: DbDep) -> One[JsonObject]:
     """One event with its deliveries (one per endpoint it was sent to)."""
     async with db.read() as conn:
         return {"data": await service.get(conn, auth.workspace.id, event_id)}
@@ -72,7 +75,7 @@ async def get_event(event_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
 )
 async def publish_event(
     body: EventPublish, request: Request, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> One[JsonObject]:
     """Publish an event of one of your own types (`POST /event-types`): its `data` is checked
     against the type's schema (422 naming the path that failed), then it is recorded and
     delivered exactly like Rex's own events (same envelope, signatures and retries) to every
@@ -92,7 +95,7 @@ async def publish_event(
 @types_router.post("", status_code=status.HTTP_201_CREATED, response_model=EventTypeEnvelope)
 async def create_event_type(
     body: EventTypeCreate, request: Request, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> One[EventTypeData]:
     """Declare an event type of your own, with an optional JSON Schema for its `data`.
     Declaring an archived type again restores it."""
     async with db.transaction() as conn:
@@ -114,7 +117,7 @@ async def list_event_types(
     include_archived: Annotated[
         bool, Query(description="Also list your archived (deleted) types.")
     ] = False,
-) -> dict[str, Any]:
+) -> Page[EventTypeData]:
     """Every event type endpoints may subscribe to: Rex's own (`builtin: true`), then yours."""
     async with db.read() as conn:
         data = await types.list_all(conn, auth.workspace.id, include_archived=include_archived)
@@ -122,7 +125,7 @@ async def list_event_types(
 
 
 @types_router.get("/{name_or_id}", response_model=EventTypeEnvelope)
-async def get_event_type(name_or_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def get_event_type(name_or_id: str, auth: AuthDep, db: DbDep) -> One[EventTypeData]:
     """One event type, by name (`invoice.paid`) or id (`et_...`)."""
     async with db.read() as conn:
         return {"data": await types.get(conn, auth.workspace.id, name_or_id)}
@@ -131,7 +134,7 @@ async def get_event_type(name_or_id: str, auth: AuthDep, db: DbDep) -> dict[str,
 @types_router.delete("/{name_or_id}", response_model=EventTypeEnvelope)
 async def archive_event_type(
     name_or_id: str, request: Request, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> One[EventTypeData]:
     """Archive one of your event types: it can no longer be published or newly subscribed
     to; its past events, and subscriptions that name it, stay."""
     async with db.transaction() as conn:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rex.contacts.schemas import Contact
 from rex.deals.schemas import Deal
 from rex.delivery.schemas import Delivery
+from rex.json_types import JsonObject
 from rex.outbox.catalogue import EventType
 from rex.tasks.schemas import Task
 
-_EVENT_EXAMPLE: dict[str, Any] = {
+_EVENT_EXAMPLE: JsonObject = {
     "id": "evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
     "event": "deal.updated",
     "timestamp": "2026-03-16T12:00:01Z",
@@ -44,10 +45,10 @@ class Event(BaseModel):
         description="The event type: a built-in one, or one of your own (`GET /event-types`).",
     )
     timestamp: str = Field(examples=["2026-03-16T12:00:01Z"])
-    data: dict[str, Any] = Field(
+    data: JsonObject = Field(
         description="The object as the API returns it (your own events: the data published)."
     )
-    previous_attributes: dict[str, Any] | None = Field(
+    previous_attributes: JsonObject | None = Field(
         None, description="`*.updated` only: old values of exactly the fields that changed."
     )
     from_: str | None = Field(
@@ -86,7 +87,7 @@ class EventTypeCreate(BaseModel):
         ),
     )
     description: str | None = Field(None, max_length=1000)
-    schema_: dict[str, Any] | None = Field(
+    schema_: JsonObject | None = Field(
         None,
         alias="schema",
         description=(
@@ -104,7 +105,7 @@ class EventTypeRecord(BaseModel):
     )
     name: str = Field(examples=["invoice.paid"])
     description: str | None
-    schema_: dict[str, Any] | None = Field(alias="schema")
+    schema_: JsonObject | None = Field(alias="schema")
     builtin: bool = Field(description="true for the types Rex emits itself.")
     archived: bool = Field(description="Archived (deleted) types can no longer be published.")
     created_at: str | None
@@ -135,7 +136,7 @@ class EventPublish(BaseModel):
     )
 
     type: str = Field(min_length=1, max_length=200, description="One of your own event types.")
-    data: dict[str, Any] = Field(description="The event's data, checked against its schema.")
+    data: JsonObject = Field(description="The event's data, checked against its schema.")
     object_id: str | None = Field(
         None,
         min_length=1,
@@ -168,7 +169,7 @@ class _Payload(BaseModel):
     timestamp: str = Field(examples=["2026-03-16T12:00:01Z"])
 
 
-_CONTACT: dict[str, Any] = {
+_CONTACT: JsonObject = {
     "id": "cont_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
     "email": "jane@example.com",
     "first_name": "Jane",
@@ -184,7 +185,7 @@ _CONTACT: dict[str, Any] = {
     "created_at": "2026-03-16T12:00:00Z",
     "updated_at": "2026-03-16T12:00:00Z",
 }
-_DEAL: dict[str, Any] = {
+_DEAL: JsonObject = {
     "id": "deal_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
     "name": "Acme - 50 seats",
     "amount": 1500000,
@@ -198,7 +199,7 @@ _DEAL: dict[str, Any] = {
     "created_at": "2026-03-16T12:00:00Z",
     "updated_at": "2026-03-17T09:30:00Z",
 }
-_TASK: dict[str, Any] = {
+_TASK: JsonObject = {
     "id": "task_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
     "title": "Call Jane about pricing",
     "body": None,
@@ -213,7 +214,7 @@ _TASK: dict[str, Any] = {
 _EVT = {"id": "evt_01HQ3Z8W6X9Y2V4T5R7P8N0M1K", "timestamp": "2026-03-17T09:30:00Z"}
 
 
-def _examples(*examples: dict[str, Any]) -> ConfigDict:
+def _examples(*examples: JsonObject) -> ConfigDict:
     return ConfigDict(
         populate_by_name=True, json_schema_extra={"examples": [dict(e) for e in examples]}
     )
@@ -232,7 +233,7 @@ class ContactEventPayload(_Payload):
 
     event: Literal[EventType.CONTACT_CREATED, EventType.CONTACT_UPDATED, EventType.CONTACT_DELETED]
     data: Contact
-    previous_attributes: dict[str, Any] | None = Field(
+    previous_attributes: JsonObject | None = Field(
         None, description="contact.updated only: old values of the changed fields."
     )
 
@@ -249,7 +250,7 @@ class DealEventPayload(_Payload):
 
     event: Literal[EventType.DEAL_CREATED, EventType.DEAL_UPDATED, EventType.DEAL_DELETED]
     data: Deal
-    previous_attributes: dict[str, Any] | None = Field(
+    previous_attributes: JsonObject | None = Field(
         None, description="deal.updated only: old values of the changed fields."
     )
 
@@ -281,7 +282,7 @@ class TaskEventPayload(_Payload):
         EventType.TASK_DELETED,
     ]
     data: Task
-    previous_attributes: dict[str, Any] | None = Field(
+    previous_attributes: JsonObject | None = Field(
         None, description="task.updated only: old values of the changed fields."
     )
 
@@ -307,24 +308,7 @@ class WebhookTestPayload(_Payload):
     data: WebhookTestData
 
 
-class EndpointDisabledPayload(_Payload):
-    model_config = _examples(
-        {
-            **_EVT,
-            "event": "endpoint.disabled",
-            "data": {
-                "id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
-                "url": "https://your-server.com/webhooks/rex",
-                "disabled_reason": "No successful delivery for 5 days.",
-            },
-        }
-    )
-
-    event: Literal[EventType.ENDPOINT_DISABLED]
-    data: dict[str, Any] = Field(description="The endpoint, and why it was disabled.")
-
-
-_ENDPOINT: dict[str, Any] = {
+_ENDPOINT: JsonObject = {
     "id": "wh_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
     "url": "https://your-server.com/webhooks/rex",
     "events": ["contact.created"],
@@ -347,11 +331,31 @@ _ENDPOINT_DATA = (
 )
 
 
+class EndpointDisabledPayload(_Payload):
+    model_config = _examples(
+        {
+            **_EVT,
+            "event": "endpoint.disabled",
+            "data": {
+                **_ENDPOINT,
+                "enabled": False,
+                "disabled_reason": "No successful delivery for 5 days.",
+            },
+        }
+    )
+
+    event: Literal[EventType.ENDPOINT_DISABLED]
+    data: JsonObject = Field(
+        description="The endpoint, as `GET /webhooks/{id}` shows it, with why it was disabled "
+        "(`disabled_reason`) and its health (`failing_since`, `last_success_at`)."
+    )
+
+
 class EndpointFailingPayload(_Payload):
     model_config = _examples({**_EVT, "event": "endpoint.failing", "data": _ENDPOINT})
 
     event: Literal[EventType.ENDPOINT_FAILING]
-    data: dict[str, Any] = Field(description=_ENDPOINT_DATA)
+    data: JsonObject = Field(description=_ENDPOINT_DATA)
 
 
 class EndpointRecoveredPayload(_Payload):
@@ -364,7 +368,7 @@ class EndpointRecoveredPayload(_Payload):
     )
 
     event: Literal[EventType.ENDPOINT_RECOVERED]
-    data: dict[str, Any] = Field(description=_ENDPOINT_DATA)
+    data: JsonObject = Field(description=_ENDPOINT_DATA)
 
 
 class DeliveryFailedPayload(_Payload):
@@ -379,10 +383,14 @@ class DeliveryFailedPayload(_Payload):
                 "event": "contact.created",
                 "status": "failed",
                 "attempt_count": 8,
+                "next_attempt_at": None,
+                "created_at": "2026-03-16T12:00:01Z",
                 "last_attempt": {
                     "at": "2026-03-17T09:30:00Z",
                     "status_code": 500,
                     "error": None,
+                    "latency_ms": 112,
+                    "response_excerpt": "Internal Server Error",
                 },
                 "endpoint": _ENDPOINT,
             },
@@ -390,9 +398,10 @@ class DeliveryFailedPayload(_Payload):
     )
 
     event: Literal[EventType.DELIVERY_FAILED]
-    data: dict[str, Any] = Field(
+    data: JsonObject = Field(
         description="The delivery that failed for good (its schedule exhausted, or a final "
-        "answer), its last attempt, and its endpoint. Retry it with "
+        "answer) as `GET /deliveries/{id}` shows it; `last_attempt`, as that answer lists "
+        "attempts; and `endpoint`, as `endpoint.*` events carry it. Retry it with "
         "`POST /deliveries/{id}/retry`."
     )
 
@@ -405,6 +414,6 @@ class CustomEventPayload(_Payload):
     event: str = Field(
         examples=["invoice.paid"], description="One of your own types (`GET /event-types`)."
     )
-    data: dict[str, Any] = Field(
+    data: JsonObject = Field(
         description="The data published with `POST /events`, valid under the type's schema."
     )

@@ -13,6 +13,7 @@ from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, events
 from rex.delivery.service import serialize as serialize_delivery
 from rex.errors import NotFound
+from rex.json_types import JsonObject
 from rex.outbox.catalogue import INTERNAL_EVENT_TYPES
 
 # Events Rex records only to drive its own deliveries (a form's new-lead email) are no
@@ -20,9 +21,9 @@ from rex.outbox.catalogue import INTERNAL_EVENT_TYPES
 _PUBLIC = events.c.type.not_in(sorted(INTERNAL_EVENT_TYPES))
 
 
-def serialize(row: Any) -> dict[str, Any]:
-    """The envelope exactly as delivered (the stored payload)."""
-    envelope: dict[str, Any] = json.loads(row.payload)
+def serialize(row: Any) -> JsonObject:
+    """The envelope exactly as delivered (the stored payload, parsed)."""
+    envelope: JsonObject = json.loads(row.payload)
     return envelope
 
 
@@ -36,7 +37,7 @@ async def list_page(
     object_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[JsonObject], str | None]:
     query = sa.select(events.c.id, events.c.payload).where(
         events.c.workspace_id == workspace_id, _PUBLIC
     )
@@ -52,7 +53,8 @@ async def list_page(
     return [serialize(row) for row in rows], next_cursor
 
 
-async def get(conn: AsyncConnection, workspace_id: str, event_id: str) -> dict[str, Any]:
+async def get(conn: AsyncConnection, workspace_id: str, event_id: str) -> JsonObject:
+    """The envelope as delivered, with ``deliveries``: each as ``GET /deliveries`` lists it."""
     row = (
         await conn.execute(
             sa.select(events.c.payload).where(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from jsonschema import Draft202012Validator
@@ -26,6 +26,7 @@ from rex.errors import Conflict, Invalid, NotFound
 from rex.events import service as events_service
 from rex.events.webhooks import BUILTIN_DESCRIPTIONS
 from rex.ids import is_id, new_id, rfc3339
+from rex.json_types import JsonObject
 from rex.outbox.catalogue import EVENT_TYPES, WILDCARD, is_custom_event_name
 from rex.outbox.events import record_event
 
@@ -35,7 +36,21 @@ MAX_EVENT_TYPES = 500
 _RESERVED = frozenset({"submission.accepted"})
 
 
-def _serialize(row: Any) -> dict[str, Any]:
+class EventTypeData(TypedDict):
+    """An event type as ``GET /event-types`` shows it (``rex.events.schemas.EventType``);
+    the built-in ones have no id, schema or times."""
+
+    id: str | None
+    name: str
+    description: str | None
+    schema: JsonObject | None
+    builtin: bool
+    archived: bool
+    created_at: str | None
+    updated_at: str | None
+
+
+def _serialize(row: Any) -> EventTypeData:
     return {
         "id": row.id,
         "name": row.name,
@@ -48,7 +63,7 @@ def _serialize(row: Any) -> dict[str, Any]:
     }
 
 
-def _builtin(name: str) -> dict[str, Any]:
+def _builtin(name: str) -> EventTypeData:
     return {
         "id": None,
         "name": name,
@@ -76,7 +91,7 @@ def _local_refs_only(schema: Any, where: str = "schema") -> None:
             _local_refs_only(value, f"{where}[{index}]")
 
 
-def check_schema(schema: dict[str, Any] | None) -> None:
+def check_schema(schema: JsonObject | None) -> None:
     """Is ``schema`` a valid JSON Schema (draft 2020-12 unless its ``$schema`` says)?"""
     if schema is None:
         return
@@ -89,7 +104,7 @@ def check_schema(schema: dict[str, Any] | None) -> None:
     _local_refs_only(schema)
 
 
-def _data_errors(schema: dict[str, Any], data: Any) -> str | None:
+def _data_errors(schema: JsonObject, data: Any) -> str | None:
     """What is wrong with ``data`` under ``schema`` (the first error, with its path)."""
     cls = validator_for(schema, default=Draft202012Validator)
     validator = cls(schema, registry=Registry())
@@ -136,9 +151,9 @@ async def create(
     *,
     name: str,
     description: str | None,
-    schema: dict[str, Any] | None,
+    schema: JsonObject | None,
     now: datetime,
-) -> dict[str, Any]:
+) -> EventTypeData:
     """Declare an event type. Declaring an archived one again restores it, with the new
     description and schema; a live one is a conflict."""
     check_name(name)
@@ -185,7 +200,7 @@ async def create(
 
 async def list_all(
     conn: AsyncConnection, workspace_id: str, *, include_archived: bool = False
-) -> list[dict[str, Any]]:
+) -> list[EventTypeData]:
     """The built-in types (``builtin: true``), then the workspace's own, by name."""
     query = (
         sa.select(event_types)
@@ -198,7 +213,7 @@ async def list_all(
     return [_builtin(name) for name in sorted(EVENT_TYPES)] + own
 
 
-async def get(conn: AsyncConnection, workspace_id: str, name_or_id: str) -> dict[str, Any]:
+async def get(conn: AsyncConnection, workspace_id: str, name_or_id: str) -> EventTypeData:
     if name_or_id in EVENT_TYPES:
         return _builtin(name_or_id)
     row = await _row(conn, workspace_id, name_or_id)
@@ -209,7 +224,7 @@ async def get(conn: AsyncConnection, workspace_id: str, name_or_id: str) -> dict
 
 async def archive(
     conn: AsyncConnection, workspace_id: str, name_or_id: str, *, now: datetime
-) -> dict[str, Any]:
+) -> EventTypeData:
     """Archive a type: it can no longer be published or newly subscribed to; its events,
     and the subscriptions that name it, stay."""
     if name_or_id in EVENT_TYPES:
@@ -284,10 +299,10 @@ async def publish(
     workspace_id: str,
     *,
     type: str,
-    data: dict[str, Any],
+    data: JsonObject,
     object_id: str | None,
     now: datetime,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Record an event of the workspace's own ``type`` (its data checked against the type's
     schema) and queue it for every subscribed endpoint; returns it with its deliveries."""
     if type in EVENT_TYPES or type in _RESERVED:

@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from rex.json_types import JsonObject
+
 TARGETS = ("email", "first_name", "last_name", "phone", "company", "source", "name")
 _BRACKETS = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])+)$")
 
@@ -77,9 +79,9 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def apply(field_map: Mapping[str, str], body: Mapping[str, Any]) -> dict[str, Any]:
+def apply(field_map: Mapping[str, str], body: Mapping[str, Any]) -> JsonObject:
     """The mapped values found in ``body`` (targets whose field is missing are left out)."""
-    found: dict[str, Any] = {}
+    found: JsonObject = {}
     for target, spec in field_map.items():
         value = _text(resolve(body, spec))
         if value is None:

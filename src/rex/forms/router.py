@@ -3,16 +3,14 @@ new-lead emails. Create, read, update, delete, list."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, status
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
-from rex.api.schemas import Deleted
+from rex.api.schemas import Deleted, DeletedObject, One, Page
 from rex.forms import service
-from rex.forms.schemas import FormCreate, FormEnvelope, FormList, FormUpdate, public
+from rex.forms.schemas import FormCreate, FormData, FormEnvelope, FormList, FormUpdate, public
 
 router = APIRouter(prefix="/forms", tags=["forms"], responses=ERROR_RESPONSES)
 
@@ -24,7 +22,7 @@ def _base(request: Request) -> str:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=FormEnvelope)
 async def create_form(
     body: FormCreate, request: Request, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> One[FormData]:
     """Create a form; its `capture_url` takes posts without a key, like `/capture`."""
     async with db.transaction() as conn:
         form = await service.create(conn, auth.workspace.id, body)
@@ -34,7 +32,7 @@ async def create_form(
 @router.get("", response_model=FormList)
 async def list_forms(
     request: Request, auth: AuthDep, db: DbDep, limit: LimitQuery = 20, cursor: CursorQuery = None
-) -> dict[str, Any]:
+) -> Page[FormData]:
     """Forms, newest first."""
     async with db.read() as conn:
         data, next_cursor = await service.list_page(
@@ -44,7 +42,7 @@ async def list_forms(
 
 
 @router.get("/{form_id}", response_model=FormEnvelope)
-async def get_form(form_id: str, request: Request, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def get_form(form_id: str, request: Request, auth: AuthDep, db: DbDep) -> One[FormData]:
     async with db.read() as conn:
         form = await service.get(conn, auth.workspace.id, form_id)
     return {"data": public(form, _base(request))}
@@ -53,7 +51,7 @@ async def get_form(form_id: str, request: Request, auth: AuthDep, db: DbDep) -> 
 @router.patch("/{form_id}", response_model=FormEnvelope)
 async def update_form(
     form_id: str, body: FormUpdate, request: Request, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> One[FormData]:
     """Change the fields sent. A new `field_map` applies to the next posts, and to older
     submissions through `POST /submissions/{id}/reprocess`."""
     async with db.transaction() as conn:
@@ -62,8 +60,8 @@ async def update_form(
 
 
 @router.delete("/{form_id}", response_model=Deleted)
-async def delete_form(form_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def delete_form(form_id: str, auth: AuthDep, db: DbDep) -> Deleted:
     """Delete a form: its capture URL answers 404 from now on; its submissions stay."""
     async with db.transaction() as conn:
         await service.delete(conn, auth.workspace.id, form_id)
-    return {"data": {"id": form_id, "deleted": True}}
+    return Deleted(data=DeletedObject(id=form_id, deleted=True))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, TypedDict
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from rex.contacts.schemas import Email
 from rex.forms.mapping import TARGETS, valid_target
+from rex.json_types import JsonObject
 
 CaptchaProvider = Literal["turnstile", "hcaptcha", "recaptcha_v2", "recaptcha_v3"]
 
@@ -131,7 +132,45 @@ class FormList(BaseModel):
     next_cursor: str | None
 
 
-def public(form: dict[str, Any], base_url: str) -> dict[str, Any]:
+class StoredForm(TypedDict):
+    """A form as stored, CAPTCHA secret included (``schemas.public`` is what the API shows)."""
+
+    id: str
+    workspace_id: str
+    name: str
+    field_map: dict[str, str]
+    redirect_url: str | None
+    honeypot_fields: list[str]
+    captcha: JsonObject | None  # {"provider", "secret", "min_score"}
+    notify_emails: list[str]
+    success_message: str | None
+    notify_endpoint_id: str | None
+    created_at: str
+    updated_at: str
+
+
+class CaptchaData(TypedDict):
+    provider: str
+    min_score: float
+
+
+class FormData(TypedDict):
+    """A form as the API shows it (``Form``): never its CAPTCHA secret."""
+
+    id: str
+    name: str
+    capture_url: str
+    field_map: dict[str, str]
+    redirect_url: str | None
+    honeypot_fields: list[str]
+    captcha: CaptchaData | None
+    notify_emails: list[str]
+    success_message: str | None
+    created_at: str
+    updated_at: str
+
+
+def public(form: StoredForm, base_url: str) -> FormData:
     """A stored form as the API shows it: the CAPTCHA secret never leaves."""
     captcha = form["captcha"]
     return {

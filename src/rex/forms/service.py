@@ -16,13 +16,13 @@ from rex._signing import generate_secret
 from rex.db.pagination import fetch_page
 from rex.db.schema import endpoints, forms
 from rex.errors import NotFound
-from rex.forms.schemas import FormCreate, FormUpdate
+from rex.forms.schemas import FormCreate, FormUpdate, StoredForm
 from rex.ids import new_id, rfc3339, utcnow
 from rex.mail.transport import mailto_url
 from rex.outbox.records import EndpointKind, SystemRole
 
 
-def serialize(row: Any) -> dict[str, Any]:
+def serialize(row: Any) -> StoredForm:
     """A stored form, CAPTCHA secret included (``schemas.public`` hides it)."""
     return {
         "id": row.id,
@@ -82,7 +82,7 @@ async def _notify_endpoint(
     return endpoint_id
 
 
-async def create(conn: AsyncConnection, workspace_id: str, body: FormCreate) -> dict[str, Any]:
+async def create(conn: AsyncConnection, workspace_id: str, body: FormCreate) -> StoredForm:
     now = utcnow()
     form_id = new_id("frm")
     endpoint_id = await _notify_endpoint(conn, workspace_id, form_id, body.notify_emails, None)
@@ -104,7 +104,7 @@ async def create(conn: AsyncConnection, workspace_id: str, body: FormCreate) -> 
     return serialize(row)
 
 
-async def find(conn: AsyncConnection, workspace_id: str, form_id: str) -> dict[str, Any] | None:
+async def _find(conn: AsyncConnection, workspace_id: str, form_id: str) -> StoredForm | None:
     row = (
         await conn.execute(
             sa.select(forms).where(forms.c.workspace_id == workspace_id, forms.c.id == form_id)
@@ -113,8 +113,15 @@ async def find(conn: AsyncConnection, workspace_id: str, form_id: str) -> dict[s
     return serialize(row) if row is not None else None
 
 
-async def get(conn: AsyncConnection, workspace_id: str, form_id: str) -> dict[str, Any]:
-    form = await find(conn, workspace_id, form_id)
+async def find(conn: AsyncConnection, workspace_id: str, form_id: str) -> dict[str, Any] | None:
+    """The stored form, or None: as the capture path holds it (``rex.capture.router`` and
+    ``intake`` type forms as plain dicts; a ``StoredForm`` once they take one)."""
+    form = await _find(conn, workspace_id, form_id)
+    return dict(form) if form is not None else None
+
+
+async def get(conn: AsyncConnection, workspace_id: str, form_id: str) -> StoredForm:
+    form = await _find(conn, workspace_id, form_id)
     if form is None:
         raise NotFound("form", form_id)
     return form
@@ -122,7 +129,7 @@ async def get(conn: AsyncConnection, workspace_id: str, form_id: str) -> dict[st
 
 async def list_page(
     conn: AsyncConnection, workspace_id: str, *, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[StoredForm], str | None]:
     query = sa.select(forms).where(forms.c.workspace_id == workspace_id)
     rows, next_cursor = await fetch_page(conn, query, forms.c.id, limit=limit, cursor=cursor)
     return [serialize(row) for row in rows], next_cursor
@@ -130,7 +137,7 @@ async def list_page(
 
 async def update(
     conn: AsyncConnection, workspace_id: str, form_id: str, body: FormUpdate
-) -> dict[str, Any]:
+) -> StoredForm:
     form = await get(conn, workspace_id, form_id)
     changes = body.model_dump(exclude_unset=True)
     for required in ("name", "field_map", "honeypot_fields", "notify_emails"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy.exc import IntegrityError
@@ -11,9 +10,10 @@ from sqlalchemy.exc import IntegrityError
 from rex.api.deps import AuthDep, DbDep, SettingsDep
 from rex.api.errors import ERROR_RESPONSES, ApiError
 from rex.api.pagination import CursorQuery, LimitQuery
-from rex.api.schemas import Deleted, DeletedObject
+from rex.api.schemas import Deleted, DeletedObject, One
 from rex.delivery.schemas import DeliveryEnvelope
 from rex.ids import utcnow
+from rex.json_types import JsonObject
 from rex.listen import service
 from rex.listen.schemas import (
     AttemptReport,
@@ -23,12 +23,13 @@ from rex.listen.schemas import (
     SessionOpenedEnvelope,
 )
 from rex.listen.stream import EventStream, ListenHub, SessionStreamer, Write
+from rex.outbox.records import DeliveryData
 from rex.runtime import runtime_of
 
 # Error responses are declared per route: the stream's errors are JSON, not event streams.
 router = APIRouter(prefix="/listen/sessions", tags=["listen"])
 
-_STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
+_STREAM_ERRORS: dict[int | str, JsonObject] = {
     status_code: {
         "description": ERROR_RESPONSES[status_code]["description"],
         "content": {
@@ -196,7 +197,7 @@ async def report_result(
     auth: AuthDep,
     db: DbDep,
     settings: SettingsDep,
-) -> dict[str, Any]:
+) -> One[DeliveryData]:
     """Record the outcome of posting one streamed delivery to the local URL: a 2xx delivers
     it, anything else schedules a retry on the normal retry schedule."""
     async with db.transaction() as conn:
@@ -213,7 +214,7 @@ async def report_result(
     response_model=DeliveryEnvelope,
     responses=ERROR_RESPONSES,
 )
-async def test_session(session_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def test_session(session_id: str, auth: AuthDep, db: DbDep) -> One[DeliveryData]:
     """Send a `webhook.test` event to this session now, whatever its event filter."""
     async with db.transaction() as conn:
         delivery = await service.send_test(conn, auth.workspace.id, session_id, utcnow())

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex._signing import generate_secret
 from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, endpoints, listen_sessions
-from rex.delivery.service import get_delivery
+from rex.delivery.service import get as get_delivery
 from rex.errors import Conflict, NotFound
 from rex.events.types import check_subscribable
 from rex.ids import new_id, rfc3339
@@ -26,7 +26,14 @@ from rex.outbox.catalogue import EventType
 from rex.outbox.events import record_event
 from rex.outbox.operator import delete_endpoints
 from rex.outbox.queue import release_endpoint_leases
-from rex.outbox.records import AttemptOutcome, Delivery, DeliveryStatus, EndpointKind, ListenSession
+from rex.outbox.records import (
+    AttemptOutcome,
+    Delivery,
+    DeliveryData,
+    DeliveryStatus,
+    EndpointKind,
+    ListenSession,
+)
 from rex.policies import ListenConfig
 from rex.worker.retry import Answer, outcome_for
 
@@ -244,7 +251,7 @@ async def delete(conn: AsyncConnection, workspace_id: str, session_id: str) -> N
 
 async def send_test(
     conn: AsyncConnection, workspace_id: str, session_id: str, now: datetime
-) -> dict[str, Any]:
+) -> DeliveryData:
     """Queue a ``webhook.test`` event for this session alone; returns its delivery."""
     session = await fetch(conn, workspace_id, session_id)
     if not session.enabled:
@@ -297,7 +304,7 @@ async def record_report(
     report: AttemptReport,
     config: ListenConfig,
     now: datetime,
-) -> dict[str, Any]:
+) -> DeliveryData:
     """Store what the CLI reports about one streamed delivery, as the worker would.
 
     Only a delivery still leased to ``report.lease`` moves on (see ``record_attempts``): a

@@ -20,7 +20,6 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 from starlette.responses import Response
@@ -28,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from rex.db.engine import Database
 from rex.ids import new_id, utcnow
+from rex.json_types import JsonObject
 from rex.listen import service
 from rex.listen.schemas import StreamEvent
 from rex.outbox import queue
@@ -39,7 +39,7 @@ log = structlog.get_logger("rex.listen")
 Write = Callable[[bytes], Awaitable[None]]
 
 
-def sse(event: StreamEvent, data: dict[str, Any], *, event_id: str | None = None) -> bytes:
+def sse(event: StreamEvent, data: JsonObject, *, event_id: str | None = None) -> bytes:
     """One Server-Sent Event. The JSON is on one line (JSON strings escape newlines)."""
     lines = [f"event: {event}"]
     if event_id:

@@ -34,6 +34,7 @@ from rex.db.outage import STORAGE
 from rex.db.schema import worker_heartbeats
 from rex.errors import StorageFull
 from rex.ids import utcnow
+from rex.json_types import JsonObject
 
 log = structlog.get_logger("rex.health")
 
@@ -122,12 +123,12 @@ class Heartbeat:
 @dataclass
 class Readiness:
     ready: bool
-    checks: dict[str, Any] = field(default_factory=dict)
+    checks: JsonObject = field(default_factory=dict)  # the JSON /readyz answers
 
 
 async def readiness(db: Database | None, worker_id: str | None) -> Readiness:
     """The checks of ``/readyz``; ``worker_id``: this process's delivery worker, if any."""
-    checks: dict[str, Any] = {}
+    checks: JsonObject = {}
     if db is None:
         return Readiness(False, {"database": "not started"})
     try:

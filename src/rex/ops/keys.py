@@ -11,7 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 import structlog
@@ -29,6 +29,19 @@ LAST_USED_RESOLUTION = 60.0
 _PREFIX_SHOWN = 8
 
 
+class KeyData(TypedDict):
+    """An API key as ``GET /keys`` and ``rex keys list --json`` show it (never the key)."""
+
+    id: str
+    workspace: str
+    name: str
+    prefix: str
+    created_at: str
+    last_used_at: str | None
+    expires_at: str | None
+    revoked_at: str | None
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     id: str
@@ -40,7 +53,7 @@ class KeyInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> KeyData:
         return {
             "id": self.id,
             "workspace": self.workspace,

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from rex._version import __version__
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES, ApiError
+from rex.api.schemas import One, Page
 from rex.errors import NotFound
 from rex.ops import keys, metrics
 from rex.ops.health import readiness
@@ -101,7 +102,7 @@ keys_router = APIRouter(prefix="/keys", tags=["keys"], responses=ERROR_RESPONSES
 
 
 @keys_router.get("", response_model=ApiKeyList)
-async def list_api_keys(auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def list_api_keys(auth: AuthDep, db: DbDep) -> Page[keys.KeyData]:
     """The workspace's active API keys: id, name, prefix, created, last used, expiry. The
     key itself is never stored, so never shown."""
     async with db.read() as conn:
@@ -110,7 +111,7 @@ async def list_api_keys(auth: AuthDep, db: DbDep) -> dict[str, Any]:
 
 
 @keys_router.delete("/{key_id}", response_model=ApiKeyEnvelope)
-async def revoke_api_key(key_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def revoke_api_key(key_id: str, auth: AuthDep, db: DbDep) -> One[keys.KeyData]:
     """Revoke a key: every Rex process refuses it from the next request on (401)."""
     async with db.transaction() as conn:
         revoked = await keys.revoke(conn, key_id, auth.workspace.id)

@@ -31,9 +31,13 @@ from rex.outbox.catalogue import OPERATIONAL_EVENTS, EventType
 from rex.outbox.events import notify_queued, record_event
 from rex.outbox.operator import delete_endpoints
 from rex.outbox.records import (
+    AttemptData,
     AttemptOutcome,
+    Delivery,
+    DeliveryData,
     DeliveryStatus,
     Endpoint,
+    EndpointData,
     EndpointKind,
     SystemRole,
 )
@@ -62,7 +66,22 @@ _ALERT_TARGETS = sa.select(endpoints.c.id).where(
 )
 
 
-def endpoint_data(row: Any) -> dict[str, Any]:
+class EndpointHealthData(EndpointData):
+    """What an ``endpoint.*`` event carries: the endpoint as the API shows it, and its health."""
+
+    failing_since: str | None
+    last_success_at: str | None
+
+
+class DeliveryFailedData(DeliveryData):
+    """What ``delivery.failed`` carries: the delivery as the API shows it, its last attempt
+    (as ``GET /deliveries/{id}`` shows attempts), and its endpoint (as ``endpoint.*`` do)."""
+
+    last_attempt: AttemptData
+    endpoint: EndpointHealthData
+
+
+def endpoint_data(row: Any) -> EndpointHealthData:
     """What an ``endpoint.*`` event carries: the endpoint as the API shows it, and its health."""
     return {
         **Endpoint.from_row(row).public(),
@@ -76,7 +95,7 @@ async def announce(
     *,
     row: Any,
     event_type: str,
-    data: dict[str, Any],
+    data: EndpointHealthData | DeliveryFailedData,
     object_id: str,
     now: datetime,
     alert: bool = True,
@@ -172,16 +191,19 @@ def render_alert(event: Mapping[str, Any]) -> tuple[str, str]:
     return f"[Rex] {subject}", "\n".join(lines) + f"\n\nEvent: {event.get('id')}\n"
 
 
-def delivery_failed_data(row: Any, endpoint_row: Any, last: Mapping[str, Any]) -> dict[str, Any]:
+def delivery_failed_data(row: Any, endpoint_row: Any, last: AttemptOutcome) -> DeliveryFailedData:
     """What ``delivery.failed`` carries: the delivery, its last attempt, and the endpoint."""
+    delivery = Delivery.from_row(row).public()
     return {
-        "id": row.id,
-        "endpoint_id": row.endpoint_id,
-        "event_id": row.event_id,
-        "event": row.event_type,
+        **delivery,
         "status": DeliveryStatus.FAILED.value,
-        "attempt_count": row.attempt_count,
-        "last_attempt": dict(last),
+        "last_attempt": {
+            "at": rfc3339(last.at),
+            "status_code": last.status_code,
+            "error": last.error,
+            "latency_ms": last.latency_ms,
+            "response_excerpt": last.response_excerpt,
+        },
         "endpoint": endpoint_data(endpoint_row),
     }
 
@@ -224,17 +246,12 @@ async def announce_failed_deliveries(
         if endpoint_row is None:
             continue
         outcome = failed[row.id]
-        last = {
-            "at": rfc3339(outcome.at),
-            "status_code": outcome.status_code,
-            "error": outcome.error,
-        }
         alert = (await conn.execute(_FAILURE_ALERT, {"endpoint_id": row.endpoint_id})).rowcount
         await announce(
             conn,
             row=endpoint_row,
             event_type=EventType.DELIVERY_FAILED,
-            data=delivery_failed_data(row, endpoint_row, last),
+            data=delivery_failed_data(row, endpoint_row, outcome),
             object_id=row.id,
             now=outcome.at,
             alert=bool(alert),

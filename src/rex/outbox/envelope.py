@@ -4,12 +4,14 @@ public contract documented in ``rex.events.schemas``), built here and only here.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from rex.ids import rfc3339
+from rex.json_types import JsonObject
 
 
 def envelope(
@@ -17,13 +19,13 @@ def envelope(
     event_id: str,
     event_type: str,
     now: datetime,
-    data: dict[str, Any],
-    previous_attributes: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    data: Mapping[str, Any],
+    previous_attributes: Mapping[str, Any] | None = None,
+    extra: JsonObject | None = None,
+) -> JsonObject:
     """``{"id", "event", "timestamp", "data"}``, plus ``previous_attributes`` for updates
     and the event's ``extra`` keys (``from``/``to`` of ``deal.stage_changed``)."""
-    body: dict[str, Any] = {
+    body: JsonObject = {
         "id": event_id,
         "event": event_type,
         "timestamp": rfc3339(now),

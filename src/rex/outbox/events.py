@@ -7,8 +7,9 @@ deliveries and the NOTIFY in one round trip.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -19,6 +20,7 @@ from rex.db.engine import QUEUED_FLAG
 from rex.db.schema import deliveries, endpoints, events
 from rex.db.types import UTCDateTime
 from rex.ids import new_id
+from rex.json_types import JsonObject
 from rex.outbox.catalogue import EventType, matches
 from rex.outbox.envelope import dumps, envelope
 from rex.outbox.filters import passes
@@ -36,16 +38,27 @@ _ENABLED_ENDPOINTS = sa.select(
 _ENABLED_ENDPOINT = _ENABLED_ENDPOINTS.where(endpoints.c.id == sa.bindparam("endpoint_id"))
 
 
+class EventRow(TypedDict):
+    """The values of an ``events`` row, as inserted."""
+
+    id: str
+    workspace_id: str
+    type: str
+    object_id: str | None
+    payload: str
+    created_at: datetime
+
+
 async def record_event(
     conn: AsyncConnection,
     *,
     workspace_id: str,
     event_type: str,
-    data: dict[str, Any],
+    data: Mapping[str, Any],
     object_id: str | None,
     now: datetime,
-    previous_attributes: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
+    previous_attributes: Mapping[str, Any] | None = None,
+    extra: JsonObject | None = None,
     only_endpoint_id: str | None = None,
     exclude_endpoint_id: str | None = None,
 ) -> str:
@@ -66,7 +79,7 @@ async def record_event(
         previous_attributes=previous_attributes,
         extra=extra,
     )
-    event_row = {
+    event_row: EventRow = {
         "id": event_id,
         "workspace_id": workspace_id,
         "type": event_type,
@@ -193,7 +206,7 @@ _RECORD_EVENT_POSTGRES = sa.text(
 )
 
 
-async def _record_event_postgres(conn: AsyncConnection, event_row: dict[str, Any]) -> int | None:
+async def _record_event_postgres(conn: AsyncConnection, event_row: EventRow) -> int | None:
     """Insert the event and queue its deliveries (one per enabled endpoint whose filter
     matches) in one statement; returns how many were queued, or None if the workspace has
     more matching endpoints than preset ids, or an ordered one (the event is inserted; the

@@ -18,6 +18,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from rex.json_types import JsonObject
+
 MAX_CONDITIONS = 20
 MAX_VALUES = 100
 MAX_PATH_LENGTH = 200
@@ -43,7 +45,7 @@ def _check_scalar(path: str, value: Any) -> Scalar:
     )
 
 
-def check_filter(value: Any) -> dict[str, Any] | None:
+def check_filter(value: Any) -> JsonObject | None:
     """The filter as stored, or ``ValueError`` saying what is wrong with it."""
     if value is None:
         return None
@@ -55,7 +57,7 @@ def check_filter(value: Any) -> dict[str, Any] | None:
         return None  # no condition: every subscribed event
     if len(value) > MAX_CONDITIONS:
         raise ValueError(f"a filter has at most {MAX_CONDITIONS} conditions, got {len(value)}")
-    checked: dict[str, Any] = {}
+    checked: JsonObject = {}
     for path, wanted in value.items():
         if (
             not isinstance(path, str)

@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from rex.ids import rfc3339
+from rex.json_types import JsonObject
 
 MASK = "••••••"
 
@@ -131,6 +132,59 @@ class RecordedAttempts:
     announced with an ``endpoint.disabled`` event in the same transaction."""
 
 
+# -- the shapes the API shows (and events carry), one per record -------------------------
+
+
+class EndpointData(TypedDict):
+    """An endpoint as ``GET /webhooks/{id}`` shows it (``rex.webhooks.schemas.Endpoint``)."""
+
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None
+    max_concurrency: int
+    ordering: str
+    headers: dict[str, str]
+    rate_limit: int | None
+    filter: JsonObject | None  # JSON: the user's conditions, as given
+    created_at: str
+
+
+class EndpointWithSecretData(EndpointData):
+    """An endpoint as created or rotated: the only answers that show its secret."""
+
+    secret: str
+
+
+class DeliveryData(TypedDict):
+    """A delivery as ``GET /deliveries`` lists it (``rex.delivery.schemas.Delivery``)."""
+
+    id: str
+    endpoint_id: str
+    event_id: str
+    event: str
+    status: str
+    attempt_count: int
+    next_attempt_at: str | None
+    created_at: str
+
+
+class AttemptData(TypedDict):
+    """An attempt as ``GET /deliveries/{id}`` shows it (``rex.delivery.schemas.Attempt``)."""
+
+    at: str
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    response_excerpt: str | None
+
+
+class DeliveryWithAttemptsData(DeliveryData):
+    attempts: list[AttemptData]
+
+
 # -- stored rows, typed ------------------------------------------------------------------
 
 
@@ -152,7 +206,7 @@ class Endpoint:
     ordering: str = "none"
     headers: tuple[tuple[str, str], ...] = ()
     rate_limit: int | None = None
-    filter: dict[str, Any] | None = None
+    filter: JsonObject | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Endpoint:
@@ -174,9 +228,9 @@ class Endpoint:
             filter=row.filter,
         )
 
-    def public(self, *, with_secret: bool = False) -> dict[str, Any]:
-        """The endpoint as the API shows it, and as ``endpoint.disabled`` carries it."""
-        endpoint: dict[str, Any] = {
+    def public(self) -> EndpointData:
+        """The endpoint as the API shows it, and as ``endpoint.*`` events carry it."""
+        return {
             "id": self.id,
             "url": self.url,
             "events": list(self.events),
@@ -190,9 +244,10 @@ class Endpoint:
             "filter": self.filter,
             "created_at": rfc3339(self.created_at),
         }
-        if with_secret:
-            endpoint["secret"] = self.secret
-        return endpoint
+
+    def with_secret(self) -> EndpointWithSecretData:
+        """The endpoint as its creation and a rotation answer: with its secret."""
+        return {**self.public(), "secret": self.secret}
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +278,7 @@ class Delivery:
             created_at=row.created_at,
         )
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> DeliveryData:
         return {
             "id": self.id,
             "endpoint_id": self.endpoint_id,
@@ -256,7 +311,7 @@ class Attempt:
             response_excerpt=row.response_excerpt,
         )
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> AttemptData:
         return {
             "at": rfc3339(self.at),
             "status_code": self.status_code,

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from rex.db.records import row_values
+from rex.json_types import JsonObject
 from rex.states import DealStatus, DealStatusName
 
 StageName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -116,7 +117,7 @@ class Pipeline(BaseModel):
         """The pipeline a ``pipelines`` row holds."""
         return cls.model_validate(row_values(row, cls.model_fields))
 
-    def data(self) -> dict[str, Any]:
+    def data(self) -> JsonObject:
         """The pipeline's one shape: API answers and event ``data`` alike."""
         return self.model_dump(mode="json")
 

@@ -6,7 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-SubmissionStatusName = Literal["accepted", "spam", "rejected"]
+from rex.submissions.service import SubmissionStatus
+
+SubmissionStatusName = Literal[
+    SubmissionStatus.ACCEPTED, SubmissionStatus.SPAM, SubmissionStatus.REJECTED
+]
 
 
 class Submission(BaseModel):

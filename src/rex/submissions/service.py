@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 import sqlalchemy as sa
@@ -75,7 +75,30 @@ def _fields(row: Any) -> Any:
     return data if isinstance(data, dict) else None
 
 
+class SubmissionData(TypedDict):
+    """A submission as the API shows it (``rex.submissions.schemas.Submission``)."""
+
+    id: str
+    form_id: str | None
+    status: str
+    reason: str | None
+    shape: str | None
+    content_type: str | None
+    field_names: list[str]
+    fields: Any  # as received: a form's fields, or a JSON body's object
+    raw_body: str | None
+    raw_truncated: bool
+    contact_id: str | None
+    created_at: str
+    updated_at: str
+
+
 def serialize(row: Any) -> dict[str, Any]:
+    """``submission``, as the console's pages hold it (``rex.console`` types rows as dicts)."""
+    return dict(submission(row))
+
+
+def submission(row: Any) -> SubmissionData:
     fields = _fields(row)
     return {
         "id": row.id,
@@ -136,8 +159,8 @@ async def get_row(
     return row
 
 
-async def get(conn: AsyncConnection, workspace_id: str, submission_id: str) -> dict[str, Any]:
-    return serialize(await get_row(conn, workspace_id, submission_id))
+async def get(conn: AsyncConnection, workspace_id: str, submission_id: str) -> SubmissionData:
+    return submission(await get_row(conn, workspace_id, submission_id))
 
 
 async def list_page(
@@ -149,7 +172,7 @@ async def list_page(
     status: str | None = None,
     form_id: str | None = None,
     since: datetime | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[SubmissionData], str | None]:
     query = sa.select(submissions).where(submissions.c.workspace_id == workspace_id)
     if status is not None:
         query = query.where(submissions.c.status == status)
@@ -158,7 +181,7 @@ async def list_page(
     if since is not None:
         query = query.where(submissions.c.created_at >= since)
     rows, next_cursor = await fetch_page(conn, query, submissions.c.id, limit=limit, cursor=cursor)
-    return [serialize(row) for row in rows], next_cursor
+    return [submission(row) for row in rows], next_cursor
 
 
 async def update_outcome(

@@ -9,13 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from rex.db.records import row_values
 from rex.deals.schemas import ObjectId
+from rex.json_types import JsonObject
 from rex.states import TaskStatus, TaskStatusName
 from rex.validation import UtcTime
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Body = Annotated[str, StringConstraints(max_length=20000)]
 
-_TASK_EXAMPLE: dict[str, Any] = {
+_TASK_EXAMPLE: JsonObject = {
     "id": "task_01HQ3Z8W6X9Y2V4T5R7P8N0M1K",
     "title": "Call Jane about pricing",
     "body": "She asked about the team plan.",
@@ -84,7 +85,7 @@ class Task(BaseModel):
         """The task a ``tasks`` row holds."""
         return cls.model_validate(row_values(row, cls.model_fields))
 
-    def data(self) -> dict[str, Any]:
+    def data(self) -> JsonObject:
         """The task's one shape: API answers and event ``data`` alike."""
         return self.model_dump(mode="json")
 

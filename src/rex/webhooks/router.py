@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
 from rex.api.deps import AuthDep, DbDep
 from rex.api.errors import ERROR_RESPONSES
 from rex.api.pagination import CursorQuery, LimitQuery
-from rex.api.schemas import Deleted
+from rex.api.schemas import Deleted, DeletedObject, One, Page
 from rex.delivery.schemas import DeliveryEnvelope, DeliveryList, DeliveryStatusName
+from rex.outbox.records import DeliveryData, EndpointData, EndpointWithSecretData
 from rex.runtime import runtime_of
 from rex.webhooks import service
 from rex.webhooks.schemas import (
@@ -23,6 +24,7 @@ from rex.webhooks.schemas import (
     RecoveryEnvelope,
     SecretRotation,
 )
+from rex.webhooks.service import RecoveryData
 from rex.worker.ssrf import DestinationPolicy
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
@@ -35,7 +37,7 @@ def _policy(request: Request) -> DestinationPolicy:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EndpointCreatedEnvelope)
 async def create_endpoint(
     body: EndpointCreate, request: Request, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> One[EndpointWithSecretData]:
     """Subscribe a URL to events. The response is the only time the secret is shown."""
     async with db.transaction() as conn:
         endpoint = await service.create(
@@ -51,7 +53,7 @@ async def create_endpoint(
 @router.get("", response_model=EndpointList)
 async def list_endpoints(
     auth: AuthDep, db: DbDep, limit: LimitQuery = 20, cursor: CursorQuery = None
-) -> dict[str, Any]:
+) -> Page[EndpointData]:
     async with db.read() as conn:
         data, next_cursor = await service.list_page(
             conn, auth.workspace.id, limit=limit, cursor=cursor
@@ -60,7 +62,7 @@ async def list_endpoints(
 
 
 @router.get("/{endpoint_id}", response_model=EndpointEnvelope)
-async def get_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def get_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> One[EndpointData]:
     async with db.read() as conn:
         return {"data": await service.get(conn, auth.workspace.id, endpoint_id)}
 
@@ -68,7 +70,7 @@ async def get_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> dict[str, 
 @router.patch("/{endpoint_id}", response_model=EndpointEnvelope)
 async def update_endpoint(
     endpoint_id: str, body: EndpointUpdate, request: Request, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> One[EndpointData]:
     """Change url, events, description, or enabled (re-enabling a disabled endpoint)."""
     async with db.transaction() as conn:
         endpoint = await service.update(
@@ -78,17 +80,17 @@ async def update_endpoint(
 
 
 @router.delete("/{endpoint_id}", response_model=Deleted)
-async def delete_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def delete_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> Deleted:
     """Delete the endpoint and its pending deliveries."""
     async with db.transaction() as conn:
         await service.delete(conn, auth.workspace.id, endpoint_id)
-    return {"data": {"id": endpoint_id, "deleted": True}}
+    return Deleted(data=DeletedObject(id=endpoint_id, deleted=True))
 
 
 @router.post(
     "/{endpoint_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=DeliveryEnvelope
 )
-async def test_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> dict[str, Any]:
+async def test_endpoint(endpoint_id: str, auth: AuthDep, db: DbDep) -> One[DeliveryData]:
     """Send a `webhook.test` event to this endpoint now, whatever its event filter."""
     async with db.transaction() as conn:
         delivery = await service.send_test(conn, auth.workspace.id, endpoint_id)
@@ -102,7 +104,7 @@ async def rotate_secret(
     auth: AuthDep,
     db: DbDep,
     body: SecretRotation | None = None,
-) -> dict[str, Any]:
+) -> One[EndpointWithSecretData]:
     """Replace the signing secret (given, or generated). For 24 hours both sign: every
     delivery carries one `v1=` per secret, the new one first. The response is the only time
     the new secret is shown."""
@@ -125,7 +127,7 @@ async def list_endpoint_deliveries(
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
     status: Annotated[DeliveryStatusName | None, Query(description="Only this status.")] = None,
-) -> dict[str, Any]:
+) -> Page[DeliveryData]:
     """This endpoint's deliveries, newest first (attempts: `GET /deliveries/{id}`)."""
     async with db.read() as conn:
         data, next_cursor = await service.list_deliveries(
@@ -139,7 +141,7 @@ async def list_endpoint_deliveries(
 )
 async def recover_endpoint(
     endpoint_id: str, body: Recovery, auth: AuthDep, db: DbDep
-) -> dict[str, Any]:
+) -> One[RecoveryData]:
     """Send again every failed delivery of this endpoint created since `since` (after an
     outage): each is due now and gets one more attempt (and whatever the retry schedule
     has left)."""

@@ -6,8 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from rex.json_types import JsonObject
 from rex.outbox.catalogue import EVENT_TYPES, WILDCARD, is_custom_event_name
 from rex.outbox.filters import check_filter
+from rex.outbox.ordering import Ordering
 from rex.worker.headers import check_custom_headers
 
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
@@ -38,7 +40,7 @@ MaxConcurrency = Annotated[
 ]
 DEFAULT_MAX_CONCURRENCY = 10
 OrderingMode = Annotated[
-    Literal["none", "endpoint", "object"],
+    Literal[Ordering.NONE, Ordering.ENDPOINT, Ordering.OBJECT],
     Field(
         description=(
             "`none`: deliveries go out as soon as they are due, up to `max_concurrency` at "
@@ -134,10 +136,10 @@ class EndpointCreate(BaseModel):
     )
     description: Description | None = None
     max_concurrency: MaxConcurrency = DEFAULT_MAX_CONCURRENCY
-    ordering: OrderingMode = "none"
+    ordering: OrderingMode = Ordering.NONE
     headers: dict[str, str] | None = Field(None, description=HEADERS_DESCRIPTION)
     rate_limit: RateLimit | None = Field(None, description=RATE_LIMIT_DESCRIPTION)
-    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION)
+    filter: JsonObject | None = Field(None, description=FILTER_DESCRIPTION)
 
     _events = field_validator("events")(_check_events)
     _secret = field_validator("secret")(_check_secret)
@@ -159,7 +161,7 @@ class EndpointUpdate(BaseModel):
     ordering: OrderingMode | None = None
     headers: dict[str, str | None] | None = Field(None, description=HEADERS_DESCRIPTION)
     rate_limit: RateLimit | None = Field(None, description=RATE_LIMIT_DESCRIPTION)
-    filter: dict[str, Any] | None = Field(
+    filter: JsonObject | None = Field(
         None, description=FILTER_DESCRIPTION + " `filter: null` removes it."
     )
 
@@ -207,7 +209,7 @@ class Endpoint(BaseModel):
         examples=[{"Authorization": "••••••ab12"}],
     )
     rate_limit: int | None = Field(None, description="Deliveries per second; null: no limit.")
-    filter: dict[str, Any] | None = Field(
+    filter: JsonObject | None = Field(
         None, description="Conditions an event must meet to be delivered; null: none."
     )
     created_at: str

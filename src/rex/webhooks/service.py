@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex._signing import generate_secret
+from rex.changes import Changes
 from rex.db.pagination import fetch_page
 from rex.db.schema import deliveries, endpoints
 from rex.delivery import service as delivery_service
@@ -20,8 +21,11 @@ from rex.outbox.catalogue import EventType
 from rex.outbox.events import notify_queued, record_event
 from rex.outbox.records import (
     PUBLIC_ENDPOINT_KINDS,
+    DeliveryData,
     Endpoint,
+    EndpointData,
     EndpointKind,
+    EndpointWithSecretData,
     decode_custom_headers,
     encode_custom_headers,
 )
@@ -41,8 +45,20 @@ _PUBLIC = sa.and_(
 )
 
 
-def serialize(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
-    return Endpoint.from_row(row).public(with_secret=with_secret)
+class RecoveryData(TypedDict):
+    """What ``POST /webhooks/{id}/recover`` answers (``rex.webhooks.schemas.RecoveryResult``)."""
+
+    endpoint_id: str
+    since: str
+    requeued: int
+
+
+def serialize(row: Any) -> EndpointData:
+    return Endpoint.from_row(row).public()
+
+
+def serialize_with_secret(row: Any) -> EndpointWithSecretData:
+    return Endpoint.from_row(row).with_secret()
 
 
 def _check_url(url: str, policy: DestinationPolicy) -> None:
@@ -51,7 +67,7 @@ def _check_url(url: str, policy: DestinationPolicy) -> None:
         raise Invalid("url", problem)
 
 
-def _delivery_options(body: EndpointCreate) -> dict[str, Any]:
+def _delivery_options(body: EndpointCreate) -> dict[str, object]:
     """The stored values of an endpoint's headers, rate limit and filter (issue 16)."""
     return {
         "headers": encode_custom_headers({k: v for k, v in (body.headers or {}).items() if v}),
@@ -61,7 +77,7 @@ def _delivery_options(body: EndpointCreate) -> dict[str, Any]:
     }
 
 
-def _changed_delivery_options(row: Any, changes: dict[str, Any]) -> None:
+def _changed_delivery_options(row: sa.Row[Any], changes: Changes) -> None:
     """A PATCH's headers merge into the stored ones (a null value removes that header,
     ``headers: null`` all of them); a changed rate limit starts with a fresh allowance."""
     if "headers" in changes:
@@ -84,7 +100,7 @@ def _changed_delivery_options(row: Any, changes: dict[str, Any]) -> None:
 
 async def fetch_row(
     conn: AsyncConnection, workspace_id: str, endpoint_id: str, *, for_update: bool = False
-) -> Any:
+) -> sa.Row[Any]:
     query = sa.select(endpoints).where(
         endpoints.c.workspace_id == workspace_id,
         endpoints.c.id == endpoint_id,
@@ -105,7 +121,7 @@ async def create(
     policy: DestinationPolicy,
     *,
     max_endpoints: int | None = None,
-) -> dict[str, Any]:
+) -> EndpointWithSecretData:
     _check_url(body.url, policy)
     events = body.events if isinstance(body.events, list) else [body.events]
     await check_subscribable(conn, workspace_id, events)
@@ -142,16 +158,16 @@ async def create(
         "updated_at": now,
     }
     row = (await conn.execute(sa.insert(endpoints).values(values).returning(endpoints))).one()
-    return serialize(row, with_secret=True)
+    return serialize_with_secret(row)
 
 
-async def get(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> dict[str, Any]:
+async def get(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> EndpointData:
     return serialize(await fetch_row(conn, workspace_id, endpoint_id))
 
 
 async def list_page(
     conn: AsyncConnection, workspace_id: str, *, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[EndpointData], str | None]:
     query = sa.select(endpoints).where(endpoints.c.workspace_id == workspace_id, _PUBLIC)
     rows, next_cursor = await fetch_page(conn, query, endpoints.c.id, limit=limit, cursor=cursor)
     return [serialize(row) for row in rows], next_cursor
@@ -163,7 +179,7 @@ async def update(
     endpoint_id: str,
     body: EndpointUpdate,
     policy: DestinationPolicy,
-) -> dict[str, Any]:
+) -> EndpointData:
     row = await fetch_row(conn, workspace_id, endpoint_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
     for field in ("url", "events", "enabled", "max_concurrency", "ordering"):
@@ -200,7 +216,7 @@ async def delete(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> 
     await operator.delete_endpoints(conn, [endpoint_id])
 
 
-async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> dict[str, Any]:
+async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) -> DeliveryData:
     """Queue a ``webhook.test`` event for this endpoint alone; returns its delivery."""
     row = await fetch_row(conn, workspace_id, endpoint_id)
     if not row.enabled:
@@ -221,7 +237,7 @@ async def send_test(conn: AsyncConnection, workspace_id: str, endpoint_id: str) 
     delivery_id = (
         await conn.execute(sa.select(deliveries.c.id).where(deliveries.c.event_id == event_id))
     ).scalar_one()
-    return await delivery_service.get_delivery(conn, workspace_id, delivery_id)
+    return await delivery_service.get(conn, workspace_id, delivery_id)
 
 
 async def rotate_secret(
@@ -231,7 +247,7 @@ async def rotate_secret(
     body: SecretRotation,
     *,
     now: datetime,
-) -> dict[str, Any]:
+) -> EndpointWithSecretData:
     """Replace the secret; the current one keeps signing for ``ROTATION_OVERLAP``.
 
     Every delivery made meanwhile carries one ``v1=`` per secret, the new one first. A
@@ -254,7 +270,7 @@ async def rotate_secret(
             .returning(endpoints)
         )
     ).one()
-    return serialize(row, with_secret=True)
+    return serialize_with_secret(row)
 
 
 async def list_deliveries(
@@ -265,16 +281,16 @@ async def list_deliveries(
     status: str | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[DeliveryData], str | None]:
     await fetch_row(conn, workspace_id, endpoint_id)
-    return await delivery_service.list_page(
+    return await delivery_service.page(
         conn, workspace_id, endpoint_id=endpoint_id, status=status, limit=limit, cursor=cursor
     )
 
 
 async def recover(
     conn: AsyncConnection, workspace_id: str, endpoint_id: str, body: Recovery
-) -> dict[str, Any]:
+) -> RecoveryData:
     """Re-queue every failed delivery of the endpoint created since ``body.since``."""
     row = await fetch_row(conn, workspace_id, endpoint_id)
     if not row.enabled:

@@ -161,10 +161,17 @@ async def edit_events(
     events: Annotated[list[str] | None, Form()] = None,
     all_events: Annotated[str | None, Form()] = None,
     description: Annotated[str | None, Form(max_length=1000)] = None,
+    has_description: Annotated[str | None, Form(max_length=1)] = None,
 ) -> Response:
+    """The endpoint page's form: its events and its description. An emptied Description
+    clears it (``has_description`` says the form had the field: an empty field arrives as
+    nothing at all, which otherwise would leave the description as it was)."""
     values: dict[str, Any] = {"events": _events(events or [], all_events)}
-    if description is not None:
-        values["description"] = description
+    text = (description or "").strip()
+    if text:
+        values["description"] = text
+    elif has_description:
+        values["description"] = None
     body = parse(EndpointUpdate, values)
     async with runtime.db.transaction() as conn:
         await webhooks_service.update(

@@ -170,9 +170,10 @@ async def edit_events(
     text = (description or "").strip()
     if text:
         values["description"] = text
-    elif has_description:
-        values["description"] = None
-    body = parse(EndpointUpdate, values)
+    body = parse(EndpointUpdate, values)  # drops empty values: "clear" is said explicitly
+    if not text and has_description:
+        changes = body.model_dump(exclude_unset=True)
+        body = EndpointUpdate.model_validate({**changes, "description": None})
     async with runtime.db.transaction() as conn:
         await webhooks_service.update(
             conn, viewer.workspace_id, endpoint_id, body, runtime.destination_policy

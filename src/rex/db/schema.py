@@ -173,6 +173,8 @@ deals = sa.Table(
     sa.Index(None, "workspace_id", "status", "id"),
     sa.Index(None, "workspace_id", "contact_id", "id"),
     sa.Index(None, "workspace_id", "pipeline_id", "id"),
+    # The deals board's count and sum per stage and currency, read from the index alone.
+    sa.Index(None, "workspace_id", "pipeline_id", "stage", "currency", "amount"),
 )
 
 tasks = sa.Table(
@@ -192,7 +194,8 @@ tasks = sa.Table(
     sa.Index(None, "workspace_id", "status", "id"),
     sa.Index(None, "workspace_id", "contact_id", "id"),
     sa.Index(None, "workspace_id", "deal_id", "id"),
-    sa.Index(None, "workspace_id", "due_at"),
+    # Open tasks by due date, then id: the console's Tasks page, a keyset on both.
+    sa.Index(None, "workspace_id", "due_at", "id"),
 )
 
 events = sa.Table(

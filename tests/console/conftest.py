@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,8 +52,23 @@ def console(
         return
     if not POSTGRES_URL:
         missing(POSTGRES_SKIP_REASON)
-    with temporary_postgres_database(POSTGRES_URL) as url, serve_console(folder, url) as server:
+    with own_postgres_database(POSTGRES_URL) as url, serve_console(folder, url) as server:
         yield server
+
+
+@contextmanager
+def own_postgres_database(admin_url: str) -> Iterator[str]:
+    """``temporary_postgres_database``, created and dropped in a thread of its own: this
+    fixture may start while a module's Chromium runs (Playwright's sync API keeps an event
+    loop in this thread, and ``asyncio.run`` refuses to start beside it)."""
+    manager = temporary_postgres_database(admin_url)
+    with ThreadPoolExecutor(1) as pool:
+        url = pool.submit(manager.__enter__).result(timeout=120)
+    try:
+        yield url
+    finally:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(manager.__exit__, None, None, None).result(timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ inserts), then time what each console page costs the server, p50/p95 over R requ
 Two measures per page: ``queries`` (the page's reads through the functions its route calls,
 in-process: what the page costs the database) and, when the console's routes are mounted,
 ``http`` (the whole server time of ``GET`` through the ASGI app, signed in as an owner:
-queries, templates and middleware). Target: p95 <= 50 ms.
+queries, templates and middleware: every page, Leads, Contact, Deals board and Tasks included,
+whose reads live in their routes). Target: p95 <= 50 ms.
 
 Rows are spread over 30 days with ids carrying their creation time (as Rex makes them); ten
 endpoints, one event per ten deliveries, one attempt per delivery of the last two days and per

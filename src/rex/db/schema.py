@@ -173,8 +173,9 @@ deals = sa.Table(
     sa.Index(None, "workspace_id", "status", "id"),
     sa.Index(None, "workspace_id", "contact_id", "id"),
     sa.Index(None, "workspace_id", "pipeline_id", "id"),
-    # The deals board's count and sum per stage and currency, read from the index alone.
-    sa.Index(None, "workspace_id", "pipeline_id", "stage", "currency", "amount"),
+    # The deals board: a column's newest cards in index order, and its count and sum per
+    # currency read from the index alone.
+    sa.Index(None, "workspace_id", "pipeline_id", "stage", "id", "currency", "amount"),
 )
 
 tasks = sa.Table(
@@ -209,7 +210,8 @@ events = sa.Table(
     sa.Column("payload", sa.Text(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index(None, "workspace_id", "id"),
-    sa.Index(None, "workspace_id", "object_id"),
+    # An object's events newest first (a contact's timeline, ?object_id=), in index order.
+    sa.Index(None, "workspace_id", "object_id", "id"),
     sa.Index(None, "created_at"),
     sa.Index(None, "workspace_id", "type", "id"),
     sa.Index(None, "workspace_id", "created_at"),

@@ -159,7 +159,7 @@ def serve_console(
             return False
 
     try:
-        wait_until(ready, timeout=60, interval=0.1)
+        wait_until(ready, timeout=180, interval=0.1)  # a loaded machine starts it slowly
         yield ConsoleServer(url, database_url, full_env, log, process)
     finally:
         if process.poll() is None:

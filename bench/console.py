@@ -7,11 +7,14 @@ inserts), then time what each console page costs the server, p50/p95 over R requ
 Two measures per page: ``queries`` (the page's reads through the functions its route calls,
 in-process: what the page costs the database) and, when the console's routes are mounted,
 ``http`` (the whole server time of ``GET`` through the ASGI app, signed in as an owner:
-queries, templates and middleware). Target: p95 <= 50 ms.
+queries, templates and middleware: every page, Leads, Contact, Deals board and Tasks included,
+whose reads live in their routes). Target: p95 <= 50 ms.
 
 Rows are spread over 30 days with ids carrying their creation time (as Rex makes them); ten
 endpoints, one event per ten deliveries, one attempt per delivery of the last two days and per
-failed delivery. Every loop is bounded by its count.
+failed delivery; one deal in the default pipeline and one task per ``DEAL_EVERY`` contacts
+(the tasks' due dates spread over 30 days either side of now, a tenth of them done). Every
+loop is bounded by its count.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ TARGET_P95_MS = 50.0
 BATCH = 5000
 ENDPOINTS = 10
 SOURCES = ("google", "newsletter", "linkedin", "direct", "partner", None)
+STAGES = ("lead", "lead", "lead", "mql", "sql", "customer")
+DEAL_EVERY = 5  # one deal and one task per this many contacts
 
 
 def _id(prefix: str, moment: datetime, rng: random.Random) -> str:
@@ -51,7 +56,10 @@ async def seed(database_url: str, *, contacts: int, deliveries: int) -> dict[str
     from rex.db.engine import Database
     from rex.db.schema import attempts, endpoints, events
     from rex.db.schema import contacts as contacts_t
+    from rex.db.schema import deals as deals_t
     from rex.db.schema import deliveries as deliveries_t
+    from rex.db.schema import tasks as tasks_t
+    from rex.pipelines.service import ensure_default
     from rex.webhooks.schemas import EndpointCreate
     from rex.webhooks.service import create as create_endpoint
     from rex.worker.ssrf import DestinationPolicy
@@ -65,6 +73,7 @@ async def seed(database_url: str, *, contacts: int, deliveries: int) -> dict[str
     started = time.monotonic()
     async with db.transaction() as conn:
         workspace, _ = await workspaces.ensure_default_workspace(conn)
+        pipeline = await ensure_default(conn, workspace.id, now)
         endpoint_ids = []
         for index in range(ENDPOINTS):
             body = EndpointCreate(url=f"https://hooks{index}.example.com/rex", events=["*"])
@@ -89,26 +98,69 @@ async def seed(database_url: str, *, contacts: int, deliveries: int) -> dict[str
 
     contact_times = moments(contacts)
 
-    # Contacts, in chunks of one transaction each.
+    stages = [(stage.name, stage.status) for stage in pipeline.stages]
+    sample_contact = None
+    # Contacts, with a deal and a task for every DEAL_EVERY-th, in chunks of one transaction.
     for start in range(0, contacts, BATCH * 4):
         rows: list[dict[str, Any]] = []
+        deal_rows: list[dict[str, Any]] = []
+        task_rows: list[dict[str, Any]] = []
         for index in range(start, min(contacts, start + BATCH * 4)):
             at = contact_times[index]
+            contact_id = _id("cont", at, rng)
             rows.append(
                 {
-                    "id": _id("cont", at, rng),
+                    "id": contact_id,
                     "workspace_id": ws,
                     "email": f"lead{index}@example.com",
                     "first_name": f"Lead {index}",
-                    "stage": "lead",
+                    "stage": rng.choice(STAGES),
                     "source": rng.choice(SOURCES),
                     "metadata": {},
                     "created_at": at,
                     "updated_at": at,
                 }
             )
+            if index % DEAL_EVERY:
+                continue
+            sample_contact = contact_id
+            stage, status = rng.choice(stages)
+            deal_id = _id("deal", at, rng)
+            deal_rows.append(
+                {
+                    "id": deal_id,
+                    "workspace_id": ws,
+                    "name": f"Deal {index}",
+                    "amount": rng.randint(1, 500) * 10000,
+                    "currency": rng.choice(("EUR", "USD")),
+                    "pipeline_id": pipeline.id,
+                    "stage": stage,
+                    "status": status,
+                    "contact_id": contact_id,
+                    "metadata": {},
+                    "created_at": at,
+                    "updated_at": at,
+                }
+            )
+            done = rng.random() < 0.1
+            task_rows.append(
+                {
+                    "id": _id("task", at, rng),
+                    "workspace_id": ws,
+                    "title": f"Call lead {index}",
+                    "due_at": now + timedelta(seconds=(rng.random() - 0.5) * 2 * span),
+                    "status": "done" if done else "todo",
+                    "completed_at": at if done else None,
+                    "contact_id": contact_id,
+                    "deal_id": deal_id,
+                    "created_at": at,
+                    "updated_at": at,
+                }
+            )
         async with db.transaction() as conn:
             await _insert(conn, contacts_t, rows)
+            await _insert(conn, deals_t, deal_rows)
+            await _insert(conn, tasks_t, task_rows)
     # Events (one per ENDPOINTS deliveries), their deliveries and attempts.
     event_count = max(1, deliveries // ENDPOINTS)
     event_times = moments(event_count)
@@ -192,6 +244,7 @@ async def seed(database_url: str, *, contacts: int, deliveries: int) -> dict[str
     return {
         "workspace_id": ws,
         "endpoint_id": endpoint_ids[0],
+        "contact_id": sample_contact or "",
         "delivery_id": sample_delivery or any_delivery,
         "event_id": any_event,
         "seed_seconds": round(seconds, 1),
@@ -254,6 +307,13 @@ async def time_queries(database_url: str, seeded: dict[str, Any], requests: int)
 
 HTTP_PAGES = {
     "home": "/console",
+    "leads": "/console/leads",
+    "leads?search": "/console/leads?q=lead99",
+    "leads?stage": "/console/leads?stage=customer&source=partner",
+    "contact": "/console/contacts/{contact_id}",
+    "deals board": "/console/deals",
+    "tasks": "/console/tasks",
+    "tasks?contact": "/console/tasks?contact={contact_id}",
     "webhooks": "/console/webhooks",
     "endpoint": "/console/webhooks/{endpoint_id}",
     "deliveries": "/console/deliveries",

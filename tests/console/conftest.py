@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,12 @@ from tests.console.harness import (
     find_chromium,
     serve_console,
 )
-from tests.support import missing
+from tests.support import (
+    POSTGRES_SKIP_REASON,
+    POSTGRES_URL,
+    missing,
+    temporary_postgres_database,
+)
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +36,39 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
-    """One `rex serve` for every console test (they are isolated by workspace and user)."""
-    with serve_console(tmp_path_factory.mktemp("console-server")) as server:
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def console(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConsoleServer]:
+    """One `rex serve` per backend for every console test (they are isolated by workspace
+    and user): on a SQLite file, and on a PostgreSQL database of its own (never the admin
+    database, nor the session's shared one, which other tests empty)."""
+    folder = tmp_path_factory.mktemp(f"console-server-{request.param}")
+    if request.param == "sqlite":
+        with serve_console(folder) as server:
+            yield server
+        return
+    if not POSTGRES_URL:
+        missing(POSTGRES_SKIP_REASON)
+    with own_postgres_database(POSTGRES_URL) as url, serve_console(folder, url) as server:
         yield server
+
+
+@contextmanager
+def own_postgres_database(admin_url: str) -> Iterator[str]:
+    """``temporary_postgres_database``, created and dropped in a thread of its own: this
+    fixture may start while a module's Chromium runs (Playwright's sync API keeps an event
+    loop in this thread, and ``asyncio.run`` refuses to start beside it)."""
+    manager = temporary_postgres_database(admin_url)
+    with ThreadPoolExecutor(1) as pool:
+        url = pool.submit(manager.__enter__).result(timeout=120)
+    try:
+        yield url
+    finally:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(manager.__exit__, None, None, None).result(timeout=120)
 
 
 @pytest.fixture(scope="module")

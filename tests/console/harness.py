@@ -2,7 +2,8 @@
 session, users made with the real ``rex users create``, and pages that record every request
 (all must go to Rex), screenshot what they show, and run axe-core on it.
 
-Fixtures (``tests/console/conftest.py``): ``console`` (the server, one per session),
+Fixtures (``tests/console/conftest.py``): ``console`` (the server, one per session and
+backend: every browser test runs on SQLite and on PostgreSQL),
 ``browser`` (Chromium, one per module: see its docstring),
 ``owner`` (a signed-in owner's ``ConsolePage`` in a new workspace of its own, fresh per test),
 ``artifacts`` (the screenshot folder: ``REX_TEST_ARTIFACTS`` or a tmp folder).
@@ -128,9 +129,13 @@ class ConsoleServer:
 
 
 @contextmanager
-def serve_console(tmp: Path, **env: str) -> Iterator[ConsoleServer]:
+def serve_console(
+    tmp: Path, database_url: str | None = None, **env: str
+) -> Iterator[ConsoleServer]:
+    """``rex serve`` (API, console and worker) on ``database_url``, a SQLite file in ``tmp``
+    unless given."""
     port = free_port()
-    database_url = f"sqlite:///{tmp / 'console.db'}"
+    database_url = database_url or f"sqlite:///{tmp / 'console.db'}"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("REX_")}
     full_env.update(FAST_ENV)
     full_env.update({"REX_DATABASE_URL": database_url, "REX_CAPTURE_RATE_LIMIT": "off", **env})
@@ -154,7 +159,7 @@ def serve_console(tmp: Path, **env: str) -> Iterator[ConsoleServer]:
             return False
 
     try:
-        wait_until(ready, timeout=60, interval=0.1)
+        wait_until(ready, timeout=180, interval=0.1)  # a loaded machine starts it slowly
         yield ConsoleServer(url, database_url, full_env, log, process)
     finally:
         if process.poll() is None:

@@ -115,6 +115,44 @@ def test_users_cli(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert unknown.returncode == 4 and "no user" in unknown.stderr
 
 
+def test_users_set_role_and_remove_cli(cli_env: dict[str, str]) -> None:
+    assert _rex(cli_env, "migrate").returncode == 0
+    assert _rex(cli_env, "users", "create", "ada@example.com").returncode == 0  # first: owner
+    assert _rex(cli_env, "users", "create", "bob@example.com").returncode == 0  # then: member
+
+    def roles() -> dict[str, list[dict[str, str]]]:
+        listed = json.loads(_rex(cli_env, "users", "list", "--json").stdout)
+        return {user["email"]: user["workspaces"] for user in listed}
+
+    # The last owner can be neither demoted nor removed: said on stderr, exit 1.
+    for args in (
+        ("set-role", "ada@example.com", "--role", "member"),
+        ("remove", "ADA@example.com"),
+    ):
+        refused = _rex(cli_env, "users", *args)
+        assert refused.returncode == 1 and "last owner" in refused.stderr, refused
+    promoted = _rex(cli_env, "users", "set-role", "bob@example.com", "--role", "owner")
+    assert promoted.returncode == 0 and "is now owner" in promoted.stdout
+    again = _rex(cli_env, "users", "set-role", "bob@example.com", "--role", "owner")
+    assert again.returncode == 0 and "was already owner" in again.stdout
+    # Two owners: Ada may go; her account stays, in no workspace.
+    removed = _rex(cli_env, "users", "remove", "ada@example.com")
+    assert removed.returncode == 0 and "removed from workspace 'default'" in removed.stdout
+    assert roles() == {
+        "ada@example.com": [],
+        "bob@example.com": [{"slug": "default", "role": "owner"}],
+    }
+    for args, says in (
+        (("remove", "ada@example.com"), "is not in workspace 'default'"),
+        (("remove", "nobody@example.com"), "no user"),
+        (("remove", "bob@example.com", "--workspace", "nope"), "no workspace 'nope'"),
+        (("set-role", "bob@example.com", "--role", "admin"), "admin"),
+    ):
+        answer = _rex(cli_env, "users", *args)
+        assert answer.returncode in (2, 4) and says in answer.stderr, (args, answer.stderr)
+        assert "Traceback" not in answer.stderr
+
+
 def _login_form(client: httpx.Client) -> str:
     page = client.get("/console/login")
     assert page.status_code == 200

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from ulid import ULID
 
+from rex.console import endpoint_health as h
 from rex.console import ops_queries as q
 from rex.console.charts import deliveries_chart, leads_chart
 from rex.db.engine import Database
@@ -225,9 +226,9 @@ async def test_backlog_counts_only_the_workspace(seeded: Seeded) -> None:
 
 async def test_endpoint_health(seeded: Seeded) -> None:
     async with seeded.db.read() as conn:
-        page, cursor = await q.endpoints_page(conn, seeded.workspace, now=NOW, limit=2, cursor=None)
-        rest, end = await q.endpoints_page(conn, seeded.workspace, now=NOW, limit=2, cursor=cursor)
-        troubled = await q.troubled_endpoints(conn, seeded.workspace, now=NOW)
+        page, cursor = await h.endpoints_page(conn, seeded.workspace, now=NOW, limit=2, cursor=None)
+        rest, end = await h.endpoints_page(conn, seeded.workspace, now=NOW, limit=2, cursor=cursor)
+        troubled = await h.troubled_endpoints(conn, seeded.workspace, now=NOW)
     found = {e.id: e for e in [*page, *rest]}
     assert len(page) == 2 and end is None and len(found) == 3
     healthy, failing, disabled = (

@@ -13,11 +13,11 @@ from typing import Annotated
 import typer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from rex.cli._errors import EXIT_NOT_FOUND, EXIT_USAGE, CliError
+from rex.cli._errors import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_USAGE, CliError
 from rex.cli.ops import admin_settings, require
 from rex.cli.output import JsonOption, print_json, print_table, time_field
 from rex.db.engine import Database
-from rex.errors import Conflict, Invalid
+from rex.errors import Conflict, Invalid, NotFound
 from rex.ids import rfc3339
 from rex.json_types import JsonObject
 from rex.users import service as users
@@ -198,3 +198,68 @@ def users_reset_password(
         "It is shown only now:"
     )
     typer.echo(password)
+
+
+async def _member_of(conn: AsyncConnection, email: str, slug: str) -> tuple[str, Workspace]:
+    row = await users.find_by_email(conn, email)
+    if row is None:
+        raise CliError(f"no user with email {email.strip().lower()!r}", EXIT_NOT_FOUND)
+    maybe = await workspaces.get_by_slug(conn, slug)
+    if maybe is None:
+        raise CliError(f"no workspace {slug!r}", EXIT_NOT_FOUND)
+    return str(row.id), maybe
+
+
+def _change_membership(email: str, workspace: str, role: Role | None) -> bool:
+    """Set the user's role in the workspace (``role``) or remove them from it (``None``)."""
+    settings = admin_settings()
+    require(settings)
+
+    async def run() -> bool:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            await db.migrate()
+            async with db.transaction() as conn:
+                user_id, found = await _member_of(conn, email, workspace)
+                if role is None:
+                    await users.remove_membership(conn, user_id, found.id)
+                    return True
+                return await users.set_role(conn, user_id, found.id, role)
+        except NotFound:
+            raise CliError(
+                f"{email.strip().lower()} is not in workspace {workspace!r}", EXIT_NOT_FOUND
+            ) from None
+        except Conflict as exc:
+            raise CliError(exc.message, EXIT_ERROR) from None
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+@users_app.command("set-role")
+def users_set_role(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    role: Annotated[RoleName, typer.Option(help="owner or member.")],
+    workspace: Annotated[
+        str, typer.Option(help="Workspace slug the user is in.")
+    ] = workspaces.DEFAULT_SLUG,
+) -> None:
+    """Make a user owner or member of a workspace (never demotes its last owner)."""
+    changed = _change_membership(email, workspace, Role(role.value))
+    shown = email.strip().lower()
+    what = "is now" if changed else "was already"
+    typer.echo(f"{shown} {what} {role.value} of workspace {workspace!r}.")
+
+
+@users_app.command("remove")
+def users_remove(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    workspace: Annotated[
+        str, typer.Option(help="Workspace slug to remove the user from.")
+    ] = workspaces.DEFAULT_SLUG,
+) -> None:
+    """Remove a user from a workspace (never its last owner). Their account and other
+    workspaces stay; their console sessions lose this workspace at their next request."""
+    _change_membership(email, workspace, None)
+    typer.echo(f"{email.strip().lower()} removed from workspace {workspace!r}.")

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.console import charts
+from rex.console import endpoint_health as h
 from rex.console import ops_queries as q
 from rex.console.sent import SentRequest, rebuild
 from rex.db.pagination import fetch_page
@@ -53,7 +54,7 @@ class Home:
     leads: q.Series
     hourly: q.Series
     latency: q.Latency
-    troubled: list[q.EndpointHealth]
+    troubled: list[h.EndpointHealth]
     backlog: q.Backlog
     now: datetime
 
@@ -83,7 +84,7 @@ async def home(conn: AsyncConnection, workspace_id: str, *, now: datetime) -> Ho
         leads=await q.leads_per_day(conn, workspace_id, now=now, cache=CACHE),
         hourly=await q.deliveries_per_hour(conn, workspace_id, now=now, hours=24, cache=CACHE),
         latency=await q.capture_to_delivery(conn, workspace_id, now=now, cache=CACHE),
-        troubled=await q.troubled_endpoints(conn, workspace_id, now=now, cache=CACHE),
+        troubled=await h.troubled_endpoints(conn, workspace_id, now=now, cache=CACHE),
         backlog=await q.backlog(conn, workspace_id, now=now),
         now=now,
     )
@@ -91,18 +92,18 @@ async def home(conn: AsyncConnection, workspace_id: str, *, now: datetime) -> Ho
 
 async def webhooks(
     conn: AsyncConnection, workspace_id: str, *, now: datetime, cursor: str | None
-) -> tuple[list[q.EndpointHealth], str | None]:
-    return await q.endpoints_page(
+) -> tuple[list[h.EndpointHealth], str | None]:
+    return await h.endpoints_page(
         conn, workspace_id, now=now, limit=PAGE_SIZE, cursor=cursor, cache=CACHE
     )
 
 
 async def endpoint(
     conn: AsyncConnection, workspace_id: str, endpoint_id: str, *, now: datetime
-) -> q.EndpointHealth:
+) -> h.EndpointHealth:
     row = (
         await conn.execute(
-            sa.select(*q.ENDPOINT_COLUMNS).where(
+            sa.select(*h.ENDPOINT_COLUMNS).where(
                 endpoints.c.workspace_id == workspace_id,
                 endpoints.c.id == endpoint_id,
                 endpoints.c.kind == EndpointKind.WEBHOOK.value,
@@ -111,7 +112,7 @@ async def endpoint(
     ).first()
     if row is None:
         raise NotFound("webhook endpoint", endpoint_id)
-    return (await q.with_health(conn, workspace_id, [row], now=now, cache=CACHE))[0]
+    return (await h.with_health(conn, workspace_id, [row], now=now, cache=CACHE))[0]
 
 
 @dataclass

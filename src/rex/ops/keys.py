@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.db.engine import Database
+from rex.db.pagination import fetch_page
 from rex.db.schema import api_keys, workspaces
 from rex.ids import rfc3339, utcnow
 from rex.workspaces.service import KEY_PREFIX
@@ -101,6 +102,16 @@ async def list_keys(
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
     return [_info(row) for row in await conn.execute(query)]
+
+
+async def list_keys_page(
+    conn: AsyncConnection, workspace_id: str, *, cursor: str | None, limit: int
+) -> tuple[list[KeyInfo], str | None]:
+    """One page of a workspace's active keys, newest first from ``cursor``, and the next
+    page's cursor (``None`` on the last): what the console's Settings shows."""
+    query = _query().where(api_keys.c.workspace_id == workspace_id, api_keys.c.revoked_at.is_(None))
+    rows, next_cursor = await fetch_page(conn, query, api_keys.c.id, limit=limit, cursor=cursor)
+    return [_info(row) for row in rows], next_cursor
 
 
 async def revoke(

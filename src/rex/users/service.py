@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from rex.db.pagination import fetch_page
 from rex.db.schema import console_sessions, users, workspace_memberships, workspaces
 from rex.errors import Conflict, Invalid, NotFound
 from rex.ids import new_id, utcnow
@@ -156,6 +157,88 @@ async def workspace_users(conn: AsyncConnection, workspace_id: str) -> list[tupl
         .order_by(users.c.email)
     )
     return [(User.from_row(row), Role(row.role)) for row in await conn.execute(query)]
+
+
+async def workspace_users_page(
+    conn: AsyncConnection, workspace_id: str, *, cursor: str | None, limit: int
+) -> tuple[list[tuple[User, Role]], str | None]:
+    """One page of a workspace's users, newest account first from ``cursor``, and the next
+    page's cursor (``None`` on the last)."""
+    query = (
+        sa.select(users, workspace_memberships.c.role)
+        .join(workspace_memberships, workspace_memberships.c.user_id == users.c.id)
+        .where(workspace_memberships.c.workspace_id == workspace_id)
+    )
+    rows, next_cursor = await fetch_page(conn, query, users.c.id, limit=limit, cursor=cursor)
+    return [(User.from_row(row), Role(row.role)) for row in rows], next_cursor
+
+
+async def _owners_locked(conn: AsyncConnection, workspace_id: str) -> set[str]:
+    """The workspace's owners, their rows locked until the transaction ends (PostgreSQL; a
+    SQLite transaction writes alone): two owners demoting each other at once cannot leave
+    the workspace with none."""
+    query = (
+        sa.select(workspace_memberships.c.user_id)
+        .where(
+            workspace_memberships.c.workspace_id == workspace_id,
+            workspace_memberships.c.role == Role.OWNER,
+        )
+        .with_for_update()
+    )
+    return {row.user_id for row in await conn.execute(query)}
+
+
+async def _membership_role(conn: AsyncConnection, user_id: str, workspace_id: str) -> Role:
+    query = sa.select(workspace_memberships.c.role).where(
+        workspace_memberships.c.user_id == user_id,
+        workspace_memberships.c.workspace_id == workspace_id,
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFound("user", user_id, message=f"No user {user_id!r} in this workspace.")
+    return Role(row.role)
+
+
+LAST_OWNER = (
+    "{email} is this workspace's last owner: make another user owner first (a workspace "
+    "without an owner could not manage its users, keys or settings)."
+)
+
+
+async def set_role(conn: AsyncConnection, user_id: str, workspace_id: str, role: Role) -> bool:
+    """Make the user ``role`` in the workspace; True when it changed. ``NotFound`` when they
+    are not in it; ``Conflict`` when that would leave the workspace without an owner."""
+    owners = await _owners_locked(conn, workspace_id)
+    current = await _membership_role(conn, user_id, workspace_id)
+    if current == role:
+        return False
+    if current is Role.OWNER and owners <= {user_id}:
+        raise Conflict(LAST_OWNER.format(email=(await get(conn, user_id)).email), field="role")
+    await conn.execute(
+        sa.update(workspace_memberships)
+        .where(
+            workspace_memberships.c.user_id == user_id,
+            workspace_memberships.c.workspace_id == workspace_id,
+        )
+        .values(role=role)
+    )
+    return True
+
+
+async def remove_membership(conn: AsyncConnection, user_id: str, workspace_id: str) -> None:
+    """Take the user out of the workspace (their account and other workspaces stay; their
+    sessions on this workspace lose it at their next request). ``NotFound`` when they are not
+    in it; ``Conflict`` when they are its last owner."""
+    owners = await _owners_locked(conn, workspace_id)
+    current = await _membership_role(conn, user_id, workspace_id)
+    if current is Role.OWNER and owners <= {user_id}:
+        raise Conflict(LAST_OWNER.format(email=(await get(conn, user_id)).email), field="user")
+    await conn.execute(
+        sa.delete(workspace_memberships).where(
+            workspace_memberships.c.user_id == user_id,
+            workspace_memberships.c.workspace_id == workspace_id,
+        )
+    )
 
 
 async def record_sign_in(conn: AsyncConnection, user_id: str, now: datetime) -> None:

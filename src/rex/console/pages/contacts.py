@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from rex.console.auth import RuntimeDep, ViewerDep
 from rex.console.forms import parse
-from rex.console.paging import fetch
+from rex.console.paging import distinct_values, fetch
 from rex.console.routing import console_router
 from rex.console.templating import render
 from rex.contacts import service as contacts_service
@@ -95,13 +95,8 @@ async def contact_page(
                 .limit(50)
             )
         ).all()
-        stage_rows = await conn.execute(
-            sa.select(contacts.c.stage)
-            .where(contacts.c.workspace_id == workspace_id)
-            .group_by(contacts.c.stage)
-            .limit(100)
-        )
-        stages = sorted({r.stage for r in stage_rows} | {contact.stage})
+        stage_values = await distinct_values(conn, contacts.c.stage, workspace_id)
+        stages = sorted({*stage_values, contact.stage})
     name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
     return render(
         request,

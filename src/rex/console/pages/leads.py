@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from rex.capture.reprocess import reprocess
 from rex.console.auth import RuntimeDep, ViewerDep
-from rex.console.paging import fetch
+from rex.console.paging import SEARCH_WINDOW, distinct_values, fetch, search_floor
 from rex.console.routing import console_router
 from rex.console.templating import render
 from rex.db.schema import contacts, forms, submissions
@@ -76,20 +76,8 @@ def lead_row(row: sa.Row[Any]) -> dict[str, Any]:
 
 
 async def _filter_options(conn: Any, workspace_id: str) -> dict[str, Any]:
-    stage_rows = await conn.execute(
-        sa.select(contacts.c.stage)
-        .where(contacts.c.workspace_id == workspace_id)
-        .group_by(contacts.c.stage)
-        .order_by(contacts.c.stage)
-        .limit(100)
-    )
-    source_rows = await conn.execute(
-        sa.select(contacts.c.source)
-        .where(contacts.c.workspace_id == workspace_id, contacts.c.source.is_not(None))
-        .group_by(contacts.c.source)
-        .order_by(contacts.c.source)
-        .limit(100)
-    )
+    stages = await distinct_values(conn, contacts.c.stage, workspace_id)
+    sources = await distinct_values(conn, contacts.c.source, workspace_id)
     form_rows = await conn.execute(
         sa.select(forms.c.id, forms.c.name)
         .where(forms.c.workspace_id == workspace_id)
@@ -97,8 +85,8 @@ async def _filter_options(conn: Any, workspace_id: str) -> dict[str, Any]:
         .limit(200)
     )
     return {
-        "stages": [(r.stage, r.stage) for r in stage_rows],
-        "sources": [(r.source, r.source) for r in source_rows],
+        "stages": [(value, value) for value in stages],
+        "sources": [(value, value) for value in sources],
         "forms": [(r.id, r.name) for r in form_rows],
     }
 
@@ -116,7 +104,11 @@ async def leads(
 ) -> Response:
     async with runtime.db.read() as conn:
         query = _contact_query(viewer.workspace_id, q, stage, source, form)
-        page = await fetch(conn, query, contacts.c.id, cursor=cursor, convert=lead_row)
+        # A substring search has no index: it reads a bounded window of contacts a page.
+        floor = None
+        if q and q.strip():
+            floor = await search_floor(conn, contacts.c.id, viewer.workspace_id, cursor)
+        page = await fetch(conn, query, contacts.c.id, cursor=cursor, convert=lead_row, floor=floor)
         options = await _filter_options(conn, viewer.workspace_id)
     filters = {"q": q or "", "stage": stage or "", "source": source or "", "form": form or ""}
     live = request.url.path + "/fresh"
@@ -130,6 +122,7 @@ async def leads(
             "page": page,
             "filters": filters,
             "options": options,
+            "search_window": SEARCH_WINDOW,
             # Only the first page grows by itself (later pages are a fixed window).
             "live_url": None if page.cursor else f"{live}?{live_query}",
             "newest": page.items[0]["id"] if page.items else "",

@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from rex.console.auth import OwnerDep, RuntimeDep
 from rex.console.forms import parse
+from rex.console.paging import PAGE_SIZE, Page
 from rex.console.routing import console_router
 from rex.console.snippet import OPTIONAL_FIELDS, SnippetOptions, embed_snippet
 from rex.console.templating import render
@@ -55,11 +56,17 @@ async def settings_page(
     consent_text: Text = None,
     next_url: Text = None,
     source: Text = None,
+    keys_cursor: Text = None,
+    users_cursor: Text = None,
 ) -> Response:
     async with runtime.db.read() as conn:
         workspace = await workspaces.get_by_id(conn, viewer.workspace_id)
-        api_keys = await keys.list_keys(conn, viewer.workspace_id)
-        members = await users_service.workspace_users(conn, viewer.workspace_id)
+        api_keys, next_keys = await keys.list_keys_page(
+            conn, viewer.workspace_id, cursor=keys_cursor or None, limit=PAGE_SIZE
+        )
+        members, next_users = await users_service.workspace_users_page(
+            conn, viewer.workspace_id, cursor=users_cursor or None, limit=PAGE_SIZE
+        )
     if workspace is None:
         raise NotFound("workspace", viewer.workspace_id)
     options = SnippetOptions(
@@ -76,6 +83,8 @@ async def settings_page(
         "saved": "Settings saved.",
         "revoked": "Key revoked: it is refused from now on, by every Rex process.",
         "invited": "User added to this workspace.",
+        "role": "Role changed.",
+        "removed": "User removed from this workspace.",
     }
     return render(
         request,
@@ -83,8 +92,8 @@ async def settings_page(
         {
             "nav": "settings",
             "workspace": workspace,
-            "keys": api_keys,
-            "members": members,
+            "keys": Page(api_keys, next_keys, keys_cursor or None),
+            "members": Page(members, next_users, users_cursor or None),
             "snippet": embed_snippet(options),
             "options": options,
             "optional_fields": OPTIONAL_FIELDS,
@@ -198,3 +207,28 @@ async def invite_user(
         },
         headers=NO_STORE,
     )
+
+
+@router.post("/settings/users/{user_id}/role")
+async def change_role(
+    user_id: str,
+    viewer: OwnerDep,
+    runtime: RuntimeDep,
+    role: Annotated[str, Form(max_length=16)] = "",
+) -> Response:
+    """Make a user of this workspace owner or member (never demote its last owner)."""
+    try:
+        picked = Role(role)
+    except ValueError:
+        raise Invalid("role", f"role: {role!r} is not owner or member.") from None
+    async with runtime.db.transaction() as conn:
+        await users_service.set_role(conn, user_id, viewer.workspace_id, picked)
+    return RedirectResponse("/console/settings?done=role#users-heading", status_code=303)
+
+
+@router.post("/settings/users/{user_id}/remove")
+async def remove_user(user_id: str, viewer: OwnerDep, runtime: RuntimeDep) -> Response:
+    """Take a user out of this workspace (never its last owner); their account stays."""
+    async with runtime.db.transaction() as conn:
+        await users_service.remove_membership(conn, user_id, viewer.workspace_id)
+    return RedirectResponse("/console/settings?done=removed#users-heading", status_code=303)

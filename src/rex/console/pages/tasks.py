@@ -43,26 +43,32 @@ def _decode(cursor: str) -> tuple[datetime | None, str]:
 
 
 async def _open_page(conn: Any, query: sa.Select[Any], cursor: str | None) -> Page[Any]:
-    """Open tasks by due date (those without one last), then by id: a keyset cursor on both."""
-    if cursor:
-        due, last_id = _decode(cursor)
-        if due is None:
-            query = query.where(tasks.c.due_at.is_(None), tasks.c.id > last_id)
-        else:
-            query = query.where(
-                sa.or_(
-                    tasks.c.due_at.is_(None),
-                    tasks.c.due_at > due,
-                    sa.and_(tasks.c.due_at == due, tasks.c.id > last_id),
-                )
+    """Open tasks by due date (those without one last), then by id: a keyset cursor on both.
+
+    Two range reads on ``(workspace_id, due_at, id)``, each in the index's order: the dated
+    tasks after the cursor, then (when the page is not full) the undated ones. One query
+    ordered by ``due_at IS NULL`` first would sort every open task of the workspace."""
+    due, last_id = _decode(cursor) if cursor else (None, None)
+    rows: list[Any] = []
+    if last_id is None or due is not None:  # still among the dated tasks
+        dated = query.where(tasks.c.due_at.is_not(None))
+        if due is not None and last_id is not None:
+            dated = dated.where(
+                sa.or_(tasks.c.due_at > due, sa.and_(tasks.c.due_at == due, tasks.c.id > last_id))
             )
-    query = query.order_by(tasks.c.due_at.is_(None), tasks.c.due_at, tasks.c.id)
-    rows = (await conn.execute(query.limit(PAGE_SIZE + 1))).all()
+        dated = dated.order_by(tasks.c.due_at, tasks.c.id).limit(PAGE_SIZE + 1)
+        rows = list((await conn.execute(dated)).all())
+    if len(rows) <= PAGE_SIZE:
+        undated = query.where(tasks.c.due_at.is_(None))
+        if due is None and last_id is not None:
+            undated = undated.where(tasks.c.id > last_id)
+        undated = undated.order_by(tasks.c.id).limit(PAGE_SIZE + 1 - len(rows))
+        rows += (await conn.execute(undated)).all()
     next_cursor = None
     if len(rows) > PAGE_SIZE:
         rows = rows[:PAGE_SIZE]
         next_cursor = _encode(rows[-1].due_at, rows[-1].id)
-    return Page(items=list(rows), next_cursor=next_cursor, cursor=cursor)
+    return Page(items=rows, next_cursor=next_cursor, cursor=cursor)
 
 
 async def _resolve_contact(conn: Any, workspace_id: str, value: str) -> str:

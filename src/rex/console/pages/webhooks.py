@@ -161,11 +161,19 @@ async def edit_events(
     events: Annotated[list[str] | None, Form()] = None,
     all_events: Annotated[str | None, Form()] = None,
     description: Annotated[str | None, Form(max_length=1000)] = None,
+    has_description: Annotated[str | None, Form(max_length=1)] = None,
 ) -> Response:
+    """The endpoint page's form: its events and its description. An emptied Description
+    clears it (``has_description`` says the form had the field: an empty field arrives as
+    nothing at all, which otherwise would leave the description as it was)."""
     values: dict[str, Any] = {"events": _events(events or [], all_events)}
-    if description is not None:
-        values["description"] = description
-    body = parse(EndpointUpdate, values)
+    text = (description or "").strip()
+    if text:
+        values["description"] = text
+    body = parse(EndpointUpdate, values)  # drops empty values: "clear" is said explicitly
+    if not text and has_description:
+        changes = body.model_dump(exclude_unset=True)
+        body = EndpointUpdate.model_validate({**changes, "description": None})
     async with runtime.db.transaction() as conn:
         await webhooks_service.update(
             conn, viewer.workspace_id, endpoint_id, body, runtime.destination_policy

@@ -143,6 +143,9 @@ deals = sa.Table(
     sa.Index(None, "workspace_id", "status", "id"),
     sa.Index(None, "workspace_id", "contact_id", "id"),
     sa.Index(None, "workspace_id", "pipeline_id", "id"),
+    # The deals board: a column's newest cards in index order, and its count and sum per
+    # currency read from the index alone.
+    sa.Index(None, "workspace_id", "pipeline_id", "stage", "id", "currency", "amount"),
 )
 
 tasks = sa.Table(
@@ -162,5 +165,6 @@ tasks = sa.Table(
     sa.Index(None, "workspace_id", "status", "id"),
     sa.Index(None, "workspace_id", "contact_id", "id"),
     sa.Index(None, "workspace_id", "deal_id", "id"),
-    sa.Index(None, "workspace_id", "due_at"),
+    # Open tasks by due date, then id: the console's Tasks page, a keyset on both.
+    sa.Index(None, "workspace_id", "due_at", "id"),
 )

@@ -20,7 +20,8 @@ events = sa.Table(
     sa.Column("payload", sa.Text(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index(None, "workspace_id", "id"),
-    sa.Index(None, "workspace_id", "object_id"),
+    # An object's events newest first (a contact's timeline, ?object_id=), in index order.
+    sa.Index(None, "workspace_id", "object_id", "id"),
     sa.Index(None, "created_at"),
     sa.Index(None, "workspace_id", "type", "id"),
     sa.Index(None, "workspace_id", "created_at"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,8 +25,9 @@ from rex.db.schema import attempts, deliveries, endpoints, events
 from rex.delivery import service as delivery_service
 from rex.errors import NotFound
 from rex.events import service as events_service
+from rex.json_types import JsonObject
 from rex.outbox.catalogue import EVENT_TYPES
-from rex.outbox.records import Attempt, DeliveryStatus, EndpointKind
+from rex.outbox.records import Attempt, DeliveryData, DeliveryStatus, EndpointKind
 
 PAGE_SIZE = 50
 CACHE = q.TTLCache()
@@ -117,7 +118,7 @@ async def endpoint(
 
 @dataclass
 class DeliveryLog:
-    rows: list[dict[str, Any]]
+    rows: list[DeliveryData]
     next_cursor: str | None
     status: str | None
     event_type: str | None
@@ -137,7 +138,7 @@ async def delivery_log(
 ) -> DeliveryLog:
     """Deliveries newest first, filtered by status, event type and endpoint (unknown filter
     values are ``Invalid`` in the route, before this is called)."""
-    rows, next_cursor = await delivery_service.list_page(
+    rows, next_cursor = await delivery_service.page(
         conn,
         workspace_id,
         endpoint_id=endpoint_id,
@@ -180,7 +181,7 @@ class AttemptView:
 
 @dataclass
 class DeliveryDetail:
-    delivery: dict[str, Any]
+    delivery: DeliveryData
     endpoint_url: str
     endpoint_enabled: bool
     body: str
@@ -201,7 +202,7 @@ class DeliveryDetail:
 async def delivery_detail(
     conn: AsyncConnection, workspace_id: str, delivery_id: str, *, now: datetime
 ) -> DeliveryDetail:
-    delivery = await delivery_service.get_delivery(conn, workspace_id, delivery_id)
+    delivery = await delivery_service.get(conn, workspace_id, delivery_id)
     endpoint_row = (
         await conn.execute(
             sa.select(endpoints).where(
@@ -249,13 +250,20 @@ async def delivery_detail(
     )
 
 
+class DeliveryStatusOf(TypedDict):
+    """A delivery of an event, as the Events page lists it."""
+
+    id: str
+    status: str
+
+
 @dataclass
 class EventRow:
     id: str
     type: str
     object_id: str | None
     created_at: datetime
-    deliveries: list[dict[str, Any]]
+    deliveries: list[DeliveryStatusOf]
 
 
 async def events_log(
@@ -297,7 +305,7 @@ async def events_log(
 
 async def event_detail(
     conn: AsyncConnection, workspace_id: str, event_id: str
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, JsonObject]:
     """The event's envelope exactly as delivered (text) and, parsed, with its deliveries."""
     event = await events_service.get(conn, workspace_id, event_id)
     payload = (

@@ -64,13 +64,6 @@ async def get_with_attempts(
     return {**delivery, "attempts": [serialize_attempt(a) for a in rows]}
 
 
-async def get_delivery(
-    conn: AsyncConnection, workspace_id: str, delivery_id: str
-) -> dict[str, Any]:
-    """``get``, as the console's pages hold it (``rex.console`` types it as a plain dict)."""
-    return dict(await get(conn, workspace_id, delivery_id))
-
-
 async def page(
     conn: AsyncConnection,
     workspace_id: str,
@@ -95,31 +88,6 @@ async def page(
         query = query.where(deliveries.c.event_type == event_type)
     rows, next_cursor = await fetch_page(conn, query, deliveries.c.id, limit=limit, cursor=cursor)
     return [serialize(row) for row in rows], next_cursor
-
-
-async def list_page(
-    conn: AsyncConnection,
-    workspace_id: str,
-    *,
-    endpoint_id: str | None = None,
-    event_id: str | None = None,
-    status: str | None = None,
-    event_type: str | None = None,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """``page``, as the console's pages hold it (``rex.console`` types rows as plain dicts)."""
-    rows, next_cursor = await page(
-        conn,
-        workspace_id,
-        endpoint_id=endpoint_id,
-        event_id=event_id,
-        status=status,
-        event_type=event_type,
-        limit=limit,
-        cursor=cursor,
-    )
-    return [dict(row) for row in rows], next_cursor
 
 
 async def retry(conn: AsyncConnection, workspace_id: str, delivery_id: str) -> DeliveryData:

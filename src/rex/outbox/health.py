@@ -64,7 +64,7 @@ async def _to_refresh(conn: AsyncConnection, succeeded: dict[str, datetime]) -> 
     Concurrency: _RECORD_SUCCESS re-checks its condition on each row it writes; an endpoint
     left out here had nothing to change when this read, as if this transaction had run
     before the one that changed it since (READ COMMITTED; SQLite's write lock serialises)."""
-    if len(succeeded) == 1:
+    if len(succeeded) <= 1:
         return succeeded
     stale = await conn.execute(
         _SUCCESS_STALE,

@@ -138,6 +138,36 @@ async def test_slots_are_shared_round_robin_between_endpoints(db: Database) -> N
     assert collections.Counter(c.endpoint_id for c in claimed) == {backlog: 2, other: 2}
 
 
+async def test_an_endpoint_short_of_due_rows_leaves_its_share_to_the_others(
+    db: Database,
+) -> None:
+    # A claim first reads each endpoint's fair share (here 6 of 12 each), and reads more
+    # only for the endpoints that filled theirs: the claim is still full, and the oldest.
+    few = await make_endpoint(db, "created", max_concurrency=50)
+    many = await make_endpoint(db, "updated", max_concurrency=50)
+    t0 = utcnow()
+    await queue(db, "contact.created", 2, t0)
+    await queue(db, "contact.updated", 20, t0 + timedelta(seconds=1))
+    now = t0 + timedelta(seconds=2)
+
+    claimed = await claim(db, "w1", now, limit=12)
+
+    assert collections.Counter(c.endpoint_id for c in claimed) == {few: 2, many: 10}
+    async with db.read() as conn:
+        oldest = await conn.execute(
+            sa.select(deliveries.c.id)
+            .where(deliveries.c.endpoint_id == many)
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(10)
+        )
+        assert {c.id for c in claimed if c.endpoint_id == many} == set(oldest.scalars())
+    # When every endpoint has plenty, each gets its share.
+    assert await deliver(db, "w1", claimed, now) == 12
+    await queue(db, "contact.created", 20, t0 + timedelta(seconds=1))
+    again = await claim(db, "w1", now, limit=12)
+    assert collections.Counter(c.endpoint_id for c in again) == {few: 6, many: 6}
+
+
 async def test_an_expired_lease_is_taken_over_and_frees_its_slot(db: Database) -> None:
     await make_endpoint(db, "created", max_concurrency=2)
     t0 = utcnow()

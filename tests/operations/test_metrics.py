@@ -107,3 +107,17 @@ def test_worker_http_port_serves_metrics_health_and_readiness(
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "worker": "ok"}
     assert worker.stop() == 0, worker.text()
+
+
+def test_the_capture_to_delivery_time_is_read_from_the_event_ids_ulid() -> None:
+    from ulid import ULID
+
+    from rex.ids import new_id
+    from rex.ops.metrics import _id_millis
+
+    event_id = new_id("evt")
+    expected = int(ULID.from_str(event_id.rpartition("_")[2]).datetime.timestamp() * 1000)
+    assert _id_millis(event_id) == expected
+    assert _id_millis(event_id.lower()) == expected
+    assert _id_millis("evt_not-a-ulid") is None
+    assert _id_millis("evt_" + "Z" * 26) is None  # beyond 48 bits

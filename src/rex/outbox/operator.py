@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rex.db.schema import attempts, deliveries, endpoints, events, submissions
 from rex.outbox import ordering
+from rex.outbox.claim_sql import lease_free
 from rex.outbox.events import notify_queued
-from rex.outbox.queue import lease_free
 from rex.outbox.records import DeliveryStatus
 
 

@@ -32,6 +32,7 @@ from yarl import URL
 from rex.worker.ssrf import (
     DestinationPolicy,
     DestinationRefused,
+    IPAddress,
     parse_ip_host,
     validate_endpoint_url,
 )
@@ -217,6 +218,44 @@ def _describe(exc: aiohttp.ClientError, host: str) -> str:
     return f"request failed: {exc}"
 
 
+# URLs whose checks are kept (one per endpoint; forgotten all at once beyond this many).
+_TARGETS_CACHED = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What ``post`` decides from a URL alone, before sending anything."""
+
+    host: str
+    port: int
+    literal_ip: IPAddress | None
+    invalid: str | None = None
+    """Why the URL cannot even be parsed."""
+    refused: str | None = None
+    """Why the policy refuses its literal IP host."""
+    problem: str | None = None
+    """What ``validate_endpoint_url`` finds wrong with it."""
+
+
+def _check_url(url: str, policy: DestinationPolicy) -> _Target:
+    try:
+        parsed = URL(url)
+        host = parsed.raw_host or ""
+    except ValueError as exc:
+        return _Target("", 0, None, invalid=f"URL is not valid: {exc}")
+    # Refusing a literal IP here gives the same message whatever the spelling (aiohttp 3.14
+    # rejects "2130706433" as not canonical, older versions dial it); _open_socket would
+    # refuse it in any case.
+    literal_ip = parse_ip_host(host)
+    refused = policy.refusal_reason(literal_ip) if literal_ip is not None else None
+    problem = None if refused is not None else validate_endpoint_url(url, policy)
+    try:
+        port = parsed.port or 0
+    except ValueError:
+        port = 0
+    return _Target(host, port, literal_ip, refused=refused, problem=problem)
+
+
 class AiohttpTransport:
     """``Transport`` on one aiohttp session with a keep-alive pool of up to
     ``limit`` connections, created lazily in the running event loop.
@@ -251,6 +290,7 @@ class AiohttpTransport:
             self._proxy, self._proxy_headers = parse_proxy_url(proxy)
         self._proxy_resolver: AbstractResolver | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._targets: dict[str, _Target] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -319,24 +359,17 @@ class AiohttpTransport:
     ) -> TransportResponse:
         """POST ``body`` to ``url``; see ``Transport.post``."""
         session = self._session_in_running_loop()
-        try:
-            host = URL(url).raw_host or ""
-        except ValueError as exc:
-            raise DeliveryFailed(f"URL is not valid: {exc}") from None
-        # Refusing a literal IP here gives the same message whatever the
-        # spelling (aiohttp 3.14 rejects "2130706433" as not canonical, older
-        # versions dial it); _open_socket would refuse it in any case.
-        literal_ip = parse_ip_host(host)
-        if literal_ip is not None:
-            reason = self._policy.refusal_reason(literal_ip)
-            if reason is not None:
-                log.info("destination_refused", host=host, detail=reason)
-                raise DeliveryFailed(REFUSED, f"destination refused: {reason}")
-        problem = validate_endpoint_url(url, self._policy)
-        if problem is not None:
-            raise DeliveryFailed(problem)
+        target = self._target(url)
+        if target.invalid is not None:
+            raise DeliveryFailed(target.invalid)
+        host, literal_ip = target.host, target.literal_ip
+        if target.refused is not None:
+            log.info("destination_refused", host=host, detail=target.refused)
+            raise DeliveryFailed(REFUSED, f"destination refused: {target.refused}")
+        if target.problem is not None:
+            raise DeliveryFailed(target.problem)
         if self._proxy is not None and literal_ip is None:
-            await self._check_target(host, URL(url).port or 0)
+            await self._check_target(host, target.port)
 
         request_headers = CIMultiDict(headers)
         request_headers.setdefault("Accept-Encoding", "identity")
@@ -402,6 +435,18 @@ class AiohttpTransport:
             excerpt="" if internal else _decode_excerpt(bytes(data), complete=complete),
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
+
+    def _target(self, url: str) -> _Target:
+        """What the URL alone decides, worked out once per URL: every delivery to an
+        endpoint has the same URL, and parsing and checking it cost more than signing the
+        body (a profile of a fan-out). The policy never changes, so neither does the answer;
+        names are still checked at every connect (``_PolicyResolver``, ``_open_socket``)."""
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) >= _TARGETS_CACHED:
+                self._targets.clear()
+            target = self._targets[url] = _check_url(url, self._policy)
+        return target
 
     async def _check_target(self, host: str, port: int) -> None:
         """Through a proxy, aiohttp never resolves the target: resolve it here and refuse

@@ -1,0 +1,223 @@
+"""``rex serve``: the API under uvicorn, and the processes it starts beside itself (a delivery
+worker, more API processes; see ``rex.cli.children``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import typer
+import uvicorn
+
+from rex.cli._errors import CliError
+from rex.db.engine import Database
+from rex.settings import Settings
+from rex.workspaces import service as workspaces
+
+if TYPE_CHECKING:
+    from rex.cli.children import Children
+    from rex.cli.server import WorkerMode
+
+log = structlog.get_logger("rex.serve")
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    mode: WorkerMode,
+    workers: int,
+    lifeline_fd: int | None,
+) -> None:
+    """Serve the API (``workers`` processes of it), with the delivery worker as ``mode``
+    says. ``lifeline_fd``: this is a child of another ``rex serve`` (see rex.cli.children)."""
+    from rex.app import create_app
+    from rex.cli.children import Child, Children, reuse_port_socket
+
+    start_tracing(settings, process="api")
+    child = lifeline_fd is not None
+    children: Children | None = None
+    if not child:
+        log.info(
+            "serving",
+            database=_describe(settings.database_url),
+            host=host,
+            port=port,
+            worker=mode.value,
+            api_processes=workers,
+        )
+        first_key = asyncio.run(_bootstrap(settings))
+        if first_key:
+            _show_first_key(first_key, settings, host, port)
+        api_worker = "inline" if mode.value == "inline" else "none"
+        serve_args = ["serve", "--host", host, "--port", str(port), "--worker", api_worker]
+        planned = [Child(f"api{index}", serve_args) for index in range(2, workers + 1)]
+        if mode.value == "process":
+            planned.append(Child("worker", ["worker"], wakes=settings.is_sqlite))
+        if planned:
+            children = Children(planned, on_give_up=lambda _reason: None)
+    application = create_app(
+        settings,
+        run_worker=mode.value == "inline",
+        on_deliveries_queued=children.wake if children and children.has_worker else None,
+    )
+    server = RexServer(_config(application, settings, host, port), children, lifeline_fd)
+    sockets = [reuse_port_socket(host, port)] if workers > 1 or child else None
+    server.run(sockets=sockets)
+    if children is not None and children.failed:
+        raise CliError(children.failed)
+    if not server.started:
+        raise CliError(f"the server could not start on {host}:{port} (see the log above)")
+
+
+def _describe(url: str) -> str:
+    from rex.ops.admin import describe_database
+
+    return describe_database(url)
+
+
+def _config(application: Any, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    from rex.http_protocol import make_protocol
+
+    return uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        # Client IPs come from the socket unless REX_TRUSTED_PROXIES says otherwise; uvicorn's
+        # own X-Forwarded-For trust (127.0.0.1 by default) would let anyone spoof them.
+        proxy_headers=False,
+        forwarded_allow_ips="",
+        server_header=False,
+        log_level=settings.log_level,
+        # Rex's logging (rex.logging) renders uvicorn's lines; Rex logs one line a request.
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
+        # Bounded for the open internet (docs/security.md): connections at once (503 past
+        # them), a deadline for each request to arrive, and idle keep-alive.
+        http=make_protocol(settings.request_read_timeout),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_timeout,
+    )
+
+
+class RexServer(uvicorn.Server):
+    """uvicorn's server, with Rex's stop: `rex listen` streams end as shutdown begins, a
+    second signal exits at once, the children stop with the API, and a child's lifeline
+    (end of file: its parent is gone) stops it like SIGTERM."""
+
+    def __init__(
+        self, config: uvicorn.Config, children: Children | None, lifeline_fd: int | None
+    ) -> None:
+        super().__init__(config)
+        self.children = children
+        self.lifeline_fd = lifeline_fd
+        self.grace = float(config.timeout_graceful_shutdown or 30) + 10
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.children is not None:
+            self.children.on_give_up = lambda _reason: self._stop()
+            self.children.start()
+        if self.lifeline_fd is not None:
+            from rex.cli.children import follow_lifeline
+
+            follow_lifeline(self.lifeline_fd, on_gone=self._stop)
+        try:
+            await super().serve(sockets)
+        finally:
+            if self.children is not None:
+                await self.children.stop(self.grace)
+
+    def _stop(self) -> None:
+        self.handle_exit(signal.SIGTERM, None)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        from rex.ops import lifecycle
+        from rex.runtime import runtime_of
+
+        if self.should_exit:  # the second SIGTERM or SIGINT: exit at once
+            if self.children is not None:
+                self.children.signal(sig)
+            lifecycle.exit_now(sig)
+        log.info("shutting_down", signal=signal.Signals(sig).name)
+        if self.children is not None:
+            self.children.signal(signal.SIGTERM)  # they stop beside the API, not after it
+        # `rex listen` streams never end by themselves: end them as shutdown begins.
+        runtime_of(self.config.app).listen_hub.close_threadsafe()
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal once shut down (exit -15); a clean stop exits 0.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
+
+
+async def _bootstrap(settings: Settings) -> str | None:
+    """Migrate, make sure the default workspace exists; on first start, make its first key."""
+    db = Database(settings.database_url, timeout=settings.database_timeout)
+    try:
+        await db.migrate()
+        async with db.transaction() as conn:
+            workspace, created = await workspaces.ensure_default_workspace(conn)
+            if not created:
+                return None
+            _, key = await workspaces.create_api_key(conn, workspace.id, "first key")
+            return key
+    finally:
+        await db.close()
+
+
+def _show_first_key(key: str, settings: Settings, host: str, port: int) -> None:
+    """The first API key goes to a terminal, or to a file only its owner can read: never
+    into a log (stdout and stderr of a service end up in one)."""
+    import os
+    from pathlib import Path
+
+    from rex.secretbox import default_key_file
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    exports = f"  export REX_URL=http://{shown_host}:{port}\n  export REX_API_KEY={key}\n"
+    if sys.stdout.isatty():
+        typer.echo(
+            "\nRex created its database, the workspace 'default' and its first API key.\n"
+            "The key is shown only now; `rex keys create` makes another at any time.\n\n" + exports
+        )
+        return
+    folder = default_key_file(settings.database_url).parent
+    path = Path(os.environ.get("REX_FIRST_KEY_FILE") or folder / "rex-first-key.txt")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(exports)
+    if settings.log_json:  # every line on stderr stays one JSON object
+        line = {"event": "first_api_key_file", "level": "warning", "path": str(path)}
+        typer.echo(json.dumps(line), err=True)
+        return
+    typer.echo(
+        "\nRex created its database, the workspace 'default' and its first API key.\n"
+        f"Not a terminal, so the key is not printed: it is in {path} (mode 0600).\n"
+        f"  . {path}   # sets REX_URL and REX_API_KEY; then delete the file\n",
+        err=True,
+    )
+
+
+def start_tracing(settings: Settings, *, process: str) -> None:
+    """OpenTelemetry spans when REX_TRACING asks for them (flushed at exit)."""
+    if settings.tracing == "off":
+        return
+    import atexit
+
+    from rex import tracing
+
+    try:
+        tracing.configure(settings.tracing, process=process)
+    except tracing.TracingUnavailable as exc:
+        raise CliError(str(exc)) from None
+    atexit.register(tracing.shutdown)
+    structlog.get_logger("rex.tracing").info("tracing", exporter=settings.tracing)

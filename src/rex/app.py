@@ -92,7 +92,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url, timeout=settings.database_timeout)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.pool_size,
+            timeout=settings.database_timeout,
+        )
         await db.migrate()
         async with db.transaction() as conn:
             await workspaces.ensure_default_workspace(conn)

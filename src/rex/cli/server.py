@@ -108,7 +108,11 @@ def worker(
     start_tracing(settings, process="worker")
 
     async def run() -> None:
-        db = Database(settings.database_url, timeout=settings.database_timeout)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.pool_size,
+            timeout=settings.database_timeout,
+        )
         await db.migrate()
         transport = RoutingTransport(
             AiohttpTransport(destination_policy(settings), proxy=settings.proxy_url),

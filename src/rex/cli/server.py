@@ -8,14 +8,13 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
-from enum import StrEnum
 from typing import Annotated, NoReturn
 
 import typer
 
 from rex.cli._errors import CliError
 from rex.cli._settings import load_settings as _settings
-from rex.cli.serving import start_tracing
+from rex.cli.serving import WorkerMode, start_tracing
 from rex.db.engine import Database
 from rex.secretbox import SecretKeyError
 from rex.workspaces import service as workspaces
@@ -35,12 +34,6 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 workspaces_app = typer.Typer(no_args_is_help=True, help="Workspaces.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
-
-
-class WorkerMode(StrEnum):
-    INLINE = "inline"
-    PROCESS = "process"
-    NONE = "none"
 
 
 @app.command()

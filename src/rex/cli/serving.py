@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import socket
 import sys
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import structlog
 import typer
-import uvicorn
 
 from rex.cli._errors import CliError
 from rex.db.engine import Database
@@ -22,9 +19,16 @@ from rex.workspaces import service as workspaces
 
 if TYPE_CHECKING:
     from rex.cli.children import Children
-    from rex.cli.server import WorkerMode
 
 log = structlog.get_logger("rex.serve")
+
+
+class WorkerMode(StrEnum):
+    """``rex serve --worker``: where the delivery worker runs."""
+
+    INLINE = "inline"
+    PROCESS = "process"
+    NONE = "none"
 
 
 def serve(
@@ -40,6 +44,7 @@ def serve(
     says. ``lifeline_fd``: this is a child of another ``rex serve`` (see rex.cli.children)."""
     from rex.app import create_app
     from rex.cli.children import Child, Children, reuse_port_socket
+    from rex.cli.uvicorn_server import RexServer, uvicorn_config
 
     start_tracing(settings, process="api")
     child = lifeline_fd is not None
@@ -68,7 +73,7 @@ def serve(
         run_worker=mode.value == "inline",
         on_deliveries_queued=children.wake if children and children.has_worker else None,
     )
-    server = RexServer(_config(application, settings, host, port), children, lifeline_fd)
+    server = RexServer(uvicorn_config(application, settings, host, port), children, lifeline_fd)
     sockets = [reuse_port_socket(host, port)] if workers > 1 or child else None
     server.run(sockets=sockets)
     if children is not None and children.failed:
@@ -81,81 +86,6 @@ def _describe(url: str) -> str:
     from rex.ops.admin import describe_database
 
     return describe_database(url)
-
-
-def _config(application: Any, settings: Settings, host: str, port: int) -> uvicorn.Config:
-    from rex.http_protocol import make_protocol
-
-    return uvicorn.Config(
-        application,
-        host=host,
-        port=port,
-        # Client IPs come from the socket unless REX_TRUSTED_PROXIES says otherwise; uvicorn's
-        # own X-Forwarded-For trust (127.0.0.1 by default) would let anyone spoof them.
-        proxy_headers=False,
-        forwarded_allow_ips="",
-        server_header=False,
-        log_level=settings.log_level,
-        # Rex's logging (rex.logging) renders uvicorn's lines; Rex logs one line a request.
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
-        # Bounded for the open internet (docs/security.md): connections at once (503 past
-        # them), a deadline for each request to arrive, and idle keep-alive.
-        http=make_protocol(settings.request_read_timeout),
-        limit_concurrency=settings.max_connections,
-        timeout_keep_alive=settings.keep_alive_timeout,
-    )
-
-
-class RexServer(uvicorn.Server):
-    """uvicorn's server, with Rex's stop: `rex listen` streams end as shutdown begins, a
-    second signal exits at once, the children stop with the API, and a child's lifeline
-    (end of file: its parent is gone) stops it like SIGTERM."""
-
-    def __init__(
-        self, config: uvicorn.Config, children: Children | None, lifeline_fd: int | None
-    ) -> None:
-        super().__init__(config)
-        self.children = children
-        self.lifeline_fd = lifeline_fd
-        self.grace = float(config.timeout_graceful_shutdown or 30) + 10
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.children is not None:
-            self.children.on_give_up = lambda _reason: self._stop()
-            self.children.start()
-        if self.lifeline_fd is not None:
-            from rex.cli.children import follow_lifeline
-
-            follow_lifeline(self.lifeline_fd, on_gone=self._stop)
-        try:
-            await super().serve(sockets)
-        finally:
-            if self.children is not None:
-                await self.children.stop(self.grace)
-
-    def _stop(self) -> None:
-        self.handle_exit(signal.SIGTERM, None)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        from rex.ops import lifecycle
-        from rex.runtime import runtime_of
-
-        if self.should_exit:  # the second SIGTERM or SIGINT: exit at once
-            if self.children is not None:
-                self.children.signal(sig)
-            lifecycle.exit_now(sig)
-        log.info("shutting_down", signal=signal.Signals(sig).name)
-        if self.children is not None:
-            self.children.signal(signal.SIGTERM)  # they stop beside the API, not after it
-        # `rex listen` streams never end by themselves: end them as shutdown begins.
-        runtime_of(self.config.app).listen_hub.close_threadsafe()
-        super().handle_exit(sig, frame)
-        # uvicorn re-raises the signal once shut down (exit -15); a clean stop exits 0.
-        captured = getattr(self, "_captured_signals", None)
-        if isinstance(captured, list):
-            captured.clear()
 
 
 async def _bootstrap(settings: Settings) -> str | None:

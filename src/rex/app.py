@@ -80,6 +80,7 @@ def create_app(
     transport: Transport | None = None,
     clock: Clock | None = None,
     on_deliveries_queued: Callable[[], None] | None = None,
+    worker_process_id: str | None = None,
 ) -> FastAPI:
     """Build the app. ``run_worker`` defaults to True on SQLite (the embedded worker), which
     sends with ``transport`` (default: ``AiohttpTransport`` under the destination policy; it
@@ -129,6 +130,11 @@ def create_app(
             await heartbeat.beat()
             worker_task = asyncio.create_task(worker.run(stop))
             heartbeat_task = asyncio.create_task(heartbeat.run(stop))
+        elif worker_process_id is not None:
+            # `rex serve`'s worker process beats under this id; its first beat is written
+            # here, before serving, as the inline worker's is.
+            runtime.worker_id = worker_process_id
+            await Heartbeat(db, worker_process_id, kind="embedded").beat()
         try:
             yield
         finally:

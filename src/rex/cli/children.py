@@ -86,6 +86,8 @@ class Children:
         for child in children:
             child.open_lifeline()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self._terminated: set[int] = set()
 
     @property
     def has_worker(self) -> bool:
@@ -142,7 +144,7 @@ class Children:
                 log.warning("child_restarting", child=child.name)
 
     def signal(self, signum: int) -> None:
-        """Send ``signum`` to every child still running (the first one also stops restarts)."""
+        """Send ``signum`` to every child still running (and start no more)."""
         self.stopping = True
         for child in self.children:
             process = child.process
@@ -150,9 +152,25 @@ class Children:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signum)
 
+    def terminate(self) -> None:
+        """One SIGTERM to each child still running, never two (a second one makes a child
+        exit at once, without finishing its attempts in flight)."""
+        self.stopping = True
+        for child in self.children:
+            process = child.process
+            if process is None or process.returncode is not None:
+                continue
+            if process.pid not in self._terminated:
+                self._terminated.add(process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+
     async def stop(self, timeout: float) -> None:
         """SIGTERM every child, wait up to ``timeout`` seconds for them, then SIGKILL."""
-        self.signal(signal.SIGTERM)
+        if self._stopped:
+            return
+        self._stopped = True
+        self.terminate()
         running = [
             child.process
             for child in self.children

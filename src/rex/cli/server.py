@@ -86,6 +86,7 @@ def worker(
     ] = None,
     http_host: Annotated[str, typer.Option(help="Interface for --http-port.")] = "127.0.0.1",
     lifeline_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
+    worker_id: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run a standalone delivery worker (PostgreSQL; run as many as you like)."""
     from rex.mail.mailer import Mailer
@@ -122,7 +123,9 @@ def worker(
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, first_signal, signum)
-        delivery_worker = DeliveryWorker(db, settings.delivery, transport, concurrency=concurrency)
+        delivery_worker = DeliveryWorker(
+            db, settings.delivery, transport, concurrency=concurrency, worker_id=worker_id
+        )
         if lifeline_fd is not None:  # the worker process of `rex serve` (rex.cli.children)
             from rex.cli.children import follow_lifeline
 
@@ -132,7 +135,9 @@ def worker(
                 async with db.transaction() as conn:
                     await queue.release_all_leases(conn)
             follow_lifeline(lifeline_fd, on_gone=stop.set, on_wake=delivery_worker.wake)
-        heartbeat = Heartbeat(db, delivery_worker.worker_id, kind="worker")
+        # `rex serve`'s own worker is "embedded" in `rex status`, as it was in-process.
+        kind = "worker" if lifeline_fd is None else "embedded"
+        heartbeat = Heartbeat(db, delivery_worker.worker_id, kind=kind)
         runner = None
         try:
             await heartbeat.beat()

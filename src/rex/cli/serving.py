@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import sys
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -49,6 +51,7 @@ def serve(
     start_tracing(settings, process="api")
     child = lifeline_fd is not None
     children: Children | None = None
+    worker_id: str | None = None
     if not child:
         log.info(
             "serving",
@@ -65,13 +68,18 @@ def serve(
         serve_args = ["serve", "--host", host, "--port", str(port), "--worker", api_worker]
         planned = [Child(f"api{index}", serve_args) for index in range(2, workers + 1)]
         if mode.value == "process":
-            planned.append(Child("worker", ["worker"], wakes=settings.is_sqlite))
+            # One id for the worker process across restarts: /readyz and `rex status` follow
+            # its heartbeat, and the API writes the first one (as the inline worker did).
+            worker_id = f"{socket.gethostname()}:{os.getpid()}:serve-worker"
+            args = ["worker", "--worker-id", worker_id]
+            planned.append(Child("worker", args, wakes=settings.is_sqlite))
         if planned:
             children = Children(planned, on_give_up=lambda _reason: None)
     application = create_app(
         settings,
         run_worker=mode.value == "inline",
         on_deliveries_queued=children.wake if children and children.has_worker else None,
+        worker_process_id=worker_id,
     )
     server = RexServer(uvicorn_config(application, settings, host, port), children, lifeline_fd)
     sockets = [reuse_port_socket(host, port)] if workers > 1 or child else None
@@ -106,7 +114,6 @@ async def _bootstrap(settings: Settings) -> str | None:
 def _show_first_key(key: str, settings: Settings, host: str, port: int) -> None:
     """The first API key goes to a terminal, or to a file only its owner can read: never
     into a log (stdout and stderr of a service end up in one)."""
-    import os
     from pathlib import Path
 
     from rex.secretbox import default_key_file

@@ -67,9 +67,16 @@ class RexServer(uvicorn.Server):
             follow_lifeline(self.lifeline_fd, on_gone=self._stop)
         try:
             await super().serve(sockets)
-        finally:
+        finally:  # a start that failed (no shutdown): the children stop all the same
             if self.children is not None:
                 await self.children.stop(self.grace)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """The API's shutdown, then its children's, while a second signal still exits at
+        once (uvicorn restores the default handlers after ``shutdown``)."""
+        await super().shutdown(sockets)
+        if self.children is not None:
+            await self.children.stop(self.grace)
 
     def _stop(self) -> None:
         self.handle_exit(signal.SIGTERM, None)
@@ -84,7 +91,7 @@ class RexServer(uvicorn.Server):
             lifecycle.exit_now(sig)
         log.info("shutting_down", signal=signal.Signals(sig).name)
         if self.children is not None:
-            self.children.signal(signal.SIGTERM)  # they stop beside the API, not after it
+            self.children.terminate()  # they stop beside the API, not after it
         # `rex listen` streams never end by themselves: end them as shutdown begins.
         runtime_of(self.config.app).listen_hub.close_threadsafe()
         super().handle_exit(sig, frame)

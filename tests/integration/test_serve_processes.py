@@ -3,6 +3,7 @@ and `--workers N` API processes on PostgreSQL. Real `rex` processes, a real rece
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -174,3 +175,32 @@ def test_postgres_serve_workers_n_all_captures_delivered(
 def postgres_database(postgres_url: str) -> Iterator[str]:
     with temporary_postgres_database(postgres_url) as url:
         yield url
+
+
+def test_a_child_that_keeps_dying_is_given_up_on_loudly() -> None:
+    """`rex serve` stops (exit 1) rather than serve on without its worker (the threshold is
+    lowered here: the default is five deaths within a minute)."""
+    from rex.cli.children import Child, Children
+
+    async def scenario() -> tuple[str | None, list[str]]:
+        gave_up: list[str] = []
+        stopped = asyncio.Event()
+
+        def give_up(reason: str) -> None:
+            gave_up.append(reason)
+            stopped.set()
+
+        children = Children(
+            [Child("worker", ["no-such-command"])],
+            on_give_up=give_up,
+            max_crashes=2,
+            crash_window=600,
+        )
+        children.start()
+        await asyncio.wait_for(stopped.wait(), timeout=120)
+        await children.stop(10)
+        return children.failed, gave_up
+
+    failed, gave_up = asyncio.run(scenario())
+    assert failed is not None and "worker process exited 2 times" in failed
+    assert gave_up == [failed]

@@ -77,9 +77,18 @@ class Child:
 class Children:
     """Starts, watches, restarts and stops ``rex serve``'s children, on its event loop."""
 
-    def __init__(self, children: list[Child], *, on_give_up: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        children: list[Child],
+        *,
+        on_give_up: Callable[[str], None],
+        max_crashes: int = MAX_CRASHES,
+        crash_window: float = CRASH_WINDOW,
+    ) -> None:
         self.children = children
         self.on_give_up = on_give_up
+        self.max_crashes = max_crashes
+        self.crash_window = crash_window
         self.stopping = False
         self.failed: str | None = None
         self._woken = [child for child in children if child.wakes]
@@ -115,25 +124,28 @@ class Children:
         backoff = 0.5
         while not self.stopping:
             started = time.monotonic()
-            child.process = await self._spawn(child)
-            code = await child.process.wait()
+            try:
+                child.process = await self._spawn(child)
+                code: int | str = await child.process.wait()
+            except OSError as exc:  # could not even start it
+                child.process, code = None, f"{type(exc).__name__}: {exc}"
             if self.stopping:
                 return
             now = time.monotonic()
-            child.crashes = [t for t in child.crashes if now - t < CRASH_WINDOW] + [now]
-            if now - started > CRASH_WINDOW:
+            child.crashes = [t for t in child.crashes if now - t < self.crash_window] + [now]
+            if now - started > self.crash_window:
                 backoff = 0.5  # it had been running a while: a fresh failure
             log.error(
                 "child_exited",
                 child=child.name,
-                pid=child.process.pid,
+                pid=child.process.pid if child.process else None,
                 exit_code=code,
                 crashes_in_window=len(child.crashes),
             )
-            if len(child.crashes) >= MAX_CRASHES:
+            if len(child.crashes) >= self.max_crashes:
                 self.failed = (
                     f"the {child.name} process exited {len(child.crashes)} times within "
-                    f"{int(CRASH_WINDOW)} s (last exit code {code}); rex serve stops"
+                    f"{int(self.crash_window)} s (last exit code {code}); rex serve stops"
                 )
                 log.critical("child_failed", child=child.name, reason=self.failed)
                 self.on_give_up(self.failed)

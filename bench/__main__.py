@@ -3,6 +3,8 @@
     python -m bench run --backend sqlite --duration 20 --max
     python -m bench run --backend sqlite --duration 20 --rate 1000
     python -m bench run --backend postgres --workers 2 --duration 20 --max
+    python -m bench run --backend postgres --workers 2 --api-workers 2 --duration 20 --max
+    python -m bench run --backend sqlite --serve-worker inline --duration 20 --max   # before
     python -m bench run --backend sqlite --fanout 10 --duration 20 --max
     python -m bench backlog --backend sqlite --events 100000
     python -m bench all            # every figure of the docs/performance.md table
@@ -46,6 +48,8 @@ def _run(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
         "drain_timeout": args.drain_timeout,
         "skip_ceilings": args.skip_ceilings,
         "postgres_url": args.postgres_url,
+        "serve_worker": args.serve_worker,
+        "api_processes": args.api_workers,
     }
     options.update(overrides)
     return asyncio.run(run_benchmark(**options))
@@ -72,15 +76,26 @@ def _show(report: dict[str, Any], out: Path, label: str | None = None) -> None:
 
 def run_all(args: argparse.Namespace) -> None:
     """docs/performance.md's table: every target of the performance issue, in turn."""
+    cores = os.cpu_count() or 2
     plan: list[tuple[str, Any]] = [
         ("sqlite-max", lambda: _run(args, backend="sqlite", duration=60.0, rate=None)),
-        (
-            "sqlite-rate",
-            lambda: _run(args, backend="sqlite", duration=20.0, rate=args.rate, skip_ceilings=True),
+        *(
+            (
+                f"{backend}-rate{rate:g}",
+                lambda backend=backend, rate=rate: _run(
+                    args, backend=backend, duration=20.0, rate=rate, skip_ceilings=True,
+                    workers=cores, api_processes=cores if backend == "postgres" else 1,
+                ),
+            )
+            for backend in ("sqlite", "postgres")
+            for rate in (50.0, args.rate)
         ),
         (
             "postgres-max",
-            lambda: _run(args, backend="postgres", duration=20.0, rate=None, workers=2),
+            lambda: _run(
+                args, backend="postgres", duration=20.0, rate=None, workers=cores,
+                api_processes=cores,
+            ),
         ),
         (
             "sqlite-fanout10",
@@ -91,18 +106,13 @@ def run_all(args: argparse.Namespace) -> None:
         (
             "postgres-fanout10",
             lambda: _run(
-                args,
-                backend="postgres",
-                duration=20.0,
-                rate=None,
-                fanout=10,
-                workers=2,
-                skip_ceilings=True,
+                args, backend="postgres", duration=20.0, rate=None, fanout=10, workers=cores,
+                api_processes=cores, skip_ceilings=True,
             ),
         ),
         ("sqlite-backlog", lambda: _backlog(args, backend="sqlite")),
-        ("postgres-backlog", lambda: _backlog(args, backend="postgres", workers=2)),
-    ]
+        ("postgres-backlog", lambda: _backlog(args, backend="postgres", workers=cores)),
+    ]  # fmt: skip
     for label, measure in plan:
         print(f"\n=== {label} ===", flush=True)
         _show(measure(), args.out, label)
@@ -139,6 +149,15 @@ def main() -> None:
         command.add_argument("--connections", type=int, default=64)
         command.add_argument("--fanout", type=int, default=1, help="endpoints subscribed")
         command.add_argument("--skip-ceilings", action="store_true")
+        command.add_argument(
+            "--serve-worker",
+            choices=["process", "inline", "none"],
+            default=None,
+            help="rex serve --worker (default: process on SQLite, none on PostgreSQL)",
+        )
+        command.add_argument(
+            "--api-workers", type=int, default=1, help="rex serve --workers N (PostgreSQL)"
+        )
     group = run.add_mutually_exclusive_group()
     group.add_argument("--rate", type=float, default=None, help="open-loop captures per second")
     group.add_argument("--max", action="store_true", help="closed loop, as fast as it goes")

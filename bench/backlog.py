@@ -74,14 +74,16 @@ async def run_backlog(
         setup.start_receiver()
         setup.create_key()
         # An API process without a worker, for the subscription; nothing delivers yet.
-        setup.start_rex(workers=0, embedded_worker=False)
+        setup.start_rex(workers=0, worker_mode="none")
         await setup.subscribe(1, max_concurrency=endpoint_concurrency)
         setup.procs.stop(setup.rex.pop("serve"))
         seeded_in = await seed_backlog(setup.env["REX_DATABASE_URL"], 1, events)
         on_postgres = backend == "postgres"
-        setup.start_rex(workers=workers if on_postgres else 0, embedded_worker=not on_postgres)
         if on_postgres:
+            setup.start_rex(workers=workers, worker_mode="none")
             setup.rex.pop("serve")  # the API process does not deliver: watch the workers
+        else:
+            setup.start_rex(workers=0, worker_mode="process")
         rss: dict[str, list[float]] = {}
         stop_sampling = asyncio.Event()
         sampler = asyncio.create_task(sample_rss(setup, rss, stop_sampling))

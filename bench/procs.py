@@ -26,7 +26,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -56,6 +56,32 @@ def peak_rss_mib(pid: int) -> float | None:
 def rss_mib(pid: int) -> float | None:
     """The memory the process holds now (VmRSS)."""
     return _status_mib(pid, "VmRSS")
+
+
+def find_children(pid: int, expected: int, timeout: float = 60) -> dict[str, int]:
+    """The child processes of ``pid`` (`rex serve`'s worker and API processes), by role,
+    once ``expected`` of them are running."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, int] = {}
+    while expected and time.monotonic() < deadline:
+        try:
+            pids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            pids = []
+        found = {}
+        for child in pids:
+            try:
+                args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            role = "worker" if b"worker" in args[:4] else f"api{len(found) + 2}"
+            found[role] = int(child)
+        if len(found) >= expected:
+            return found
+        time.sleep(0.1)
+    if expected:
+        raise RuntimeError(f"rex serve started {len(found)} of {expected} child processes")
+    return found
 
 
 class Processes:
@@ -104,6 +130,7 @@ class Setup:
     rex_url: str = ""
     key: str = ""
     rex: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    children: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.env = {
@@ -138,20 +165,29 @@ class Setup:
         )
         self.key = result.stdout.strip().splitlines()[-1]
 
-    def start_rex(self, *, workers: int, embedded_worker: bool) -> None:
-        """``rex serve`` (with its in-process worker when ``embedded_worker``), then
-        ``workers`` ``rex worker`` processes."""
+    def start_rex(self, *, workers: int, worker_mode: str, api_processes: int = 1) -> None:
+        """``rex serve --worker worker_mode --workers api_processes`` (its child processes
+        found and watched too), then ``workers`` ``rex worker`` processes."""
         port = free_port()
-        serve = [REX, "serve", "--port", str(port)]
-        if not embedded_worker:
-            serve.append("--no-worker")
+        serve = [REX, "serve", "--port", str(port), "--worker", worker_mode]
+        if api_processes > 1:
+            serve += ["--workers", str(api_processes)]
         self.rex["serve"] = self.procs.start(serve, self.env, self.work / "serve.log")
         wait_for_port(port, self.rex["serve"])
+        expected = (api_processes - 1) + (worker_mode == "process")
+        self.children = find_children(self.rex["serve"].pid, expected)
         self.rex_url = f"http://127.0.0.1:{port}"
         for index in range(workers):
             self.rex[f"worker{index + 1}"] = self.procs.start(
                 [REX, "worker"], self.env, self.work / f"worker{index + 1}.log"
             )
+
+    def pids(self) -> dict[str, int]:
+        """Every Rex process: those the harness started and the children of `rex serve`."""
+        return {
+            **{name: process.pid for name, process in self.rex.items()},
+            **{f"serve.{name}": pid for name, pid in self.children.items()},
+        }
 
     async def subscribe(
         self, count: int, *, max_concurrency: int | None = None, enabled: bool = True
@@ -222,7 +258,7 @@ class Setup:
 
     def peak_rss(self) -> dict[str, float]:
         """The most memory each Rex process has held, in MiB."""
-        return {name: round(peak_rss_mib(p.pid) or 0, 1) for name, p in self.rex.items()}
+        return {name: round(peak_rss_mib(pid) or 0, 1) for name, pid in self.pids().items()}
 
     def close(self) -> None:
         self.procs.stop_all()

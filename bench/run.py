@@ -31,8 +31,8 @@ async def receiver_stats(base: str, what: str = "stats") -> dict[str, Any]:
 async def sample_rss(setup: Setup, samples: dict[str, list[float]], stop: asyncio.Event) -> None:
     """RSS of every Rex process, twice a second, until ``stop``."""
     while not stop.is_set():
-        for name, process in setup.rex.items():
-            value = rss_mib(process.pid)
+        for name, pid in setup.pids().items():
+            value = rss_mib(pid)
             if value is not None:
                 samples.setdefault(name, []).append(round(value, 1))
         with contextlib.suppress(TimeoutError):
@@ -51,7 +51,13 @@ async def run_benchmark(
     drain_timeout: float,
     skip_ceilings: bool,
     postgres_url: str,
+    serve_worker: str | None = None,
+    api_processes: int = 1,
 ) -> dict[str, Any]:
+    """``serve_worker``: `rex serve --worker` (default: ``process`` on SQLite, ``none`` on
+    PostgreSQL, where ``workers`` `rex worker` processes deliver)."""
+    on_postgres = backend == "postgres"
+    serve_worker = serve_worker or ("none" if on_postgres else "process")
     setup = Setup(backend, postgres_url)
     report = setup.describe(
         "load",
@@ -59,14 +65,19 @@ async def run_benchmark(
         rate=rate,
         connections=connections,
         workers=workers if backend == "postgres" else 0,
+        serve_worker=serve_worker,
+        api_processes=api_processes,
         fanout=fanout,
         endpoint_concurrency=endpoint_concurrency,
     )
     try:
         setup.start_receiver()
         setup.create_key()
-        on_postgres = backend == "postgres"
-        setup.start_rex(workers=workers if on_postgres else 0, embedded_worker=not on_postgres)
+        setup.start_rex(
+            workers=workers if on_postgres else 0,
+            worker_mode=serve_worker,
+            api_processes=api_processes,
+        )
         await setup.subscribe(fanout, max_concurrency=endpoint_concurrency)
         # Not timed: until Rex has delivered once (workers up, connections open).
         baseline = await setup.warm_up(workers if on_postgres else 0, fanout)

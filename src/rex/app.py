@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
@@ -79,18 +79,25 @@ def create_app(
     run_worker: bool | None = None,
     transport: Transport | None = None,
     clock: Clock | None = None,
+    on_deliveries_queued: Callable[[], None] | None = None,
+    worker_process_id: str | None = None,
 ) -> FastAPI:
     """Build the app. ``run_worker`` defaults to True on SQLite (the embedded worker), which
     sends with ``transport`` (default: ``AiohttpTransport`` under the destination policy; it
     is closed at shutdown). ``clock`` (default: the system's) is the time the app and its
-    worker decide durations by (see ``rex.clock``)."""
+    worker decide durations by (see ``rex.clock``). ``on_deliveries_queued`` is called after
+    each commit that queued deliveries (``rex serve`` wakes its worker process with it)."""
     settings = settings or Settings()
     embedded_worker = settings.is_sqlite if run_worker is None else run_worker
     runtime = Runtime.from_settings(settings, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url, timeout=settings.database_timeout)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.pool_size,
+            timeout=settings.database_timeout,
+        )
         await db.migrate()
         async with db.transaction() as conn:
             await workspaces.ensure_default_workspace(conn)
@@ -104,6 +111,8 @@ def create_app(
         hub = runtime.listen_hub
         hub.bind(asyncio.get_running_loop())
         db.on_deliveries_queued(hub.wake)
+        if on_deliveries_queued is not None:
+            db.on_deliveries_queued(on_deliveries_queued)
         expiry_task = asyncio.create_task(expire_sessions(db, settings.listen, stop))
         # mailto: endpoints (forms' new-lead emails) go through the mailer.
         sender = RoutingTransport(
@@ -121,6 +130,11 @@ def create_app(
             await heartbeat.beat()
             worker_task = asyncio.create_task(worker.run(stop))
             heartbeat_task = asyncio.create_task(heartbeat.run(stop))
+        elif worker_process_id is not None:
+            # `rex serve`'s worker process beats under this id; its first beat is written
+            # here, before serving, as the inline worker's is.
+            runtime.worker_id = worker_process_id
+            await Heartbeat(db, worker_process_id, kind="embedded").beat()
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import re
 import urllib.parse
 from typing import Annotated
@@ -51,7 +52,19 @@ class Settings(BaseSettings):
             "Where Rex keeps everything: `sqlite:///./rex.db` (a file relative to the working "
             "directory; `sqlite:////abs/path.db` for an absolute path) or "
             "`postgresql://user@host/db`. On SQLite `rex serve` runs the delivery worker "
-            "in-process; on PostgreSQL run `rex worker` processes beside `rex serve --no-worker`."
+            "as a process beside the API; on PostgreSQL run `rex worker` processes beside "
+            "`rex serve --no-worker`."
+        ),
+    )
+    database_pool_size: int | None = Field(
+        None,
+        ge=1,
+        le=500,
+        description=(
+            "Database connections each Rex process keeps open (as many again may open under "
+            "a burst). Unset: four per CPU core, at least 10. On PostgreSQL mind the server's "
+            "`max_connections`: every `rex serve` process (`--workers N`) and every "
+            "`rex worker` holds its own pool."
         ),
     )
     database_timeout: float = Field(
@@ -422,6 +435,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def pool_size(self) -> int:
+        """``REX_DATABASE_POOL_SIZE``, or four connections per core (at least 10)."""
+        return self.database_pool_size or max(10, 4 * (os.cpu_count() or 1))
 
     # The typed policies, built once from the fields above (the code that uses them takes
     # the policy it needs, never the whole Settings).

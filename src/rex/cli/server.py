@@ -5,21 +5,18 @@ same ``app`` in ``rex.cli``."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from collections.abc import Callable
-from types import FrameType
 from typing import Annotated, NoReturn
 
-import structlog
 import typer
 
 from rex.cli._errors import CliError
 from rex.cli._settings import load_settings as _settings
+from rex.cli.serving import WorkerMode, start_tracing
 from rex.db.engine import Database
 from rex.secretbox import SecretKeyError
-from rex.settings import Settings
 from rex.workspaces import service as workspaces
 
 try:  # typer vendors click since 0.2x; older versions use click itself
@@ -39,136 +36,43 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
 
 
-async def _bootstrap(settings: Settings) -> str | None:
-    """Migrate, make sure the default workspace exists; on first start, make its first key."""
-    db = Database(settings.database_url, timeout=settings.database_timeout)
-    try:
-        await db.migrate()
-        async with db.transaction() as conn:
-            workspace, created = await workspaces.ensure_default_workspace(conn)
-            if not created:
-                return None
-            _, key = await workspaces.create_api_key(conn, workspace.id, "first key")
-            return key
-    finally:
-        await db.close()
-
-
-def _show_first_key(key: str, settings: Settings, host: str, port: int) -> None:
-    """The first API key goes to a terminal, or to a file only its owner can read: never
-    into a log (stdout and stderr of a service end up in one)."""
-    import os
-    from pathlib import Path
-
-    from rex.secretbox import default_key_file
-
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    exports = f"  export REX_URL=http://{shown_host}:{port}\n  export REX_API_KEY={key}\n"
-    if sys.stdout.isatty():
-        typer.echo(
-            "\nRex created its database, the workspace 'default' and its first API key.\n"
-            "The key is shown only now; `rex keys create` makes another at any time.\n\n" + exports
-        )
-        return
-    folder = default_key_file(settings.database_url).parent
-    path = Path(os.environ.get("REX_FIRST_KEY_FILE") or folder / "rex-first-key.txt")
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(exports)
-    if settings.log_json:  # every line on stderr stays one JSON object
-        line = {"event": "first_api_key_file", "level": "warning", "path": str(path)}
-        typer.echo(json.dumps(line), err=True)
-        return
-    typer.echo(
-        "\nRex created its database, the workspace 'default' and its first API key.\n"
-        f"Not a terminal, so the key is not printed: it is in {path} (mode 0600).\n"
-        f"  . {path}   # sets REX_URL and REX_API_KEY; then delete the file\n",
-        err=True,
-    )
-
-
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    no_worker: Annotated[
-        bool, typer.Option("--no-worker", help="Do not run the delivery worker in-process.")
-    ] = False,
+    worker: Annotated[
+        WorkerMode | None,
+        typer.Option(
+            help="The delivery worker: 'process' (a child process beside the API; the "
+            "default on SQLite), 'inline' (on the API's event loop; the default on "
+            "PostgreSQL) or 'none' (run `rex worker` yourself)."
+        ),
+    ] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Same as --worker none.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="API processes sharing the port (SO_REUSEPORT; PostgreSQL only).",
+        ),
+    ] = 1,
+    lifeline_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Run the API server (and, on SQLite, the delivery worker in-process)."""
-    import uvicorn
-
-    from rex.app import create_app
-    from rex.http_protocol import make_protocol
-    from rex.ops import lifecycle
-    from rex.ops.admin import describe_database
-    from rex.runtime import runtime_of
+    """Run the API server, and the delivery worker beside it (see --worker)."""
+    from rex.cli import serving
 
     settings = _settings()
-    _start_tracing(settings, process="api")
-    structlog.get_logger("rex.serve").info(
-        "serving", database=describe_database(settings.database_url), host=host, port=port
-    )
-    first_key = asyncio.run(_bootstrap(settings))
-    if first_key:
-        _show_first_key(first_key, settings, host, port)
-    run_worker = not no_worker
-    application = create_app(settings, run_worker=run_worker)
-    config = uvicorn.Config(
-        application,
-        host=host,
-        port=port,
-        # Client IPs come from the socket unless REX_TRUSTED_PROXIES says otherwise; uvicorn's
-        # own X-Forwarded-For trust (127.0.0.1 by default) would let anyone spoof them.
-        proxy_headers=False,
-        forwarded_allow_ips="",
-        server_header=False,
-        log_level=settings.log_level,
-        # Rex's logging (rex.logging) renders uvicorn's lines; Rex logs one line a request.
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.delivery_timeout) + 5,
-        # Bounded for the open internet (docs/security.md): connections at once (503 past
-        # them), a deadline for each request to arrive, and idle keep-alive.
-        http=make_protocol(settings.request_read_timeout),
-        limit_concurrency=settings.max_connections,
-        timeout_keep_alive=settings.keep_alive_timeout,
-    )
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            if self.should_exit:  # the second SIGTERM or SIGINT: exit at once
-                lifecycle.exit_now(sig)
-            structlog.get_logger("rex.serve").info("shutting_down", signal=signal.Signals(sig).name)
-            # `rex listen` streams never end by themselves: end them as shutdown begins.
-            runtime_of(application).listen_hub.close_threadsafe()
-            super().handle_exit(sig, frame)
-            # uvicorn re-raises the signal once shut down (exit -15); a clean stop exits 0.
-            captured = getattr(self, "_captured_signals", None)
-            if isinstance(captured, list):
-                captured.clear()
-
-    server = Server(config)
-    server.run()
-    if not server.started:
-        raise CliError(f"the server could not start on {host}:{port} (see the log above)")
-
-
-def _start_tracing(settings: Settings, *, process: str) -> None:
-    """OpenTelemetry spans when REX_TRACING asks for them (flushed at exit)."""
-    if settings.tracing == "off":
-        return
-    import atexit
-
-    from rex import tracing
-
-    try:
-        tracing.configure(settings.tracing, process=process)
-    except tracing.TracingUnavailable as exc:
-        raise CliError(str(exc)) from None
-    atexit.register(tracing.shutdown)
-    structlog.get_logger("rex.tracing").info("tracing", exporter=settings.tracing)
+    if no_worker:
+        worker = WorkerMode.NONE
+    mode = worker or (WorkerMode.PROCESS if settings.is_sqlite else WorkerMode.INLINE)
+    if workers > 1 and settings.is_sqlite:
+        raise CliError(
+            "--workers N is for PostgreSQL: on SQLite one API process and one worker "
+            "process share the database (SQLite has one writer at a time)"
+        )
+    serving.serve(settings, host=host, port=port, mode=mode, workers=workers,
+                  lifeline_fd=lifeline_fd)  # fmt: skip
 
 
 @app.command()
@@ -181,21 +85,28 @@ def worker(
         typer.Option(help="Serve /metrics, /healthz and /readyz on this port."),
     ] = None,
     http_host: Annotated[str, typer.Option(help="Interface for --http-port.")] = "127.0.0.1",
+    lifeline_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
+    worker_id: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run a standalone delivery worker (PostgreSQL; run as many as you like)."""
     from rex.mail.mailer import Mailer
     from rex.mail.transport import MailTransport, RoutingTransport
     from rex.ops import lifecycle, worker_http
     from rex.ops.health import Heartbeat
+    from rex.outbox import queue
     from rex.runtime import destination_policy
     from rex.worker.loop import DeliveryWorker
     from rex.worker.transport import AiohttpTransport
 
     settings = _settings()
-    _start_tracing(settings, process="worker")
+    start_tracing(settings, process="worker")
 
     async def run() -> None:
-        db = Database(settings.database_url, timeout=settings.database_timeout)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.pool_size,
+            timeout=settings.database_timeout,
+        )
         await db.migrate()
         transport = RoutingTransport(
             AiohttpTransport(destination_policy(settings), proxy=settings.proxy_url),
@@ -212,8 +123,21 @@ def worker(
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, first_signal, signum)
-        delivery_worker = DeliveryWorker(db, settings.delivery, transport, concurrency=concurrency)
-        heartbeat = Heartbeat(db, delivery_worker.worker_id, kind="worker")
+        delivery_worker = DeliveryWorker(
+            db, settings.delivery, transport, concurrency=concurrency, worker_id=worker_id
+        )
+        if lifeline_fd is not None:  # the worker process of `rex serve` (rex.cli.children)
+            from rex.cli.children import follow_lifeline
+
+            if db.is_sqlite:
+                # The only worker of this SQLite database: leases left by the one before it
+                # (stopped or killed) are stale.
+                async with db.transaction() as conn:
+                    await queue.release_all_leases(conn)
+            follow_lifeline(lifeline_fd, on_gone=stop.set, on_wake=delivery_worker.wake)
+        # `rex serve`'s own worker is "embedded" in `rex status`, as it was in-process.
+        kind = "worker" if lifeline_fd is None else "embedded"
+        heartbeat = Heartbeat(db, delivery_worker.worker_id, kind=kind)
         runner = None
         try:
             await heartbeat.beat()

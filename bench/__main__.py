@@ -4,7 +4,7 @@
     python -m bench run --backend sqlite --duration 20 --rate 1000
     python -m bench run --backend postgres --workers 2 --duration 20 --max
     python -m bench run --backend postgres --workers 2 --api-workers 2 --duration 20 --max
-    python -m bench run --backend sqlite --serve-worker inline --duration 20 --max   # before
+    python -m bench run --backend sqlite --serve-worker process --duration 20 --max
     python -m bench run --backend sqlite --fanout 10 --duration 20 --max
     python -m bench backlog --backend sqlite --events 100000
     python -m bench all            # every figure of the docs/performance.md table
@@ -153,7 +153,7 @@ def main() -> None:
             "--serve-worker",
             choices=["process", "inline", "none"],
             default=None,
-            help="rex serve --worker (default: process on SQLite, none on PostgreSQL)",
+            help="rex serve --worker (default: inline on SQLite; none on PostgreSQL)",
         )
         command.add_argument(
             "--api-workers", type=int, default=1, help="rex serve --workers N (PostgreSQL)"

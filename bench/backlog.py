@@ -83,7 +83,7 @@ async def run_backlog(
             setup.start_rex(workers=workers, worker_mode="none")
             setup.rex.pop("serve")  # the API process does not deliver: watch the workers
         else:
-            setup.start_rex(workers=0, worker_mode="process")
+            setup.start_rex(workers=0, worker_mode="inline")
         rss: dict[str, list[float]] = {}
         stop_sampling = asyncio.Event()
         sampler = asyncio.create_task(sample_rss(setup, rss, stop_sampling))

@@ -54,10 +54,10 @@ async def run_benchmark(
     serve_worker: str | None = None,
     api_processes: int = 1,
 ) -> dict[str, Any]:
-    """``serve_worker``: `rex serve --worker` (default: ``process`` on SQLite, ``none`` on
+    """``serve_worker``: `rex serve --worker` (default: ``inline`` on SQLite, ``none`` on
     PostgreSQL, where ``workers`` `rex worker` processes deliver)."""
     on_postgres = backend == "postgres"
-    serve_worker = serve_worker or ("none" if on_postgres else "process")
+    serve_worker = serve_worker or ("none" if on_postgres else "inline")
     setup = Setup(backend, postgres_url)
     report = setup.describe(
         "load",

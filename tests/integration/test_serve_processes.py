@@ -80,7 +80,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def test_sqlite_serve_delivers_from_a_worker_process_that_stops_with_it(tmp_path: Path) -> None:
     database_url = sqlite_url(tmp_path)
     key = api_key(database_url)
-    api = rex_serve(fast_env(database_url), tmp_path / "api.log")
+    api = rex_serve(fast_env(database_url), tmp_path / "api.log", "--worker", "process")
     with Receiver() as receiver, running(api):
         assert api.url is not None
         worker = worker_child(api)
@@ -95,7 +95,7 @@ def test_sqlite_serve_delivers_from_a_worker_process_that_stops_with_it(tmp_path
 def test_sqlite_worker_process_killed_is_restarted_and_loses_nothing(tmp_path: Path) -> None:
     database_url = sqlite_url(tmp_path)
     key = api_key(database_url)
-    api = rex_serve(fast_env(database_url), tmp_path / "api.log")
+    api = rex_serve(fast_env(database_url), tmp_path / "api.log", "--worker", "process")
     with Receiver() as receiver, running(api):
         assert api.url is not None
         first = worker_child(api)
@@ -118,17 +118,18 @@ def test_sqlite_worker_process_killed_is_restarted_and_loses_nothing(tmp_path: P
 def test_sqlite_worker_process_stops_when_serve_is_killed(tmp_path: Path) -> None:
     """No orphan: the lifeline pipe closes with the API process, whatever killed it."""
     database_url = sqlite_url(tmp_path)
-    api = rex_serve(fast_env(database_url), tmp_path / "api.log")
+    api = rex_serve(fast_env(database_url), tmp_path / "api.log", "--worker", "process")
     with running(api):
         worker = worker_child(api)
         api.kill()
         wait_until(lambda: gone(worker), timeout=60, interval=0.1)
 
 
-def test_inline_worker_is_still_available(tmp_path: Path) -> None:
+def test_the_inline_worker_is_the_default(tmp_path: Path) -> None:
+    """Without --worker, `rex serve` delivers from its own event loop: no child process."""
     database_url = sqlite_url(tmp_path)
     key = api_key(database_url)
-    api = rex_serve(fast_env(database_url), tmp_path / "api.log", "--worker", "inline")
+    api = rex_serve(fast_env(database_url), tmp_path / "api.log")
     with Receiver() as receiver, running(api):
         assert api.url is not None
         subscribe(api.url, key, receiver.url())

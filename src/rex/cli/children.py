@@ -1,5 +1,5 @@
-"""The processes ``rex serve`` starts beside its own: a delivery worker (``--worker process``,
-the default on SQLite) and further API processes (``--workers N``, PostgreSQL).
+"""The processes ``rex serve`` starts beside its own: a delivery worker (``--worker process``)
+and further API processes (``--workers N``, PostgreSQL).
 
 Each child gets the read end of a pipe of its own, its *lifeline*, as a hidden
 ``--lifeline-fd``:

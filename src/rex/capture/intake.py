@@ -24,6 +24,7 @@ from rex.capture.schemas import CaptureIn
 from rex.contacts.schemas import Contact
 from rex.errors import DomainError, Invalid, invalid_input
 from rex.forms import mapping
+from rex.forms.schemas import StoredForm
 from rex.submissions import service as submissions
 from rex.submissions.service import SubmissionStatus
 
@@ -79,9 +80,9 @@ def _no_email(received: Received) -> Invalid:
     return Invalid("email", f"no email field found; received: {shown or 'no fields'}")
 
 
-def honeypot_filled(received: Received, form: dict[str, Any] | None) -> str | None:
+def honeypot_filled(received: Received, form: StoredForm | None) -> str | None:
     """The name of a filled honeypot field, or None."""
-    own = {name.casefold() for name in (form or {}).get("honeypot_fields", [])}
+    own = {name.casefold() for name in (form["honeypot_fields"] if form else [])}
     candidates = {**received.fields, **received.controls}
     for name, value in candidates.items():
         folded = name.casefold()
@@ -106,15 +107,15 @@ def validate(lead: dict[str, Any]) -> CaptureIn:
     return valid
 
 
-def decide(received: Received, form: dict[str, Any] | None, *, referer: str | None) -> Decision:
+def decide(received: Received, form: StoredForm | None, *, referer: str | None) -> Decision:
     """Honeypots, mapping, recognition and validation of one post (no I/O)."""
-    field_map = (form or {}).get("field_map") or {}
+    field_map = form["field_map"] if form else {}
     shape = None
     if not field_map and rec.is_plain(received.fields):
         lead_fields: dict[str, Any] = dict(received.fields)
     else:
         mapped = mapping.apply(field_map, received.stored()) if field_map else None
-        own = frozenset((form or {}).get("honeypot_fields", []))
+        own = frozenset(form["honeypot_fields"] if form else [])
         recognised = rec.recognise(
             received.fields,
             received.controls,
@@ -161,7 +162,7 @@ async def accept(
     now: datetime,
     client_ip: str | None,
     submission: dict[str, Any],
-    form: dict[str, Any] | None,
+    form: StoredForm | None,
     fields: dict[str, Any] | None = None,
     max_metadata_bytes: int = 16 * 1024,
 ) -> tuple[Contact, bool]:
@@ -178,11 +179,11 @@ async def accept(
     submission["status"] = SubmissionStatus.ACCEPTED.value
     submission["contact_id"] = contact.id
     await submissions.record(conn, submission)
-    if form is not None and form.get("notify_endpoint_id"):
+    if form is not None and (notify_endpoint_id := form["notify_endpoint_id"]):
         await submissions.queue_notification(
             conn,
             workspace_id=workspace_id,
-            endpoint_id=form["notify_endpoint_id"],
+            endpoint_id=notify_endpoint_id,
             form=form,
             submission_id=submission["id"],
             fields=fields if fields is not None else submission["fields"],

@@ -69,11 +69,11 @@ async def reprocess(
         conn, row.id, status=SubmissionStatus.ACCEPTED, reason=None, shape=decision.shape,
         contact_id=contact.id, now=now,
     )  # fmt: skip
-    if form is not None and form.get("notify_endpoint_id"):
+    if form is not None and (notify_endpoint_id := form["notify_endpoint_id"]):
         await submissions.queue_notification(
             conn,
             workspace_id=workspace_id,
-            endpoint_id=form["notify_endpoint_id"],
+            endpoint_id=notify_endpoint_id,
             form=form,
             submission_id=row.id,
             fields=submissions.submission(row)["fields"],

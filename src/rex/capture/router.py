@@ -41,6 +41,7 @@ from rex.client_ip import rate_limit_key
 from rex.db.engine import Database
 from rex.errors import ChallengeFailed, DomainError, NotFound, RateLimited, Unavailable
 from rex.forms import service as forms_service
+from rex.forms.schemas import StoredForm
 from rex.ids import new_id, rfc3339, utcnow
 from rex.runtime import Runtime, runtime_of
 from rex.settings import Settings
@@ -249,10 +250,12 @@ async def capture_form_lead(
 
 
 async def _captcha_decision(
-    form: dict[str, Any], received: Received, decision: Decision, client_ip: str | None,
+    form: StoredForm, received: Received, decision: Decision, client_ip: str | None,
     settings: Settings,
 ) -> Decision:  # fmt: skip
     config = form["captcha"]
+    if config is None:  # no CAPTCHA on this form: nothing to verify
+        return decision
     token = captcha.token_from(config["provider"], received.fields, received.controls)
     result = await captcha.verify(config, token, client_ip=client_ip, settings=settings)
     if result.verdict is captcha.Verdict.PASSED:
@@ -286,7 +289,7 @@ async def _capture(
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     browser = media in _FORM_TYPES and wants_html(accept)
     workspace: Workspace | None = None
-    form: dict[str, Any] | None = None
+    form: StoredForm | None = None
     try:
         workspace = await find_workspace(request, db, settings)
         # Per-IP first, before anything costs more than a dictionary lookup.
@@ -397,10 +400,10 @@ async def _capture(
         # One status and shape for a new and a known address: no existence oracle.
         return json_answer(capture_answer(lead, contact_id, rfc3339(now) or ""), 201, cors)
     location = _redirect_location(
-        request, parsed, workspace, form.get("redirect_url") if form else None
+        request, parsed, workspace, form["redirect_url"] if form else None
     )
-    if location == THANK_YOU_PATH and form and form.get("success_message"):
-        return success_page(form["success_message"])
+    if location == THANK_YOU_PATH and form and (message := form["success_message"]):
+        return success_page(message)
     return Response(status_code=303, headers={"Location": location, **cors})
 
 

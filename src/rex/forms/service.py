@@ -113,11 +113,9 @@ async def _find(conn: AsyncConnection, workspace_id: str, form_id: str) -> Store
     return serialize(row) if row is not None else None
 
 
-async def find(conn: AsyncConnection, workspace_id: str, form_id: str) -> dict[str, Any] | None:
-    """The stored form, or None: as the capture path holds it (``rex.capture.router`` and
-    ``intake`` type forms as plain dicts; a ``StoredForm`` once they take one)."""
-    form = await _find(conn, workspace_id, form_id)
-    return dict(form) if form is not None else None
+async def find(conn: AsyncConnection, workspace_id: str, form_id: str) -> StoredForm | None:
+    """The stored form, or None (the capture path's lookup: a missing form is its 404)."""
+    return await _find(conn, workspace_id, form_id)
 
 
 async def get(conn: AsyncConnection, workspace_id: str, form_id: str) -> StoredForm:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from rex.db.pagination import fetch_page
 from rex.db.schema import submissions
 from rex.errors import NotFound
+from rex.forms.schemas import StoredForm
 from rex.ids import rfc3339
 from rex.outbox.catalogue import SUBMISSION_ACCEPTED
 from rex.outbox.events import record_event
@@ -207,7 +208,7 @@ async def queue_notification(
     *,
     workspace_id: str,
     endpoint_id: str,
-    form: dict[str, Any],
+    form: StoredForm,
     submission_id: str,
     fields: Any,
     contact: dict[str, Any],

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -41,6 +43,26 @@ def _out(line: str) -> None:
 
 def _err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+STOPPED = (
+    "Stopped. Rex keeps queueing this session's events for a while; run the same command to resume."
+)
+STOP_GRACE = 10.0
+"""Seconds a ^C may take to close connections before ``rex listen`` exits regardless."""
+
+
+def _force_stop_after(seconds: float) -> None:
+    """Exit with 130 after ``seconds`` unless the process has ended by then (a daemon timer:
+    it dies with a process that stops in time)."""
+
+    def stop() -> None:
+        _err(STOPPED)
+        os._exit(130)
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
 
 
 @dataclass(frozen=True)
@@ -139,6 +161,12 @@ class Listener:
                     self.err(f"{exc}; reconnecting in {delay:g}s")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+        except asyncio.CancelledError:
+            # ^C: asyncio.run cancels this task, then closes the clients and the loop's
+            # executor. A full suite twice saw that shutdown outlast 30 s (cause not found);
+            # a stop must never hang, so past STOP_GRACE the process says so and exits.
+            _force_stop_after(STOP_GRACE)
+            raise
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -368,8 +396,5 @@ def listen(
     try:
         asyncio.run(listener.run())
     except KeyboardInterrupt:
-        _err(
-            "Stopped. Rex keeps queueing this session's events for a while; run the same "
-            "command to resume."
-        )
+        _err(STOPPED)
         raise typer.Exit(130) from None
